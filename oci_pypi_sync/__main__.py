@@ -1,0 +1,3 @@
+from oci_pypi_sync.cli import main
+
+main()

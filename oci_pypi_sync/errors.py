@@ -1,0 +1,94 @@
+"""Exceptions, one per thing that can be at fault, each with a message fit for a user."""
+
+from __future__ import annotations
+
+
+class OciPypiError(Exception):
+    """Base class: the message names the thing at fault and is safe to print."""
+
+
+class UsageError(OciPypiError):
+    """The user's input (a requirement, a target, an option) is not valid."""
+
+
+# --- the index side -------------------------------------------------------
+
+
+class IndexError_(OciPypiError):
+    """The package index could not be read or answered something unusable."""
+
+
+class IndexUnreachableError(IndexError_):
+    """The index could not be reached at all (DNS, connection, TLS)."""
+
+
+class ProjectNotFoundError(IndexError_):
+    """The index has no page for the project."""
+
+    def __init__(self, project: str, url: str) -> None:
+        super().__init__(f"project {project!r} not found on the index ({url})")
+        self.project = project
+        self.url = url
+
+
+class UnsupportedApiVersionError(IndexError_):
+    """The page declares a simple-API major version this tool cannot read."""
+
+
+class InvalidPageError(IndexError_):
+    """The page could not be parsed as PEP 503 HTML or PEP 691 JSON."""
+
+
+# --- integrity -----------------------------------------------------------
+
+
+class DigestMismatchError(OciPypiError):
+    """Bytes received do not have the digest that was advertised for them."""
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"digest mismatch for {what}: expected {expected}, got {actual}")
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class SizeMismatchError(OciPypiError):
+    """Bytes received do not have the size that was advertised for them."""
+
+    def __init__(self, what: str, expected: int, actual: int) -> None:
+        super().__init__(f"size mismatch for {what}: expected {expected} bytes, got {actual}")
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+# --- the OCI side ----------------------------------------------------------
+
+
+class TargetError(OciPypiError):
+    """A target (registry or layout) is invalid, unreachable or refused a write."""
+
+
+class RegistryError(TargetError):
+    """A registry answered with an error.
+
+    ``status`` is the HTTP status, ``code`` the first OCI error code when the
+    registry sent one. Messages never carry credentials.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RegistryUnreachableError(RegistryError):
+    """The registry could not be reached at all (DNS, connection, TLS)."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused our credentials, or we had none and it wants some."""
+
+
+class LayoutError(TargetError):
+    """An OCI image layout on disk is missing, malformed or not writable."""

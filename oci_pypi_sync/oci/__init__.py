@@ -1,0 +1,1 @@
+"""The OCI side: the format mapping (pure), the stores (layout and registry) and auth."""

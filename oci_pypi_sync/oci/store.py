@@ -1,0 +1,73 @@
+"""The interface every target (a registry, an OCI image layout) implements.
+
+The sync engine writes only through this protocol, in the order blobs ->
+manifests -> tagged index, so a tag never points at missing children. A
+store never keeps bytes under a digest they do not have: ``put_blob``
+verifies the digest and size of what it received before the blob becomes
+visible, and raises :class:`~oci_pypi_sync.errors.DigestMismatchError` or
+:class:`~oci_pypi_sync.errors.SizeMismatchError` otherwise.
+
+``repo`` is the repository name relative to the target's prefix (the
+normalized project name); each store adds its prefix itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """A manifest or index as a store holds it."""
+
+    media_type: str
+    digest: str
+    body: bytes
+
+
+class Store(Protocol):
+    """A place that holds OCI repositories: a registry or a layout on disk."""
+
+    @property
+    def display_name(self) -> str:
+        """A human name for messages (never with credentials)."""
+        ...
+
+    async def has_blob(self, repo: str, digest: str) -> bool:
+        """Whether ``repo`` already holds the blob."""
+        ...
+
+    async def put_blob(
+        self, repo: str, digest: str, size: int, chunks: AsyncIterable[bytes]
+    ) -> None:
+        """Store a blob streamed in chunks, verifying digest and size before it is visible."""
+        ...
+
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+        """Store a small blob held in memory (configs, metadata), verifying its digest."""
+        ...
+
+    def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes; raises if the store does not have it."""
+        ...
+
+    async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        """Fetch a manifest or index by tag or digest; ``None`` when it does not exist."""
+        ...
+
+    async def has_manifest(self, repo: str, digest: str) -> bool:
+        """Whether ``repo`` holds the manifest with this digest."""
+        ...
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        """Store a manifest or index under a tag or its digest; return its digest.
+
+        Every child it references must already be in the store.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and locks."""
+        ...
