@@ -40,9 +40,13 @@ class Store(Protocol):
         ...
 
     async def put_blob(
-        self, repo: str, digest: str, size: int, chunks: AsyncIterable[bytes]
+        self, repo: str, digest: str, size: int | None, chunks: AsyncIterable[bytes]
     ) -> None:
-        """Store a blob streamed in chunks, verifying digest and size before it is visible."""
+        """Store a blob streamed in chunks, verifying digest and size before it is visible.
+
+        ``size`` is ``None`` when the index did not say (PEP 503 HTML pages);
+        registries then receive a chunked request body.
+        """
         ...
 
     async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:

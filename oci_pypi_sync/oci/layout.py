@@ -1,0 +1,259 @@
+"""An OCI image layout on disk as a :class:`~oci_pypi_sync.oci.store.Store`.
+
+One layout holds every project: blobs are shared under ``blobs/sha256``,
+and ``index.json`` lists each tagged index with an
+``org.opencontainers.image.ref.name`` of ``<repository>:<tag>``. Blobs are
+written to a temporary file, verified, then renamed into place, so a blob
+path always holds bytes with that digest; ``index.json`` is replaced
+atomically under a file lock, so concurrent writers never lose a tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from oci_pypi_sync.errors import DigestMismatchError, LayoutError, SizeMismatchError
+from oci_pypi_sync.oci.format import OCI_INDEX, OCI_MANIFEST, REF_NAME, canonical_json
+from oci_pypi_sync.oci.store import StoredManifest
+
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = "1.0.0"
+INDEX_FILE = "index.json"
+_TMP_DIR = ".tmp"
+_LOCK_FILE = ".lock"
+_CHUNK = 1 << 20
+
+
+class LayoutStore:
+    """A directory in the OCI image-layout format; created on first use."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        self._index_lock = asyncio.Lock()
+        self._ensure(create)
+
+    @property
+    def display_name(self) -> str:
+        return f"oci:{self.path}"
+
+    # --- layout files ------------------------------------------------------
+
+    def _ensure(self, create: bool) -> None:
+        layout_file = self.path / LAYOUT_FILE
+        if layout_file.is_file():
+            try:
+                version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
+            if not str(version).startswith("1."):
+                raise LayoutError(f"{self.path}: unsupported image layout version {version}")
+            return
+        if not create:
+            raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
+        if self.path.exists() and not self.path.is_dir():
+            raise LayoutError(f"{self.path} exists and is not a directory")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise LayoutError(
+                f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
+                "refusing to write a layout into it"
+            )
+        try:
+            (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path / INDEX_FILE, _empty_index(), self._tmp_dir())
+            _atomic_write(
+                layout_file, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}), self._tmp_dir()
+            )
+        except OSError as exc:
+            raise LayoutError(f"cannot create an OCI image layout at {self.path}: {exc}") from exc
+
+    def _tmp_dir(self) -> Path:
+        tmp = self.path / _TMP_DIR
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):
+            raise LayoutError(f"unsupported or malformed digest {digest!r}")
+        return self.path / "blobs" / "sha256" / hexdigest
+
+    def read_index(self) -> dict[str, Any]:
+        """The layout's ``index.json``."""
+        try:
+            data = json.loads((self.path / INDEX_FILE).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise LayoutError(f"cannot read {self.path / INDEX_FILE}: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
+            raise LayoutError(f"{self.path / INDEX_FILE} is not an OCI image index")
+        return data
+
+    def tags(self) -> dict[str, dict[str, Any]]:
+        """Every ``repository:tag`` ref name in ``index.json`` with its descriptor."""
+        out = {}
+        for entry in self.read_index().get("manifests", []):
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name:
+                out[name] = entry
+        return out
+
+    # --- Store protocol ------------------------------------------------------
+
+    async def has_blob(self, repo: str, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    async def has_manifest(self, repo: str, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    async def put_blob(
+        self, repo: str, digest: str, size: int | None, chunks: AsyncIterable[bytes]
+    ) -> None:
+        target = self.blob_path(digest)
+        hasher = hashlib.sha256()
+        received = 0
+        fd, tmp_name = tempfile.mkstemp(prefix="blob-", dir=self._tmp_dir())
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    hasher.update(chunk)
+                    received += len(chunk)
+                    out.write(chunk)
+            actual = "sha256:" + hasher.hexdigest()
+            if actual != digest:
+                raise DigestMismatchError(f"blob {digest}", digest, actual)
+            if size is not None and received != size:
+                raise SizeMismatchError(f"blob {digest}", size, received)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatchError(f"blob {digest}", digest, actual)
+        target = self.blob_path(digest)
+        if not target.is_file():
+            _atomic_write(target, data, self._tmp_dir())
+
+    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        path = self.blob_path(digest)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError as exc:
+            raise LayoutError(f"{self.display_name} has no blob {digest}") from exc
+        with handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+    async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        if ":" in reference:
+            digest = reference
+        else:
+            entry = self.tags().get(f"{repo}:{reference}")
+            if entry is None:
+                return None
+            digest = str(entry["digest"])
+        path = self.blob_path(digest)
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        if actual != digest:
+            raise DigestMismatchError(f"{self.display_name} blob {digest}", digest, actual)
+        try:
+            media_type = str(json.loads(body).get("mediaType") or OCI_MANIFEST)
+        except (ValueError, AttributeError) as exc:
+            raise LayoutError(f"{self.display_name}: {digest} is not a JSON manifest") from exc
+        return StoredManifest(media_type=media_type, digest=digest, body=body)
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self._check_children(repo, reference, body)
+        await self.put_blob_bytes(repo, digest, body)
+        if ":" in reference:
+            if reference != digest:
+                raise DigestMismatchError(f"manifest {repo}@{reference}", reference, digest)
+            return digest
+        descriptor = {
+            "mediaType": media_type,
+            "digest": digest,
+            "size": len(body),
+            "annotations": {REF_NAME: f"{repo}:{reference}"},
+        }
+        async with self._index_lock:
+            with self._locked():
+                index = self.read_index()
+                ref_name = f"{repo}:{reference}"
+                manifests = [
+                    entry
+                    for entry in index.get("manifests", [])
+                    if (entry.get("annotations") or {}).get(REF_NAME) != ref_name
+                ]
+                manifests.append(descriptor)
+                manifests.sort(key=lambda e: (e.get("annotations") or {}).get(REF_NAME, ""))
+                index["manifests"] = manifests
+                index.setdefault("schemaVersion", 2)
+                index.setdefault("mediaType", OCI_INDEX)
+                _atomic_write(self.path / INDEX_FILE, canonical_json(index), self._tmp_dir())
+        return digest
+
+    async def aclose(self) -> None:
+        return None
+
+    # --- internals -------------------------------------------------------------
+
+    def _check_children(self, repo: str, reference: str, body: bytes) -> None:
+        """Refuse a manifest whose children are not stored yet, as a registry does."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise LayoutError(f"manifest {repo}:{reference} is not JSON") from exc
+        children = list(data.get("manifests") or [])
+        if data.get("config"):
+            children.append(data["config"])
+        children.extend(data.get("layers") or [])
+        for child in children:
+            if not self.blob_path(str(child["digest"])).is_file():
+                raise LayoutError(
+                    f"{self.display_name}: manifest {repo}:{reference} references "
+                    f"{child['digest']}, which is not in the layout"
+                )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.path / _LOCK_FILE).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _empty_index() -> bytes:
+    return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+
+
+def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix="write-", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdef" for char in text)
