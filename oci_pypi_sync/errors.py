@@ -14,7 +14,7 @@ class UsageError(OciPypiError):
 # --- the index side -------------------------------------------------------
 
 
-class IndexError_(OciPypiError):
+class IndexError_(OciPypiError):  # noqa: N801, N818
     """The package index could not be read or answered something unusable."""
 
 

@@ -1,0 +1,120 @@
+"""Where a mirror lives: parsing ``--to``/``--from`` values into target records.
+
+``oci:PATH`` is an OCI image layout directory; ``[http[s]://]HOST[:PORT]/PREFIX``
+is a registry with a repository prefix. Pure parsing here; opening a store
+for a target is :func:`open_store`, the one place that knows both kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oci_pypi_sync.errors import UsageError
+
+if TYPE_CHECKING:
+    from oci_pypi_sync.oci.store import Store
+
+DEFAULT_LAYOUT = Path("oci-pypi-mirror")
+
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(?::\d{1,5})?")
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutTarget:
+    """An OCI image layout directory."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return f"oci:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryTarget:
+    """A registry and the repository prefix under which each project gets a repository."""
+
+    host: str
+    prefix: str
+    plain_http: bool
+
+    def repository(self, project_repo: str) -> str:
+        return f"{self.prefix}/{project_repo}" if self.prefix else project_repo
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+Target = LayoutTarget | RegistryTarget
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (with or without a port) names this machine."""
+    name = host
+    if name.startswith("["):
+        name = name[: name.index("]") + 1]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name in _LOOPBACK_HOSTS or name.startswith("127.")
+
+
+def parse_target(value: str | None, *, plain_http: bool = False) -> Target:
+    """Parse a ``--to``/``--from`` value; ``None`` means the default layout directory.
+
+    Registries on loopback are spoken to over plain HTTP; any other host over
+    HTTPS unless ``plain_http`` or an ``http://`` scheme says otherwise.
+    """
+    if value is None or value == "":
+        return LayoutTarget(DEFAULT_LAYOUT)
+    if value.startswith("oci:"):
+        path = value[len("oci:") :]
+        if not path:
+            raise UsageError("target 'oci:' needs a path, as in oci:./mirror")
+        return LayoutTarget(Path(path))
+    scheme_plain: bool | None = None
+    rest = value
+    if rest.startswith("http://"):
+        scheme_plain, rest = True, rest[len("http://") :]
+    elif rest.startswith("https://"):
+        scheme_plain, rest = False, rest[len("https://") :]
+    host, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if not _HOST.fullmatch(host) or not (
+        "." in host or ":" in host or host == "localhost" or scheme_plain is not None
+    ):
+        raise UsageError(
+            f"target {value!r} is neither oci:PATH nor HOST[:PORT]/PREFIX "
+            "(a registry host has a dot or a port, or is localhost)"
+        )
+    for component in prefix.split("/") if prefix else ():
+        if not _COMPONENT.fullmatch(component):
+            raise UsageError(
+                f"target {value!r}: repository prefix component {component!r} is not a valid "
+                "OCI repository name (lowercase letters, digits and . _ - separators)"
+            )
+    if scheme_plain is None:
+        plain = plain_http or is_loopback_host(host)
+    else:
+        plain = scheme_plain or plain_http
+    return RegistryTarget(host=host, prefix=prefix, plain_http=plain)
+
+
+def open_store(target: Target, *, create: bool = True) -> Store:
+    """A store for the target: a layout on disk or a registry client."""
+    if isinstance(target, LayoutTarget):
+        from oci_pypi_sync.oci.layout import LayoutStore
+
+        return LayoutStore(target.path, create=create)
+    from oci_pypi_sync.oci.credentials import CredentialStore
+    from oci_pypi_sync.oci.registry import RegistryStore
+
+    return RegistryStore(
+        target.host,
+        target.prefix,
+        plain_http=target.plain_http,
+        credentials=CredentialStore(),
+    )
