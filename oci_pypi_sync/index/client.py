@@ -1,0 +1,261 @@
+"""The index's HTTP client: the one place the index side does I/O.
+
+Pages are fetched with content negotiation and parsed by whatever the server
+sent; files are streamed in chunks, never held whole. Credentials embedded
+in the index URL are sent only to the index's own origin, and every URL in
+an error or a log line goes through :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator, Generator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+from packaging.utils import canonicalize_name
+
+from oci_pypi_sync import __version__
+from oci_pypi_sync.errors import (
+    DigestMismatchError,
+    IndexError_,
+    IndexUnreachableError,
+    ProjectNotFoundError,
+    SizeMismatchError,
+)
+from oci_pypi_sync.index.location import redact_url
+from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
+from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
+from oci_pypi_sync.index.projects import parse_project_list
+from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"oci-pypi-sync/{__version__}"
+CHUNK_SIZE = 1024 * 1024
+TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+class _IndexOriginAuth(httpx.Auth):
+    """HTTP basic auth sent only to the index's own origin (scheme, host, port).
+
+    Files often live on another host (a CDN); the index password must not
+    travel there.
+    """
+
+    def __init__(self, username: str, password: str, index_url: httpx.URL) -> None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._header = f"Basic {token}"
+        self._origin = _origin(index_url)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if _origin(request.url) == self._origin:
+            request.headers["Authorization"] = self._header
+        yield request
+
+
+def _split_credentials(index_url: str) -> tuple[str, _IndexOriginAuth | None]:
+    """The index URL without userinfo, and an auth for the userinfo it had."""
+    parts = urlsplit(index_url)
+    if "@" not in parts.netloc:
+        return index_url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    username, _, password = userinfo.partition(":")
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, _IndexOriginAuth(unquote(username), unquote(password), httpx.URL(bare))
+
+
+def _default_http() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        http2=importlib.util.find_spec("h2") is not None,
+        follow_redirects=True,
+        timeout=TIMEOUT,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+async def verified_chunks(
+    chunks: AsyncIterator[bytes], file: DistributionFile
+) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, then raise if their sha256 or size is not what the page said.
+
+    The check comes after the last chunk, so a consumer must not commit
+    what it wrote until the iteration has ended without error.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+        yield chunk
+    if file.size is not None and size != file.size:
+        raise SizeMismatchError(file.filename, file.size, size)
+    expected = file.sha256
+    if expected is not None and digest.hexdigest() != expected:
+        raise DigestMismatchError(
+            file.filename, f"sha256:{expected}", f"sha256:{digest.hexdigest()}"
+        )
+
+
+class IndexClient:
+    """An async reader of one simple repository index.
+
+    ``index_url`` is the index root (``.../simple/``); user name and
+    password in it are used for basic auth and never shown. Pass ``http``
+    to share a client (its owner closes it); otherwise one is made with
+    HTTP/2 when available, redirects followed and bounded timeouts.
+    """
+
+    def __init__(self, index_url: str, *, http: httpx.AsyncClient | None = None) -> None:
+        bare_url, self._auth = _split_credentials(index_url)
+        self.index_url = bare_url if bare_url.endswith("/") else bare_url + "/"
+        self._owns_http = http is None
+        self._http = http if http is not None else _default_http()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # --- requests -----------------------------------------------------------
+
+    @staticmethod
+    def _headers(accept: str | None = None) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
+        if accept:
+            headers["Accept"] = accept
+        return headers
+
+    def _unreachable(self, url: str, exc: Exception) -> IndexUnreachableError:
+        host = urlsplit(url).hostname or redact_url(url)
+        reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+        return IndexUnreachableError(
+            f"cannot reach the index at {host} ({redact_url(url)}): {reason}"
+        )
+
+    async def _get(self, url: str, *, accept: str | None = None) -> httpx.Response:
+        logger.debug("GET %s", redact_url(url))
+        try:
+            return await self._http.get(
+                url, headers=self._headers(accept), auth=self._auth, follow_redirects=True
+            )
+        except httpx.TooManyRedirects:
+            raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from exc
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, what: str) -> None:
+        if response.is_success:
+            return
+        raise IndexError_(
+            f"the index answered {response.status_code} {response.reason_phrase} "
+            f"for {what} ({redact_url(str(response.url))})"
+        )
+
+    # --- pages --------------------------------------------------------------
+
+    async def get_project_names(self) -> list[str]:
+        """Every project the index lists, as it spells them."""
+        response = await self._get(self.index_url, accept=ACCEPT)
+        self._raise_for_status(response, "the project list")
+        return parse_project_list(
+            response.content,
+            response.headers.get("content-type"),
+            redact_url(str(response.url)),
+        )
+
+    def project_url(self, project: str) -> str:
+        """The PEP 503 URL of a project's page: the index URL plus its normalized name."""
+        return f"{self.index_url}{canonicalize_name(project)}/"
+
+    async def get_project_page(self, project: str) -> ProjectPage:
+        """A project's page, parsed as JSON or HTML according to what the server sent.
+
+        Raises :class:`ProjectNotFoundError` on 404/410.
+        """
+        url = self.project_url(project)
+        response = await self._get(url, accept=ACCEPT)
+        if response.status_code in {404, 410}:
+            raise ProjectNotFoundError(project, redact_url(url))
+        self._raise_for_status(response, f"the project {project!r}")
+        return parse_project_page(
+            response.content,
+            response.headers.get("content-type"),
+            redact_url(str(response.url)),
+            project,
+        )
+
+    # --- files --------------------------------------------------------------
+
+    async def get_core_metadata(self, file: DistributionFile) -> CoreMetadata | None:
+        """The file's PEP 658 core metadata, checked against the advertised hash.
+
+        ``None`` when the page does not offer it. Bytes that fail the check
+        raise :class:`DigestMismatchError` and are never returned.
+        """
+        if file.core_metadata is None:
+            return None
+        response = await self._get(file.metadata_url)
+        self._raise_for_status(response, f"the core metadata of {file.filename}")
+        raw = response.content
+        verify_metadata(raw, file.core_metadata, f"{file.filename}.metadata")
+        return parse_core_metadata(raw)
+
+    def stream_file(
+        self, file: DistributionFile
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream a file's bytes in ~1 MiB chunks, as served (no content decoding asked for).
+
+        Use as ``async with client.stream_file(f) as chunks: async for chunk in chunks``.
+        Wrap ``chunks`` in :func:`verified_chunks` to check sha256 and size.
+        """
+        return self._stream(file)
+
+    @asynccontextmanager
+    async def _stream(self, file: DistributionFile) -> AsyncIterator[AsyncIterator[bytes]]:
+        logger.debug("GET %s (streamed)", redact_url(file.url))
+        async with AsyncExitStack() as stack:
+            try:
+                response = await stack.enter_async_context(
+                    self._http.stream(
+                        "GET",
+                        file.url,
+                        headers={**self._headers(), "Accept-Encoding": "identity"},
+                        auth=self._auth,
+                        follow_redirects=True,
+                    )
+                )
+            except httpx.TooManyRedirects:
+                raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
+            except httpx.TransportError as exc:
+                raise self._unreachable(file.url, exc) from exc
+            self._raise_for_status(response, f"the file {file.filename}")
+            yield self._chunks(response, file.url)
+
+    async def _chunks(self, response: httpx.Response, url: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                yield chunk
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from exc
