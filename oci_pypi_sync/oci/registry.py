@@ -1,0 +1,584 @@
+"""A :class:`~oci_pypi_sync.oci.store.Store` over the OCI distribution API (httpx, async).
+
+Blobs are streamed: ``POST /blobs/uploads/`` opens a session (and settles
+auth with no body), then one ``PUT <Location>&digest=`` carries the body
+with its ``Content-Length``. The last chunk is held back until the whole
+stream has been hashed, so a body whose digest or size is wrong never
+reaches the registry complete and the session is cancelled. Registries that
+cap request size (413) get chunked ``PATCH`` uploads from then on.
+
+The URL building and error mapping at the top of the module are pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Final, Self
+from urllib.parse import quote
+
+import httpx
+
+from oci_pypi_sync.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    RegistryError,
+    RegistryUnreachableError,
+    SizeMismatchError,
+)
+from oci_pypi_sync.oci.auth import RegistryAuth
+from oci_pypi_sync.oci.credentials import CredentialStore
+from oci_pypi_sync.oci.store import StoredManifest
+
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "RegistryStore",
+    "UploadRestartError",
+    "default_plain_http",
+    "describe_failure",
+    "digest_algorithm",
+    "parse_error_body",
+    "repository_name",
+    "upload_url",
+]
+
+logger = logging.getLogger(__name__)
+
+#: OCI types first: Distribution 2.8.2 answers 404 to a manifest GET without them.
+MANIFEST_ACCEPT: Final = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json;q=0.5",
+        "application/vnd.docker.distribution.manifest.v2+json;q=0.5",
+    ]
+)
+OCTET_STREAM: Final = "application/octet-stream"
+DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
+_ERROR_BODY_LIMIT: Final = 64 * 1024
+_HASHES: Final = frozenset({"sha256", "sha512"})
+
+
+class UploadRestartError(RegistryError):
+    """The registry refused a single-request upload as too large (HTTP 413).
+
+    The stream was consumed, so the upload must start again with a fresh
+    one; the store switches to chunked uploads for every later blob.
+    """
+
+
+# --- pure parts ---------------------------------------------------------------
+
+
+def default_plain_http(host: str) -> bool:
+    """Whether ``HOST[:PORT]`` is a loopback address, where plain HTTP is the norm."""
+    name = host.strip()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def repository_name(prefix: str, repo: str) -> str:
+    """``prefix/repo`` (or ``repo`` when the prefix is empty)."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{repo}" if prefix else repo
+
+
+def digest_algorithm(digest: str) -> str:
+    """The hash algorithm of an ``algo:hex`` digest we can verify (sha256, sha512)."""
+    algorithm, sep, hexpart = digest.partition(":")
+    if not sep or algorithm not in _HASHES or not hexpart:
+        raise ValueError(f"unsupported digest {digest!r}")
+    return algorithm
+
+
+def compute_digest(algorithm: str, data: bytes) -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def format_target(name: str, reference: str) -> str:
+    """``name@digest`` or ``name:tag``, the way users write references."""
+    return f"{name}@{reference}" if is_digest(reference) else f"{name}:{reference}"
+
+
+def upload_url(current: str | httpx.URL, location: str, digest: str | None = None) -> str:
+    """Resolve an upload ``Location`` against the URL that returned it, adding ``digest``.
+
+    Registries return absolute or relative locations, with or without a
+    query (Distribution's carries ``_state``), so ``digest`` is appended
+    with ``?`` or ``&`` accordingly.
+    """
+    url = str(httpx.URL(current).join(location))
+    if digest is None:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}digest={quote(digest, safe='')}"
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
+    """The first ``{"errors":[{"code","message"}]}`` entry, if the body has one."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, None
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None, None
+    code, message = errors[0].get("code"), errors[0].get("message")
+    return (
+        code if isinstance(code, str) else None,
+        message if isinstance(message, str) else None,
+    )
+
+
+def describe_failure(
+    host: str,
+    kind: str,
+    target: str,
+    status: int,
+    body: bytes,
+    *,
+    reason: str = "",
+    has_credentials: bool = False,
+) -> RegistryError:
+    """Turn a failed answer into a one-line error naming the registry and the target.
+
+    401/403 become :class:`AuthenticationError`, with a hint whether
+    credentials were sent; never the credentials themselves.
+    """
+    code, message = parse_error_body(body)
+    if code:
+        detail = f"{code} ({message})" if message else code
+    else:
+        detail = f"HTTP {status}" + (f" {reason}" if reason else "")
+    text = f"registry {host} refused {kind} {target}: {detail}"
+    if status in (401, 403):
+        hint = (
+            "the credentials configured for it were not accepted"
+            if has_credentials
+            else "no credentials are configured for it"
+        )
+        return AuthenticationError(f"{text}; {hint}", status=status, code=code or "UNAUTHORIZED")
+    return RegistryError(text, status=status, code=code)
+
+
+def describe_transport_error(host: str, exc: httpx.TransportError) -> RegistryError:
+    """``cannot reach registry HOST: connection refused`` and the like."""
+    text = str(exc).strip()
+    if text.startswith("[Errno") and "]" in text:
+        text = text.split("]", 1)[1].strip()
+    if isinstance(exc, httpx.TimeoutException):
+        text = "timed out"
+    reason = (text or type(exc).__name__).lower()
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return RegistryUnreachableError(f"cannot reach registry {host}: {reason}")
+    return RegistryError(f"connection to registry {host} failed: {reason}")
+
+
+async def verified_stream(
+    chunks: AsyncIterable[bytes], digest: str, size: int, what: str
+) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, raising before the last one if digest or size is wrong.
+
+    Holding back one chunk means a wrong body never reaches the registry
+    complete, so the upload cannot be committed under the wrong digest.
+    """
+    algorithm = digest_algorithm(digest)
+    hasher = hashlib.new(algorithm)
+    count = 0
+    pending: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        count += len(chunk)
+        if count > size:
+            raise SizeMismatchError(what, size, count)
+        hasher.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = bytes(chunk)
+    if count != size:
+        raise SizeMismatchError(what, size, count)
+    actual = f"{algorithm}:{hasher.hexdigest()}"
+    if actual != digest:
+        raise DigestMismatchError(what, digest, actual)
+    if pending is not None:
+        yield pending
+
+
+async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Regroup a stream into pieces of ``size`` bytes (the last may be shorter)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+# --- the store ----------------------------------------------------------------
+
+
+class RegistryStore:
+    """An OCI registry as a :class:`~oci_pypi_sync.oci.store.Store`.
+
+    ``credentials`` defaults to a :class:`CredentialStore` reading the
+    environment and the docker config. ``http`` lets callers share a client
+    (its lifetime stays theirs); auth is applied per request either way.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        prefix: str,
+        *,
+        plain_http: bool = False,
+        credentials: CredentialStore | None = None,
+        http: httpx.AsyncClient | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self.host = host
+        self.prefix = prefix.strip("/")
+        self.base_url = f"{'http' if plain_http else 'https'}://{host}"
+        self._auth = RegistryAuth(credentials or CredentialStore(), host)
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
+        )
+        self._chunk_size = chunk_size
+        self.chunked_uploads = False
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+    def __repr__(self) -> str:
+        return f"RegistryStore({self.display_name!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # --- blobs ---
+
+    async def has_blob(self, repo: str, digest: str) -> bool:
+        name = repository_name(self.prefix, repo)
+        response = await self._send("HEAD", self._url(name, "blobs", digest))
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise await self._failure(response, "blob", f"{name}@{digest}")
+
+    async def put_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        reopen: Callable[[], AsyncIterable[bytes]] | None = None,
+    ) -> None:
+        """Stream a blob in; ``reopen`` gives a fresh stream if a 413 forces a restart.
+
+        Without ``reopen`` a 413 raises :class:`UploadRestartError`; the
+        caller's retry then goes chunked.
+        """
+        name = repository_name(self.prefix, repo)
+        what = f"blob {name}@{digest}"
+        digest_algorithm(digest)
+        if self.chunked_uploads:
+            await self._upload_chunked(name, digest, size, chunks, what)
+            return
+        location = await self._start_upload(name, digest)
+        body = verified_stream(chunks, digest, size, what)
+        headers = {"Content-Length": str(size), "Content-Type": OCTET_STREAM}
+        response = await self._finish_upload(name, digest, location, body, headers)
+        if response is not None:
+            return
+        self.chunked_uploads = True
+        if reopen is None:
+            raise UploadRestartError(
+                f"registry {self.host} refused a single-request upload of {what} as too "
+                "large (HTTP 413); retry with a fresh stream, later uploads use chunks",
+                status=413,
+            )
+        await self._upload_chunked(name, digest, size, reopen(), what)
+
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+        name = repository_name(self.prefix, repo)
+        what = f"blob {name}@{digest}"
+        actual = compute_digest(digest_algorithm(digest), data)
+        if actual != digest:
+            raise DigestMismatchError(what, digest, actual)
+        if not self.chunked_uploads:
+            location = await self._start_upload(name, digest)
+            headers = {"Content-Type": OCTET_STREAM}
+            if await self._finish_upload(name, digest, location, data, headers) is not None:
+                return
+            self.chunked_uploads = True
+        await self._upload_chunked(name, digest, len(data), _once(data), what)
+
+    async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Mount a blob another repository of this registry holds; False if it could not."""
+        name = repository_name(self.prefix, repo)
+        source = repository_name(self.prefix, from_repo)
+        url = f"{self.base_url}/v2/{name}/blobs/uploads/"
+        response = await self._send("POST", url, params={"mount": digest, "from": source})
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            location = response.headers.get("Location")
+            if location:
+                await self._cancel_upload(upload_url(response.request.url, location))
+            return False
+        raise await self._failure(response, "mount of blob", f"{name}@{digest} from {source}")
+
+    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        """Stream a blob, following redirects (object storage) and verifying its digest."""
+        name = repository_name(self.prefix, repo)
+        algorithm = digest_algorithm(digest)
+        response = await self._send(
+            "GET", self._url(name, "blobs", digest), stream=True, follow_redirects=True
+        )
+        try:
+            if response.status_code != 200:
+                raise await self._failure(response, "blob", f"{name}@{digest}")
+            hasher = hashlib.new(algorithm)
+            try:
+                async for chunk in response.aiter_raw():
+                    hasher.update(chunk)
+                    yield chunk
+            except httpx.TransportError as exc:
+                raise describe_transport_error(self.host, exc) from exc
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if actual != digest:
+                raise DigestMismatchError(f"blob {name}@{digest}", digest, actual)
+        finally:
+            await response.aclose()
+
+    # --- manifests ---
+
+    async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        name = repository_name(self.prefix, repo)
+        target = format_target(name, reference)
+        response = await self._send(
+            "GET", self._url(name, "manifests", reference), headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise await self._failure(response, "manifest", target)
+        body = response.content
+        algorithm = digest_algorithm(reference) if is_digest(reference) else "sha256"
+        actual = compute_digest(algorithm, body)
+        if is_digest(reference) and actual != reference:
+            raise DigestMismatchError(f"manifest {target}", reference, actual)
+        header = response.headers.get("Docker-Content-Digest")
+        if header and header.startswith(f"{algorithm}:") and header != actual:
+            raise DigestMismatchError(f"manifest {target}", header, actual)
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        return StoredManifest(media_type=media_type, digest=actual, body=body)
+
+    async def has_manifest(self, repo: str, digest: str) -> bool:
+        name = repository_name(self.prefix, repo)
+        response = await self._send(
+            "HEAD", self._url(name, "manifests", digest), headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise await self._failure(response, "manifest", f"{name}@{digest}")
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        name = repository_name(self.prefix, repo)
+        target = format_target(name, reference)
+        digest = compute_digest("sha256", body)
+        if is_digest(reference):
+            expected = compute_digest(digest_algorithm(reference), body)
+            if expected != reference:
+                raise DigestMismatchError(f"manifest {target}", reference, expected)
+        response = await self._send(
+            "PUT",
+            self._url(name, "manifests", reference),
+            headers={"Content-Type": media_type},
+            content=body,
+        )
+        if response.status_code not in (200, 201):
+            raise await self._failure(response, "manifest", target)
+        returned = response.headers.get("Docker-Content-Digest")
+        if returned and returned != digest:
+            raise RegistryError(
+                f"registry {self.host} stored manifest {target} under digest {returned}, "
+                f"expected {digest}",
+                status=response.status_code,
+            )
+        return digest
+
+    # --- plumbing ---
+
+    def _url(self, name: str, kind: str, reference: str) -> str:
+        return f"{self.base_url}/v2/{name}/{kind}/{reference}"
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        stream: bool = False,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        request = self._http.build_request(
+            method, url, headers=headers, params=params, content=content
+        )
+        try:
+            response = await self._http.send(
+                request, auth=self._auth, stream=stream, follow_redirects=follow_redirects
+            )
+        except httpx.TransportError as exc:
+            raise describe_transport_error(self.host, exc) from exc
+        logger.debug("%s %s -> %d", method, request.url.path, response.status_code)
+        return response
+
+    async def _failure(self, response: httpx.Response, kind: str, target: str) -> RegistryError:
+        body = b""
+        if response.request.method != "HEAD":
+            try:
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= _ERROR_BODY_LIMIT:
+                        break
+            except (httpx.TransportError, httpx.StreamError):
+                pass
+        await response.aclose()
+        return describe_failure(
+            self.host,
+            kind,
+            target,
+            response.status_code,
+            body,
+            reason=response.reason_phrase,
+            has_credentials=self._auth.credentials is not None,
+        )
+
+    async def _start_upload(self, name: str, digest: str) -> str:
+        url = f"{self.base_url}/v2/{name}/blobs/uploads/"
+        response = await self._send("POST", url)
+        location = response.headers.get("Location")
+        if response.status_code != 202:
+            raise await self._failure(response, "upload of blob", f"{name}@{digest}")
+        if not location:
+            raise RegistryError(
+                f"registry {self.host} opened an upload for blob {name}@{digest} "
+                "without a Location",
+                status=response.status_code,
+            )
+        return upload_url(response.request.url, location)
+
+    async def _finish_upload(
+        self,
+        name: str,
+        digest: str,
+        location: str,
+        content: bytes | AsyncIterable[bytes],
+        headers: Mapping[str, str],
+    ) -> httpx.Response | None:
+        """PUT the body to the session; ``None`` when the registry said 413."""
+        try:
+            response = await self._send(
+                "PUT", upload_url(location, "", digest), headers=headers, content=content
+            )
+        except BaseException:
+            await self._cancel_upload(location)
+            raise
+        if response.status_code == 413:
+            await self._cancel_upload(location)
+            return None
+        if response.status_code not in (201, 204):
+            await self._cancel_upload(location)
+            failure = await self._failure(response, "blob", f"{name}@{digest}")
+            raise self._upload_error(failure, name, digest)
+        return response
+
+    async def _upload_chunked(
+        self, name: str, digest: str, size: int, chunks: AsyncIterable[bytes], what: str
+    ) -> None:
+        location = await self._start_upload(name, digest)
+        try:
+            offset = 0
+            async for piece in rechunk(
+                verified_stream(chunks, digest, size, what), self._chunk_size
+            ):
+                headers = {
+                    "Content-Type": OCTET_STREAM,
+                    "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                }
+                response = await self._send("PATCH", location, headers=headers, content=piece)
+                if response.status_code != 202:
+                    failure = await self._failure(response, "chunk of blob", f"{name}@{digest}")
+                    raise self._upload_error(failure, name, digest)
+                location = upload_url(location, response.headers.get("Location", location))
+                offset += len(piece)
+            response = await self._send(
+                "PUT", upload_url(location, "", digest), headers={"Content-Type": OCTET_STREAM}
+            )
+            if response.status_code not in (201, 204):
+                failure = await self._failure(response, "blob", f"{name}@{digest}")
+                raise self._upload_error(failure, name, digest)
+        except BaseException:
+            await self._cancel_upload(location)
+            raise
+
+    def _upload_error(self, error: RegistryError, name: str, digest: str) -> Exception:
+        """The registry's own digest check failing is a digest mismatch like ours."""
+        if error.code == "DIGEST_INVALID":
+            return DigestMismatchError(
+                f"blob {name}@{digest} (checked by registry {self.host})",
+                digest,
+                "a different digest",
+            )
+        return error
+
+    async def _cancel_upload(self, location: str) -> None:
+        """Best effort: a session left open only costs the registry a temp file."""
+        try:
+            response = await self._send("DELETE", location)
+            await response.aclose()
+        except Exception:  # cleanup must not hide the real error
+            logger.debug("could not cancel upload session on %s", self.host)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
