@@ -536,7 +536,7 @@ def build_release_index(project: str, version: str, entries: Iterable[Descriptor
     ``version`` is the version string as the index wrote it; the tag is
     derived from it with :func:`version_tag`.
     """
-    ordered = sorted(set(_freeze(entries)), key=entry_sort_key)
+    ordered = sorted(_freeze(entries), key=entry_sort_key)
     index_json = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,

@@ -1,0 +1,226 @@
+"""The OCI format mapping: tags, platforms, manifests and indexes (pure, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from oci_pypi_sync.index.records import DistributionFile
+from oci_pypi_sync.oci import format as fmt
+from oci_pypi_sync.oci.format import Platform
+
+
+def _file(filename: str, data: bytes = b"data", **kwargs: object) -> DistributionFile:
+    return DistributionFile(
+        filename=filename,
+        url=f"https://files.index.test/{filename}",
+        hashes=(("sha256", hashlib.sha256(data).hexdigest()),),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --- tags ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("1.17.0", "1.17.0"),
+        ("1.0RC1", "1.0rc1"),
+        ("2.1.0+cu118", "2.1.0-cu118"),
+        ("1!2.0", "1_2.0"),
+        ("1!2.0.post1.dev3+local.7", "1_2.0.post1.dev3-local.7"),
+        ("v1.0", "1.0"),
+    ],
+)
+def test_version_tag_maps_reversibly(version: str, tag: str) -> None:
+    assert fmt.version_tag(version) == tag
+    assert fmt.is_valid_tag(tag)
+    assert fmt.tag_version(tag) == fmt.normalize_version(version)
+
+
+def test_legacy_version_gets_a_fallback_tag_that_is_valid_and_distinct() -> None:
+    tag = fmt.version_tag("0.1dev-r1234 beta")
+    assert tag.startswith("_")
+    assert fmt.is_valid_tag(tag)
+    assert fmt.tag_version(tag) is None
+    assert fmt.version_tag("0.1dev-r1234 Beta") != tag
+    assert fmt.version_tag("0.1dev-r1234 beta") == tag
+
+
+def test_overlong_version_falls_back_below_128_characters() -> None:
+    version = "1.0+" + ".".join(["abcdefgh"] * 20)
+    tag = fmt.version_tag(version)
+    assert len(tag) <= fmt.MAX_TAG_LENGTH
+    assert tag.startswith("_")
+    assert fmt.is_valid_tag(tag)
+
+
+def test_non_version_tags_never_read_as_versions() -> None:
+    assert fmt.tag_version("catalog") is None
+    assert fmt.tag_version("latest") is None
+
+
+# --- filenames ----------------------------------------------------------------
+
+
+def test_parse_wheel_filename_collects_tags() -> None:
+    name = fmt.parse_filename(
+        "numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "numpy"
+    )
+    assert name.is_wheel
+    assert name.version == "2.1.0"
+    assert name.python_tags == ("cp312",)
+    assert name.platform_tags == ("manylinux2014_x86_64", "manylinux_2_17_x86_64")
+
+
+def test_parse_legacy_sdist_filename_uses_the_project_name() -> None:
+    name = fmt.parse_filename("Foo.Bar-1.0-beta.tar.gz", "foo-bar")
+    assert name.packagetype == "sdist"
+    assert name.version == "1.0b0"  # valid PEP 440 once the name is known, normalised
+    assert fmt.parse_filename("foo-0.1dev-r1234.tar.gz", "foo").version == "0.1dev-r1234"
+    assert fmt.parse_filename("foo-0.3.tar.bz2", "foo").version == "0.3"
+
+
+@pytest.mark.parametrize("filename", ["foo-1.0-py2.7.egg", "foo-1.0.win32.exe", "foo.rpm"])
+def test_unsupported_files_are_refused_by_name(filename: str) -> None:
+    with pytest.raises(fmt.UnsupportedFileError, match="foo"):
+        fmt.parse_filename(filename, "foo")
+
+
+# --- platforms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("manylinux_2_17_x86_64", [Platform("linux", "amd64")]),
+        ("manylinux2014_aarch64", [Platform("linux", "arm64")]),
+        ("musllinux_1_2_armv7l", [Platform("linux", "arm", "v7")]),
+        ("manylinux1_i686", [Platform("linux", "386")]),
+        ("linux_ppc64le", [Platform("linux", "ppc64le")]),
+        ("manylinux_2_17_s390x", [Platform("linux", "s390x")]),
+        ("musllinux_1_1_riscv64", [Platform("linux", "riscv64")]),
+        ("win32", [Platform("windows", "386")]),
+        ("win_amd64", [Platform("windows", "amd64")]),
+        ("win_arm64", [Platform("windows", "arm64")]),
+        ("macosx_14_0_arm64", [Platform("darwin", "arm64", None, "14.0")]),
+        ("macosx_10_9_x86_64", [Platform("darwin", "amd64", None, "10.9")]),
+        (
+            "macosx_10_13_universal2",
+            [
+                Platform("darwin", "amd64", None, "10.13"),
+                Platform("darwin", "arm64", None, "10.13"),
+            ],
+        ),
+        ("macosx_10_6_intel", []),
+        ("macosx_10_4_fat", []),
+        ("android_21_arm64_v8a", []),
+        ("ios_13_0_arm64_iphoneos", []),
+        ("any", []),
+        ("linux_sparc64", []),
+    ],
+)
+def test_tag_platforms(tag: str, expected: list[Platform]) -> None:
+    assert list(fmt.tag_platforms(tag)) == expected
+
+
+def test_wheel_platforms_dedupes_and_keeps_lowest_macos_version() -> None:
+    platforms = fmt.wheel_platforms(
+        ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "macosx_11_0_arm64", "macosx_12_0_arm64"]
+    )
+    assert platforms == (
+        Platform("darwin", "arm64", None, "11.0"),
+        Platform("linux", "amd64"),
+    )
+
+
+# --- artifacts ----------------------------------------------------------------
+
+
+def test_file_manifest_has_the_file_as_layer_zero_and_metadata_as_layer_one() -> None:
+    wheel = _file(
+        "six-1.17.0-py2.py3-none-any.whl",
+        b"wheel bytes",
+        requires_python=">=2.7",
+        upload_time="2024-12-04T17:35:26.475151Z",
+    )
+    artifact = fmt.build_file_artifact(wheel, "six", 11, b"Metadata-Version: 2.1\n")
+    manifest = json.loads(artifact.manifest.data)
+    assert manifest["mediaType"] == fmt.OCI_MANIFEST
+    assert manifest["artifactType"] == fmt.DISTRIBUTION_ARTIFACT
+    assert manifest["config"] == {
+        "mediaType": fmt.OCI_EMPTY,
+        "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        "size": 2,
+    }
+    layer, metadata = manifest["layers"]
+    assert layer["digest"] == "sha256:" + hashlib.sha256(b"wheel bytes").hexdigest()
+    assert layer["size"] == 11
+    assert layer["mediaType"] == fmt.WHEEL_LAYER
+    assert layer["annotations"] == {fmt.TITLE: "six-1.17.0-py2.py3-none-any.whl"}
+    assert metadata["digest"] == fmt.sha256_digest(b"Metadata-Version: 2.1\n")
+    assert metadata["annotations"][fmt.TITLE] == "six-1.17.0-py2.py3-none-any.whl.metadata"
+    (entry,) = artifact.entries
+    assert entry.platform is None
+    assert entry.digest == fmt.sha256_digest(artifact.manifest.data)
+    assert entry.annotations[fmt.A_REQUIRES_PYTHON] == ">=2.7"
+    assert entry.annotations[fmt.A_UPLOAD_TIME] == "2024-12-04T17:35:26.475151Z"
+    assert entry.annotations[fmt.A_PYTHON_TAGS] == "py2.py3"
+    assert entry.annotations[fmt.A_SIZE] == "11"
+
+
+def test_universal2_wheel_is_listed_once_per_architecture_with_one_manifest() -> None:
+    wheel = _file("numpy-2.1.0-cp312-cp312-macosx_10_13_universal2.whl")
+    artifact = fmt.build_file_artifact(wheel, "numpy", 4)
+    assert [str(e.platform) for e in artifact.entries] == ["darwin/amd64", "darwin/arm64"]
+    assert len({e.digest for e in artifact.entries}) == 1
+
+
+def test_yank_lives_on_the_index_entry_not_the_manifest() -> None:
+    plain = fmt.build_file_artifact(_file("foo-1.0.tar.gz"), "foo", 4)
+    yanked = fmt.build_file_artifact(
+        _file("foo-1.0.tar.gz", yanked=True, yanked_reason="broken <build>"), "foo", 4
+    )
+    assert plain.manifest.data == yanked.manifest.data
+    assert yanked.entries[0].annotations[fmt.A_YANKED] == "true"
+    assert yanked.entries[0].annotations[fmt.A_YANKED_REASON] == "broken <build>"
+    assert fmt.A_YANKED not in plain.entries[0].annotations
+
+
+def test_release_index_is_deterministic_whatever_the_input_order() -> None:
+    a = fmt.build_file_artifact(_file("foo-1.0-py3-none-any.whl", b"a"), "foo", 1)
+    b = fmt.build_file_artifact(_file("foo-1.0.tar.gz", b"b"), "foo", 1)
+    first = fmt.build_release_index("Foo", "1.0", [*a.entries, *b.entries])
+    second = fmt.build_release_index("foo", "1.0", [*b.entries, *a.entries, *a.entries])
+    assert first.data == second.data
+    index = json.loads(first.data)
+    assert index["artifactType"] == fmt.RELEASE_ARTIFACT
+    assert index["annotations"][fmt.OCI_VERSION] == "1.0"
+    assert [m["annotations"][fmt.TITLE] for m in index["manifests"]] == [
+        "foo-1.0-py3-none-any.whl",
+        "foo-1.0.tar.gz",
+    ]
+    assert b" " not in first.data  # canonical: no insignificant whitespace
+
+
+def test_merge_keeps_old_files_and_replaces_changed_ones() -> None:
+    old_wheel = fmt.build_file_artifact(_file("foo-1.0-py3-none-any.whl", b"a"), "foo", 1)
+    old_sdist = fmt.build_file_artifact(_file("foo-1.0.tar.gz", b"b"), "foo", 1)
+    yanked_sdist = fmt.build_file_artifact(_file("foo-1.0.tar.gz", b"b", yanked=True), "foo", 1)
+    merged = fmt.merge_entries([*old_wheel.entries, *old_sdist.entries], yanked_sdist.entries)
+    titles = sorted(e.annotations[fmt.TITLE] for e in merged)
+    assert titles == ["foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"]
+    sdist_entry = next(e for e in merged if e.annotations[fmt.TITLE] == "foo-1.0.tar.gz")
+    assert sdist_entry.annotations[fmt.A_YANKED] == "true"
+
+
+def test_parse_release_index_round_trips() -> None:
+    artifact = fmt.build_file_artifact(_file("foo-1.0-cp312-cp312-win_amd64.whl", b"a"), "foo", 1)
+    index = fmt.build_release_index("foo", "1.0", artifact.entries)
+    _, entries = fmt.parse_release_index(index.data)
+    assert entries == artifact.entries
+    rebuilt = fmt.build_release_index("foo", "1.0", entries)
+    assert rebuilt.data == index.data
