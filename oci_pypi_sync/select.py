@@ -80,7 +80,9 @@ def version_matches(version: str, specifier: SpecifierSet, pre: bool) -> bool:
         if not specifier:
             return True
         return all(spec.operator == "===" and spec.version == version for spec in specifier)
-    prereleases = True if pre else None
+    # Pre-releases only when asked for or named by the specifier (as pip does);
+    # an empty specifier would otherwise admit them.
+    prereleases = pre or bool(specifier.prereleases)
     return specifier.contains(parsed, prereleases=prereleases)
 
 

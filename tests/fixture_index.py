@@ -1,0 +1,188 @@
+"""A small simple-repository index served over real HTTP on loopback, for tests.
+
+It serves PEP 691 JSON or PEP 503 HTML by content negotiation, the files,
+and their PEP 658 ``.metadata``. A file can be made to lie about its
+sha256, to test that such bytes are never stored under the advertised digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+from packaging.utils import canonicalize_name
+
+
+@dataclass
+class FixtureFile:
+    """One file of the fixture index."""
+
+    filename: str
+    data: bytes
+    metadata: bytes | None = None
+    yanked: bool | str = False
+    requires_python: str | None = None
+    advertised_sha256: str | None = None  # a lie, when set
+    upload_time: str = "2024-01-02T03:04:05.000000Z"
+
+    @property
+    def sha256(self) -> str:
+        return self.advertised_sha256 or hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class FixtureIndex:
+    """Projects by display name, and the requests the server saw."""
+
+    projects: dict[str, list[FixtureFile]] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    url: str = ""
+
+    def add(self, project: str, *files: FixtureFile) -> None:
+        self.projects.setdefault(project, []).extend(files)
+
+    def files_by_name(self) -> dict[str, FixtureFile]:
+        return {f.filename: f for files in self.projects.values() for f in files}
+
+    def page_json(self, project: str) -> bytes:
+        files = []
+        for f in self.projects[project]:
+            entry: dict[str, object] = {
+                "filename": f.filename,
+                "url": f"../../files/{f.filename}",
+                "hashes": {"sha256": f.sha256},
+                "size": len(f.data),
+                "upload-time": f.upload_time,
+                "yanked": f.yanked,
+            }
+            if f.requires_python:
+                entry["requires-python"] = f.requires_python
+            if f.metadata is not None:
+                entry["core-metadata"] = {"sha256": hashlib.sha256(f.metadata).hexdigest()}
+            files.append(entry)
+        return json.dumps(
+            {"meta": {"api-version": "1.1"}, "name": project, "files": files, "versions": []}
+        ).encode()
+
+    def page_html(self, project: str) -> bytes:
+        anchors = []
+        for f in self.projects[project]:
+            attrs = f'href="../../files/{f.filename}#sha256={f.sha256}"'
+            if f.requires_python:
+                attrs += f' data-requires-python="{html.escape(f.requires_python)}"'
+            if f.yanked:
+                reason = f.yanked if isinstance(f.yanked, str) else ""
+                attrs += f' data-yanked="{html.escape(reason)}"'
+            if f.metadata is not None:
+                digest = hashlib.sha256(f.metadata).hexdigest()
+                attrs += f' data-core-metadata="sha256={digest}"'
+            anchors.append(f"<a {attrs}>{html.escape(f.filename)}</a><br/>")
+        return (
+            "<!DOCTYPE html><html><head>"
+            '<meta name="pypi:repository-version" content="1.1"></head><body>'
+            + "".join(anchors)
+            + "</body></html>"
+        ).encode()
+
+
+def make_wheel(
+    name: str, version: str, requires: tuple[str, ...] = (), tag: str = "py3-none-any"
+) -> FixtureFile:
+    """A real (tiny) wheel with METADATA inside, and the same metadata served beside it."""
+    dist = f"{canonicalize_name(name).replace('-', '_')}-{version}"
+    metadata = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    ).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{dist}.dist-info/METADATA", metadata)
+        archive.writestr(f"{dist}.dist-info/WHEEL", b"Wheel-Version: 1.0\n")
+        archive.writestr(f"{dist}.dist-info/RECORD", b"")
+    return FixtureFile(f"{dist}-{tag}.whl", buffer.getvalue(), metadata=metadata)
+
+
+def make_sdist(name: str, version: str, size: int = 2048) -> FixtureFile:
+    stem = f"{canonicalize_name(name).replace('-', '_')}-{version}"
+    data = hashlib.sha256(stem.encode()).digest() * (size // 32 + 1)
+    return FixtureFile(f"{stem}.tar.gz", data[:size])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        index = self.server.index
+        index.requests.append((self.command, self.path))
+        path = unquote(self.path.split("?", 1)[0])
+        parts = [p for p in path.split("/") if p]
+        body: bytes | None = None
+        content_type = "application/octet-stream"
+        if parts == ["simple"]:
+            names = "".join(f'<a href="{canonicalize_name(n)}/">{n}</a>' for n in index.projects)
+            body = f"<html><body>{names}</body></html>".encode()
+            content_type = "text/html"
+        elif len(parts) == 2 and parts[0] == "simple":
+            wanted = canonicalize_name(parts[1])
+            project = next((p for p in index.projects if canonicalize_name(p) == wanted), None)
+            if project is not None:
+                if "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", ""):
+                    body = index.page_json(project)
+                    content_type = "application/vnd.pypi.simple.v1+json"
+                else:
+                    body = index.page_html(project)
+                    content_type = "text/html; charset=utf-8"
+        elif len(parts) == 2 and parts[0] == "files":
+            files = index.files_by_name()
+            name = parts[1]
+            if name in files:
+                body = files[name].data
+            elif name.endswith(".metadata") and name[: -len(".metadata")] in files:
+                body = files[name[: -len(".metadata")]].metadata
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    index: FixtureIndex
+
+
+@contextmanager
+def serve_index(index: FixtureIndex) -> Iterator[FixtureIndex]:
+    """Serve ``index`` on 127.0.0.1 and a free port; ``index.url`` is its simple URL."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.index = index
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    index.url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    try:
+        yield index
+    finally:
+        server.shutdown()
+        server.server_close()
