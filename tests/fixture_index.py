@@ -178,7 +178,7 @@ def serve_index(index: FixtureIndex) -> Iterator[FixtureIndex]:
     """Serve ``index`` on 127.0.0.1 and a free port; ``index.url`` is its simple URL."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.index = index
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     index.url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
     try:

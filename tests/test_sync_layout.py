@@ -155,7 +155,9 @@ async def test_new_yank_upstream_updates_only_the_index(
     (release,) = report.releases
     assert release.action == "pushed"
     after = await store.get_manifest("demo-pkg", "1.0")
-    assert before is not None and after is not None and before.digest != after.digest
+    assert before is not None
+    assert after is not None
+    assert before.digest != after.digest
     _, entries = fmt.parse_release_index(after.body)
     yanked = [e for e in entries if e.annotations.get(fmt.A_YANKED) == "true"]
     assert [e.annotations[fmt.TITLE] for e in yanked] == ["demo_pkg-1.0.tar.gz"]
