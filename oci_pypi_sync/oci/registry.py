@@ -16,6 +16,8 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
+import socket
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Final, Self
@@ -179,15 +181,25 @@ def describe_failure(
 
 def describe_transport_error(host: str, exc: httpx.TransportError) -> RegistryError:
     """``cannot reach registry HOST: connection refused`` and the like."""
-    text = str(exc).strip()
-    if text.startswith("[Errno") and "]" in text:
-        text = text.split("]", 1)[1].strip()
-    if isinstance(exc, httpx.TimeoutException):
-        text = "timed out"
-    reason = (text or type(exc).__name__).lower()
+    reason = "timed out" if isinstance(exc, httpx.TimeoutException) else _root_reason(exc)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return RegistryUnreachableError(f"cannot reach registry {host}: {reason}")
     return RegistryError(f"connection to registry {host} failed: {reason}")
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The OS-level cause (``connection refused``) under httpx's and anyio's wrappers."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(current, OSError) and current.errno is not None:
+            return os.strerror(current.errno).lower()
+        current = current.__cause__ or current.__context__
+    text = str(exc).strip()
+    return (text or type(exc).__name__).lower()
 
 
 async def verified_stream(
@@ -374,7 +386,7 @@ class RegistryStore:
                 raise await self._failure(response, "blob", f"{name}@{digest}")
             hasher = hashlib.new(algorithm)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():
                     hasher.update(chunk)
                     yield chunk
             except httpx.TransportError as exc:
