@@ -208,18 +208,26 @@ class IndexClient:
 
     # --- files --------------------------------------------------------------
 
-    async def get_core_metadata(self, file: DistributionFile) -> CoreMetadata | None:
+    async def get_core_metadata(
+        self, file: DistributionFile, *, probe: bool = False
+    ) -> CoreMetadata | None:
         """The file's PEP 658 core metadata, checked against the advertised hash.
 
         ``None`` when the page does not offer it. Bytes that fail the check
-        raise :class:`DigestMismatchError` and are never returned.
+        raise :class:`DigestMismatchError` and are never returned. With
+        ``probe``, a ``.metadata`` the page does not advertise is fetched
+        anyway (some indexes serve it unadvertised): a 404 then gives
+        ``None``, and there is no advertised hash to check it against.
         """
-        if file.core_metadata is None:
+        if file.core_metadata is None and not probe:
             return None
         response = await self._get(file.metadata_url)
+        if file.core_metadata is None and response.status_code in {404, 410}:
+            return None
         self._raise_for_status(response, f"the core metadata of {file.filename}")
         raw = response.content
-        verify_metadata(raw, file.core_metadata, f"{file.filename}.metadata")
+        if file.core_metadata is not None:
+            verify_metadata(raw, file.core_metadata, f"{file.filename}.metadata")
         return parse_core_metadata(raw)
 
     def stream_file(
