@@ -139,7 +139,7 @@ class Syncer:
         self.options = options
         self._on_file = on_file
         self._slots = asyncio.Semaphore(max(1, options.jobs))
-        self._configs_done: set[str] = set()
+        self._configs: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         files: list[FileResult] = []
@@ -153,7 +153,7 @@ class Syncer:
             if isinstance(outcome, FATAL_ERRORS):
                 raise outcome
             if isinstance(outcome, OciPypiError):
-                log.error("%s: %s", project, outcome)
+                log.warning("%s: %s", project, outcome)
                 errors.append(ProjectError(project, str(outcome)))
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -208,7 +208,7 @@ class Syncer:
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:
-            log.error("%s:%s: %s", repo, tag, exc)
+            log.warning("%s:%s: %s", repo, tag, exc)
             return results, ReleaseResult(repo, version, tag, None, "failed", str(exc))
         action: Literal["pushed", "unchanged"] = "pushed" if changed else "unchanged"
         return results, ReleaseResult(repo, version, tag, digest, action)
@@ -242,7 +242,7 @@ class Syncer:
             except FATAL_ERRORS:
                 raise
             except OciPypiError as exc:
-                log.error("%s: %s", selected.file.filename, exc)
+                log.warning("%s: %s", selected.file.filename, exc)
                 result = FileResult(
                     project=repo,
                     version=selected.version,
@@ -299,12 +299,17 @@ class Syncer:
         return artifact, uploaded, size
 
     async def _ensure_config(self, repo: str) -> None:
-        if repo in self._configs_done:
-            return
+        """Store the empty config once per repository, however many files ask at once."""
+        task = self._configs.get(repo)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self._put_config(repo))
+            self._configs[repo] = task
+        await asyncio.shield(task)
+
+    async def _put_config(self, repo: str) -> None:
         config = empty_config()
         if not await self.store.has_blob(repo, config.descriptor.digest):
             await self.store.put_blob_bytes(repo, config.descriptor.digest, config.data)
-        self._configs_done.add(repo)
 
     def _notify(self, result: FileResult) -> None:
         if self._on_file is not None:
