@@ -31,6 +31,7 @@ __all__ = [
     "Challenge",
     "RegistryAuth",
     "merge_scopes",
+    "normalize_scope",
     "parse_challenges",
     "request_scopes",
 ]
@@ -136,6 +137,14 @@ def request_scopes(method: str, path: str, query: Mapping[str, str]) -> tuple[st
     return tuple(scopes)
 
 
+def normalize_scope(scope: str) -> str:
+    """Sort a scope's actions (registries list them in any order): ``...:pull,push``."""
+    head, sep, actions = scope.rpartition(":")
+    if not sep or not head.count(":"):
+        return scope
+    return f"{head}:{','.join(sorted(set(actions.split(','))))}"
+
+
 def merge_scopes(challenge: Challenge, derived: tuple[str, ...]) -> tuple[str, ...]:
     """The scopes to ask the token service for: the challenge's when it names any."""
     return challenge.scopes or derived
@@ -220,9 +229,11 @@ class RegistryAuth(httpx.Auth):
         scopes = request_scopes(
             request.method, request.url.path, dict(request.url.params.multi_items())
         )
+        # Decided before sending: a transport may buffer the stream while sending it.
+        replayable = isinstance(request.stream, httpx.ByteStream)
         self._authorize(request, scopes)
         response = yield request
-        if response.status_code != 401 or not isinstance(request.stream, httpx.ByteStream):
+        if response.status_code != 401 or not replayable:
             return
         challenges = parse_challenges(response.headers.get_list("www-authenticate"))
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)

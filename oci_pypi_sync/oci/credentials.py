@@ -170,17 +170,27 @@ class CredentialStore:
         self._config_path = config_path or docker_config_path(self._environ)
         self._run_helper = run_helper
         self._cache: dict[str, Credentials | None] = {}
+        self._static: Credentials | None = None
 
     @classmethod
     def empty(cls) -> CredentialStore:
         """A store that never has credentials (anonymous access)."""
         return cls(environ={}, config_path=Path(os.devnull))
 
+    @classmethod
+    def static(cls, credentials: Credentials) -> CredentialStore:
+        """A store that gives the same credentials for every host (explicit options)."""
+        store = cls.empty()
+        store._static = credentials
+        return store
+
     def __repr__(self) -> str:
         return f"CredentialStore(config_path={str(self._config_path)!r})"
 
     def get(self, host: str) -> Credentials | None:
         """Credentials for ``host`` (``HOST[:PORT]``), or ``None`` for anonymous access."""
+        if self._static is not None:
+            return self._static
         key = normalize_registry_key(host)
         if key not in self._cache:
             self._cache[key] = self._resolve(key)

@@ -32,7 +32,7 @@ from oci_pypi_sync.errors import (
     RegistryUnreachableError,
     SizeMismatchError,
 )
-from oci_pypi_sync.oci.auth import RegistryAuth
+from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
 
@@ -157,6 +157,7 @@ def describe_failure(
     *,
     reason: str = "",
     has_credentials: bool = False,
+    challenge: str = "",
 ) -> RegistryError:
     """Turn a failed answer into a one-line error naming the registry and the target.
 
@@ -170,11 +171,14 @@ def describe_failure(
         detail = f"HTTP {status}" + (f" {reason}" if reason else "")
     text = f"registry {host} refused {kind} {target}: {detail}"
     if status in (401, 403):
-        hint = (
-            "the credentials configured for it were not accepted"
-            if has_credentials
-            else "no credentials are configured for it"
-        )
+        refused = [c for c in parse_challenges(challenge) if c.error == "insufficient_scope"]
+        if refused:
+            wanted = " ".join(normalize_scope(s) for s in refused[0].scopes) or "more access"
+            hint = f"access was not granted ({wanted})"
+        elif has_credentials:
+            hint = "the credentials configured for it were not accepted"
+        else:
+            hint = "no credentials are configured for it"
         return AuthenticationError(f"{text}; {hint}", status=status, code=code or "UNAUTHORIZED")
     return RegistryError(text, status=status, code=code)
 
@@ -503,6 +507,7 @@ class RegistryStore:
             body,
             reason=response.reason_phrase,
             has_credentials=self._auth.credentials is not None,
+            challenge=response.headers.get("WWW-Authenticate", ""),
         )
 
     async def _start_upload(self, name: str, digest: str) -> str:
