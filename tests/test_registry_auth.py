@@ -8,6 +8,7 @@ produce (object-storage redirects, a challenge naming its own scope) use
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -242,6 +243,24 @@ async def test_expired_token_is_not_attached() -> None:
         assert auth.cached_token(scope) is None
         assert (await client.head("https://registry.test/v2/six/blobs/sha256:a")).status_code == 200
     assert issued == ["t0", "t1"]
+
+
+def test_sync_client_flow_retries_with_basic() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") is None:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(200)
+
+    auth = RegistryAuth(creds("alice", PASSWORD), "registry.test")
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as client:
+        assert client.get("https://registry.test/v2/six/tags/list").status_code == 200
+        assert client.get("https://registry.test/v2/six/tags/list").status_code == 200
+    assert seen[0] is None
+    assert seen[1:] == [seen[1]] * 2
+    assert seen[1] == "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
 
 
 async def test_cross_host_redirect_drops_authorization() -> None:

@@ -34,6 +34,7 @@ from oci_pypi_sync.oci.registry import (
     repository_name,
     upload_url,
 )
+from oci_pypi_sync.oci.store import Store
 
 pytestmark = pytest.mark.registry
 
@@ -55,6 +56,11 @@ def make_body(size: int, seed: int = 7) -> bytes:
 async def chunked(data: bytes, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(data), chunk):
         yield data[start : start + chunk]
+
+
+def as_store(store: RegistryStore) -> Store:
+    """Type-checked by mypy: RegistryStore implements the Store protocol."""
+    return store
 
 
 @pytest.fixture
@@ -151,6 +157,17 @@ async def test_streamed_blob_push_head_and_read_back(store: RegistryStore) -> No
     assert store.chunked_uploads is False
 
 
+async def test_unknown_size_streams_chunked(store: RegistryStore) -> None:
+    data = make_body(1_500_000, seed=11)
+    digest = sha256(data)
+    await as_store(store).put_blob("six", digest, None, chunked(data))
+    assert b"".join([c async for c in store.open_blob("six", digest)]) == data
+    wrong = sha256(b"else")
+    with pytest.raises(DigestMismatchError):
+        await store.put_blob("six", wrong, None, chunked(data))
+    assert await store.has_blob("six", wrong) is False
+
+
 async def test_wrong_digest_is_refused_and_nothing_is_stored(store: RegistryStore) -> None:
     data = make_body(300_000, seed=1)
     claimed = sha256(b"something else")
@@ -181,7 +198,7 @@ async def test_registry_digest_check_maps_to_digest_mismatch(
     """With our own check bypassed, the registry's DIGEST_INVALID still stops the blob."""
 
     async def unchecked(
-        chunks: AsyncIterator[bytes], digest: str, size: int, what: str
+        chunks: AsyncIterator[bytes], digest: str, size: int | None, what: str
     ) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
@@ -296,6 +313,22 @@ async def test_413_without_reopen_asks_for_a_retry(
     await store.put_blob("six", digest, len(data), chunked(data))
     assert await store.has_blob("six", digest) is True
     assert sum(1 for method, _ in proxy.calls if method == "PATCH") == 3
+
+
+async def test_put_blob_bytes_falls_back_to_chunks_on_413(
+    capped: tuple[RegistryStore, CappingProxy],
+) -> None:
+    store, proxy = capped
+    data = make_body(300_000, seed=10)
+    await as_store(store).put_blob_bytes("six", sha256(data), data)
+    assert store.chunked_uploads is True
+    assert [(m, n) for m, n in proxy.calls if m in ("PUT", "PATCH")] == [
+        ("PUT", len(data)),
+        ("PATCH", 200 * 1024),
+        ("PATCH", len(data) - 200 * 1024),
+        ("PUT", 0),
+    ]
+    assert await store.has_blob("six", sha256(data)) is True
 
 
 async def test_chunked_upload_with_wrong_digest_is_not_committed(

@@ -207,12 +207,13 @@ def _root_reason(exc: BaseException) -> str:
 
 
 async def verified_stream(
-    chunks: AsyncIterable[bytes], digest: str, size: int, what: str
+    chunks: AsyncIterable[bytes], digest: str, size: int | None, what: str
 ) -> AsyncIterator[bytes]:
     """Pass ``chunks`` through, raising before the last one if digest or size is wrong.
 
     Holding back one chunk means a wrong body never reaches the registry
     complete, so the upload cannot be committed under the wrong digest.
+    ``size`` ``None`` (unknown) skips the size check, not the digest check.
     """
     algorithm = digest_algorithm(digest)
     hasher = hashlib.new(algorithm)
@@ -222,13 +223,13 @@ async def verified_stream(
         if not chunk:
             continue
         count += len(chunk)
-        if count > size:
+        if size is not None and count > size:
             raise SizeMismatchError(what, size, count)
         hasher.update(chunk)
         if pending is not None:
             yield pending
         pending = bytes(chunk)
-    if count != size:
+    if size is not None and count != size:
         raise SizeMismatchError(what, size, count)
     actual = f"{algorithm}:{hasher.hexdigest()}"
     if actual != digest:
@@ -318,13 +319,14 @@ class RegistryStore:
         self,
         repo: str,
         digest: str,
-        size: int,
+        size: int | None,
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
     ) -> None:
         """Stream a blob in; ``reopen`` gives a fresh stream if a 413 forces a restart.
 
+        With ``size`` ``None`` the body goes with chunked transfer encoding.
         Without ``reopen`` a 413 raises :class:`UploadRestartError`; the
         caller's retry then goes chunked.
         """
@@ -336,7 +338,9 @@ class RegistryStore:
             return
         location = await self._start_upload(name, digest)
         body = verified_stream(chunks, digest, size, what)
-        headers = {"Content-Length": str(size), "Content-Type": OCTET_STREAM}
+        headers = {"Content-Type": OCTET_STREAM}
+        if size is not None:
+            headers["Content-Length"] = str(size)
         response = await self._finish_upload(name, digest, location, body, headers)
         if response is not None:
             return
@@ -550,7 +554,7 @@ class RegistryStore:
         return response
 
     async def _upload_chunked(
-        self, name: str, digest: str, size: int, chunks: AsyncIterable[bytes], what: str
+        self, name: str, digest: str, size: int | None, chunks: AsyncIterable[bytes], what: str
     ) -> None:
         location = await self._start_upload(name, digest)
         try:
