@@ -31,7 +31,8 @@ Cassettes:
 ``numpy``
     numpy's JSON page only (gzip-compressed on disk).
 ``legacy_versions``
-    MySQL-python's JSON page, whose ``1.2.1_p2`` is not a PEP 440 version.
+    pytz's JSON page, whose old releases (``2004d``...) are not PEP 440
+    versions (gzip-compressed on disk).
 ``missing``
     the 404 of a project that does not exist.
 """
@@ -54,7 +55,7 @@ FILES_HOST = "files.index.test"
 CASSETTE_DIR = Path(__file__).parent / "cassettes"
 
 #: Project pages large enough to be stored gzip-compressed.
-COMPRESSED = frozenset({"numpy"})
+COMPRESSED = frozenset({"numpy", "legacy_versions"})
 
 
 class GzipAwarePersister:

@@ -151,7 +151,7 @@ async def record_numpy(client: IndexClient) -> None:
 
 
 async def record_legacy_versions(client: IndexClient) -> None:
-    await client.get_project_page("MySQL-python")
+    await client.get_project_page("pytz")
 
 
 async def record_missing(client: IndexClient) -> None:
