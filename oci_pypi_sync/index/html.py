@@ -8,7 +8,6 @@ entities in attribute values and copes with sloppy markup.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
@@ -26,29 +25,24 @@ logger = logging.getLogger(__name__)
 _Attributes = dict[str, str | None]
 
 
-@dataclass
-class _Anchor:
-    attributes: _Attributes
-    text: list[str] = field(default_factory=list)
-
-
 class _PageCollector(HTMLParser):
-    """Collects anchors, the first ``<base href>`` and the ``pypi:*`` meta tags."""
+    """Collects anchors' attributes, the first ``<base href>`` and the meta tags.
+
+    Anchor text is not kept: it is for humans and may differ from the file name.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.anchors: list[_Anchor] = []
+        self.anchors: list[_Attributes] = []
         self.base_href: str | None = None
         self.meta: dict[str, str] = {}
-        self._open: _Anchor | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes: _Attributes = {}
         for attribute, value in attrs:
             attributes.setdefault(attribute, value)  # the first of duplicate attributes wins
         if tag == "a":
-            self._open = _Anchor(attributes)
-            self.anchors.append(self._open)
+            self.anchors.append(attributes)
         elif tag == "base" and self.base_href is None:
             self.base_href = attributes.get("href") or None
         elif tag == "meta":
@@ -56,17 +50,10 @@ class _PageCollector(HTMLParser):
             if meta_name and content is not None:
                 self.meta.setdefault(meta_name.strip().lower(), content)
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._open = None
 
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._open.text.append(data)
-
-
-def _distribution_file(anchor: _Anchor, base_url: str, page_url: str) -> DistributionFile | None:
-    attributes = anchor.attributes
+def _distribution_file(
+    attributes: _Attributes, base_url: str, page_url: str
+) -> DistributionFile | None:
     href = (attributes.get("href") or "").strip()
     if not href:
         return None
