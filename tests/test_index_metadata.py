@@ -82,3 +82,4 @@ def test_other_known_algorithms_are_checked_too() -> None:
 def test_a_ref_without_hashes_or_with_unknown_algorithms_cannot_be_checked() -> None:
     verify_metadata(b"anything", CoreMetadataRef(), "demo.whl.metadata")
     verify_metadata(b"anything", CoreMetadataRef((("blake3", "ab"),)), "demo.whl.metadata")
+    verify_metadata(b"anything", CoreMetadataRef((("shake_128", "ab"),)), "demo.whl.metadata")
