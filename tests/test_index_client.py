@@ -239,6 +239,22 @@ async def test_credentials_go_only_to_the_index_and_never_into_errors_or_logs(
         assert secret not in shown
 
 
+async def test_a_shared_clients_own_auth_applies_when_the_url_has_none() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return json_page([])
+
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), auth=httpx.BasicAuth("shared", "pw")
+    )
+    async with IndexClient(INDEX_URL, http=http) as client:
+        await client.get_project_page("demo")
+    await http.aclose()
+    assert seen[0].headers["Authorization"] == "Basic " + base64.b64encode(b"shared:pw").decode()
+
+
 async def test_connection_errors_do_not_show_credentials() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)

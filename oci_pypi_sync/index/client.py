@@ -117,7 +117,11 @@ class IndexClient:
     """
 
     def __init__(self, index_url: str, *, http: httpx.AsyncClient | None = None) -> None:
-        bare_url, self._auth = _split_credentials(index_url)
+        bare_url, url_auth = _split_credentials(index_url)
+        # Without credentials in the URL, a shared client's own auth (if any) applies.
+        self._auth: httpx.Auth | httpx._client.UseClientDefault = (
+            url_auth if url_auth is not None else httpx.USE_CLIENT_DEFAULT
+        )
         self.index_url = bare_url if bare_url.endswith("/") else bare_url + "/"
         self._owns_http = http is None
         self._http = http if http is not None else _default_http()
