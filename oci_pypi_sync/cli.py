@@ -108,6 +108,12 @@ def main() -> None:
     help="Files transferred at once.",
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@click.option(
+    "--probe-metadata/--no-probe-metadata",
+    default=True,
+    show_default=True,
+    help="Fetch a wheel's .metadata even when the index does not advertise it.",
+)
 @verbose_option
 @quiet_option
 def sync(
@@ -121,6 +127,7 @@ def sync(
     as_json: bool,
     jobs: int,
     plain_http: bool,
+    probe_metadata: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -150,6 +157,7 @@ def sync(
         selection=SelectionOptions(pre=pre, include_yanked=include_yanked, only_binary=only_binary),
         dry_run=dry_run,
         jobs=jobs,
+        probe_metadata=probe_metadata,
     )
 
     async def go() -> Any:

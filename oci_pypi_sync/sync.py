@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from oci_pypi_sync.errors import (
     AuthenticationError,
+    IndexError_,
     IndexUnreachableError,
     OciPypiError,
     RegistryUnreachableError,
@@ -36,6 +38,7 @@ from oci_pypi_sync.oci.format import (
     build_release_index,
     empty_config,
     merge_entries,
+    normalize_version,
     parse_release_index,
     repository_name,
     version_tag,
@@ -44,6 +47,7 @@ from oci_pypi_sync.select import ProjectSelection, SelectedFile, SelectionOption
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
+    from oci_pypi_sync.index.records import CoreMetadata, DistributionFile
     from oci_pypi_sync.oci.store import Store
 
 log = logging.getLogger(__name__)
@@ -118,6 +122,7 @@ class SyncOptions:
     selection: SelectionOptions = field(default_factory=SelectionOptions)
     dry_run: bool = False
     jobs: int = 8
+    probe_metadata: bool = True
 
 
 ProgressCallback = Callable[[FileResult], None]
@@ -139,7 +144,7 @@ class Syncer:
         self.options = options
         self._on_file = on_file
         self._slots = asyncio.Semaphore(max(1, options.jobs))
-        self._configs: dict[str, asyncio.Task[None]] = {}
+        self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         files: list[FileResult] = []
@@ -279,18 +284,20 @@ class Syncer:
                 size = await self.index.get_file_size(file)
         else:
             counter = _ByteCounter()
-            async with self.index.stream_file(file) as chunks:
-                await self.store.put_blob(repo, digest, size, counter.wrap(chunks))
+
+            def open_file() -> AsyncIterator[bytes]:
+                counter.count = 0
+                return counter.wrap(self._file_chunks(file))
+
+            await self.store.put_blob(repo, digest, size, open_file(), reopen=open_file)
             size = counter.count
             uploaded = True
-        metadata = await self.index.get_core_metadata(file)
-        metadata_raw = metadata.raw if metadata is not None else None
+        metadata_raw = await self._core_metadata(selected)
         artifact = build_file_artifact(file, repo, size, metadata_raw)
-        await self._ensure_config(repo)
+        config = empty_config()
+        await self._ensure_small_blob(repo, config.descriptor.digest, config.data)
         if metadata_raw is not None:
-            metadata_layer = artifact.layers[1]
-            if not await self.store.has_blob(repo, metadata_layer.digest):
-                await self.store.put_blob_bytes(repo, metadata_layer.digest, metadata_raw)
+            await self._ensure_small_blob(repo, artifact.layers[1].digest, metadata_raw)
         manifest = artifact.manifest
         if not await self.store.has_manifest(repo, manifest.descriptor.digest):
             await self.store.put_manifest(
@@ -298,22 +305,67 @@ class Syncer:
             )
         return artifact, uploaded, size
 
-    async def _ensure_config(self, repo: str) -> None:
-        """Store the empty config once per repository, however many files ask at once."""
-        task = self._configs.get(repo)
+    async def _file_chunks(self, file: DistributionFile) -> AsyncIterator[bytes]:
+        """The file's bytes; a connection lost mid-file fails this file, not the run."""
+        async with self.index.stream_file(file) as chunks:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except IndexUnreachableError as exc:
+                raise IndexError_(f"download of {file.filename} interrupted: {exc}") from exc
+
+    async def _core_metadata(self, selected: SelectedFile) -> bytes | None:
+        """The file's core metadata: as advertised (hash-checked), or probed for wheels.
+
+        A probed ``.metadata`` has no advertised hash; it is kept only when it
+        names the wheel's own project and version.
+        """
+        file = selected.file
+        probe = self.options.probe_metadata and selected.name.is_wheel
+        metadata = await self.index.get_core_metadata(file, probe=probe)
+        if metadata is None:
+            return None
+        if file.core_metadata is None and not _metadata_matches(metadata, selected):
+            log.warning(
+                "%s: ignoring %s.metadata: it names %s %s",
+                file.filename,
+                file.filename,
+                metadata.name,
+                metadata.version,
+            )
+            return None
+        return metadata.raw
+
+    async def _ensure_small_blob(self, repo: str, digest: str, data: bytes) -> None:
+        """Store a small blob once per repository, however many files ask at once.
+
+        Platform wheels of one release often share their core metadata, and
+        every manifest shares the empty config: concurrent uploads of one
+        digest make registries answer 500 or DIGEST_INVALID, so they are
+        single-flighted here.
+        """
+        key = (repo, digest)
+        task = self._small_blobs.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(self._put_config(repo))
-            self._configs[repo] = task
+            task = asyncio.ensure_future(self._put_small_blob(repo, digest, data))
+            self._small_blobs[key] = task
         await asyncio.shield(task)
 
-    async def _put_config(self, repo: str) -> None:
-        config = empty_config()
-        if not await self.store.has_blob(repo, config.descriptor.digest):
-            await self.store.put_blob_bytes(repo, config.descriptor.digest, config.data)
+    async def _put_small_blob(self, repo: str, digest: str, data: bytes) -> None:
+        if not await self.store.has_blob(repo, digest):
+            await self.store.put_blob_bytes(repo, digest, data)
 
     def _notify(self, result: FileResult) -> None:
         if self._on_file is not None:
             self._on_file(result)
+
+
+def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:
+    if metadata.name is None or metadata.version is None:
+        return False
+    return canonicalize_name(metadata.name) == selected.name.project and normalize_version(
+        metadata.version
+    ) == normalize_version(selected.name.version)
 
 
 class _ByteCounter:

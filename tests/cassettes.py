@@ -99,16 +99,17 @@ def make_vcr(**options: Any) -> Any:
 
 
 @contextmanager
-def replay(name: str) -> Iterator[Any]:
+def replay(name: str, *, pass_loopback: bool = False) -> Iterator[Any]:
     """Replay the cassette ``name`` with no network: unknown requests raise.
 
-    Yields the vcrpy cassette (``.play_count``, ``.requests``) for tests
-    that check what was fetched.
+    With ``pass_loopback``, requests to 127.0.0.1/localhost (the registry the
+    tests start) go through for real. Yields the vcrpy cassette
+    (``.play_count``, ``.requests``) for tests that check what was fetched.
     """
     path = cassette_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"no cassette {name!r} at {path}")
-    with make_vcr().use_cassette(
+    with make_vcr(ignore_localhost=pass_loopback).use_cassette(
         str(path), record_mode="none", allow_playback_repeats=True
     ) as cassette:
         yield cassette

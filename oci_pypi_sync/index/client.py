@@ -234,6 +234,28 @@ class IndexClient:
             verify_metadata(raw, file.core_metadata, f"{file.filename}.metadata")
         return parse_core_metadata(raw)
 
+    async def get_file_size(self, file: DistributionFile) -> int:
+        """The file's size: PEP 700's ``size`` when the page gave it, else a HEAD request."""
+        if file.size is not None:
+            return file.size
+        logger.debug("HEAD %s", redact_url(file.url))
+        try:
+            response = await self._http.head(
+                file.url,
+                headers={**self._headers(), "Accept-Encoding": "identity"},
+                auth=self._auth,
+                follow_redirects=True,
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(file.url, exc) from exc
+        self._raise_for_status(response, f"the file {file.filename}")
+        length = response.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise IndexError_(
+                f"the index gives no size for {file.filename} ({redact_url(file.url)})"
+            )
+        return int(length)
+
     def stream_file(
         self, file: DistributionFile
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,13 @@ class LayoutStore:
         return self.blob_path(digest).is_file()
 
     async def put_blob(
-        self, repo: str, digest: str, size: int | None, chunks: AsyncIterable[bytes]
+        self,
+        repo: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        *,
+        reopen: Callable[[], AsyncIterable[bytes]] | None = None,
     ) -> None:
         target = self.blob_path(digest)
         hasher = hashlib.sha256()

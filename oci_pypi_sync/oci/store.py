@@ -13,7 +13,7 @@ normalized project name); each store adds its prefix itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,12 +40,20 @@ class Store(Protocol):
         ...
 
     async def put_blob(
-        self, repo: str, digest: str, size: int | None, chunks: AsyncIterable[bytes]
+        self,
+        repo: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        *,
+        reopen: Callable[[], AsyncIterable[bytes]] | None = None,
     ) -> None:
         """Store a blob streamed in chunks, verifying digest and size before it is visible.
 
         ``size`` is ``None`` when the index did not say (PEP 503 HTML pages);
-        registries then receive a chunked request body.
+        registries then receive a chunked request body. ``reopen`` gives a
+        fresh stream of the same bytes, for a store that must start over
+        (a registry refusing a large body switches to chunked uploads).
         """
         ...
 
