@@ -51,7 +51,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".[test]", "mypy>=1.13")
+    session.install("-e", ".[test]", "mypy>=1.13", "nox")
     session.run("mypy", "--strict")
 
 
