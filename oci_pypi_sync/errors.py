@@ -92,3 +92,17 @@ class AuthenticationError(RegistryError):
 
 class LayoutError(TargetError):
     """An OCI image layout on disk is missing, malformed or not writable."""
+
+
+# --- the state file --------------------------------------------------------
+
+
+class JournalError(OciPypiError):
+    """The state file is unreadable, corrupt, of a newer schema or for another target.
+
+    Deleting the state file is always safe: the target holds the truth.
+    """
+
+
+class JournalLockedError(OciPypiError):
+    """Another sync holds the state file's lock; deleting the file would not help."""
