@@ -90,6 +90,7 @@ def main() -> None:
     "--to",
     "target",
     metavar="TARGET",
+    envvar="OCI_PYPI_TO",
     help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
     "(default: oci:./oci-pypi-mirror).",
 )
@@ -105,7 +106,44 @@ def main() -> None:
     type=click.IntRange(1, 256),
     default=8,
     show_default=True,
+    envvar="OCI_PYPI_JOBS",
     help="Files transferred at once.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    metavar="PATH",
+    envvar="OCI_PYPI_STATE",
+    help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
+    "or one per registry under $XDG_STATE_HOME/oci-pypi.",
+)
+@click.option("--no-state", is_flag=True, help="Keep no state file; the target alone is asked.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    envvar="OCI_PYPI_SHARD",
+    help="Take only the projects of shard K (0-based) of N, by normalized name.",
+)
+@click.option("--prune", is_flag=True, help="Take files the index no longer has out of indexes.")
+@click.option(
+    "--recheck", is_flag=True, help="Check every project against the target, even unchanged ones."
+)
+@click.option(
+    "--retry-quarantined", is_flag=True, help="Try projects quarantined after repeated failures."
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=4,
+    show_default=True,
+    help="Retries of a step after a transient fault (backoff with jitter).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Network timeout for connecting and for each read or write.",
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option(
@@ -113,6 +151,11 @@ def main() -> None:
     default=True,
     show_default=True,
     help="Fetch a wheel's .metadata even when the index does not advertise it.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a live progress display (default: when stderr is a terminal).",
 )
 @verbose_option
 @quiet_option
@@ -126,8 +169,17 @@ def sync(
     dry_run: bool,
     as_json: bool,
     jobs: int,
+    state_path: str | None,
+    no_state: bool,
+    shard: str | None,
+    prune: bool,
+    recheck: bool,
+    retry_quarantined: bool,
+    retries: int,
+    timeout: float | None,
     plain_http: bool,
     probe_metadata: bool,
+    progress: bool | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -138,10 +190,13 @@ def sync(
       oci-pypi sync six                          # into ./oci-pypi-mirror
       oci-pypi sync 'scipy>=1.11,<1.13' --to registry.example.com/pypi
       oci-pypi sync six==1.17.0 --to oci:/srv/mirror --dry-run --json
+      oci-pypi sync numpy scipy pandas --to registry.example.com/pypi --shard 0/4
     """
     from oci_pypi_sync.index.location import resolve_index_url
     from oci_pypi_sync.report import report_json, summary_line
+    from oci_pypi_sync.retry import RetryPolicy
     from oci_pypi_sync.select import SelectionOptions, parse_requirements
+    from oci_pypi_sync.shard import parse_shard
     from oci_pypi_sync.sync import SyncOptions
     from oci_pypi_sync.sync import sync as run_sync
     from oci_pypi_sync.targets import open_store, parse_target
@@ -151,6 +206,7 @@ def sync(
         reqs = parse_requirements(requirements)
         parsed_target = parse_target(target, plain_http=plain_http)
         location = resolve_index_url(index_url)
+        parsed_shard = parse_shard(shard) if shard else None
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     options = SyncOptions(
@@ -158,29 +214,88 @@ def sync(
         dry_run=dry_run,
         jobs=jobs,
         probe_metadata=probe_metadata,
+        retry=RetryPolicy(attempts=retries + 1),
+        prune=prune,
+        shard=parsed_shard,
+        recheck=recheck,
+        retry_quarantined=retry_quarantined,
     )
+    show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
+        from oci_pypi_sync.journal import Journal, default_journal_path
+        from oci_pypi_sync.progress import LogObserver, RichObserver
 
-        store = open_store(parsed_target)
+        journal = None
+        if not dry_run and not no_state:
+            path = state_path or default_journal_path(parsed_target)
+            journal = Journal.open(path, target=parsed_target)
+        store = open_store(parsed_target, timeout=timeout, max_connections=jobs * 2)
         try:
-            async with IndexClient(location.url) as index:
-                return await run_sync(reqs, index, store, options)
+            async with IndexClient(
+                location.url, timeout=timeout, max_connections=jobs * 2
+            ) as index:
+                if show_progress:
+                    with RichObserver() as observer:
+                        return await run_sync(
+                            reqs, index, store, options, journal=journal, observer=observer
+                        )
+                return await run_sync(
+                    reqs, index, store, options, journal=journal, observer=LogObserver()
+                )
         finally:
             await store.aclose()
+            if journal is not None:
+                journal.close()
 
     report = _run(go)
     if as_json:
         click.echo(report_json(report))
     if not quiet:
-        click.echo(summary_line(report), err=as_json)
+        click.echo(summary_line(report), err=True)
         for project_error in report.project_errors:
             click.echo(f"error: {project_error.project}: {project_error.error}", err=True)
         for failed in report.files:
             if failed.action == "failed":
                 click.echo(f"error: {failed.filename}: {failed.error}", err=True)
     sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)
+
+
+@main.command()
+@click.option("--to", "--from", "target", metavar="TARGET", help="The target whose state to show.")
+@click.option("--state", "state_path", metavar="PATH", help="The state file to read.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def status(target: str | None, state_path: str | None, as_json: bool) -> None:
+    """Summarise the state file of a target: done, pending, failed (with reasons), quarantined.
+
+    \b
+    Examples:
+      oci-pypi status                            # the default layout's state
+      oci-pypi status --to registry.example.com/pypi
+      oci-pypi status --state /var/lib/mirror/state.sqlite --json
+    """
+    import json
+
+    from oci_pypi_sync.journal import Journal, default_journal_path
+    from oci_pypi_sync.status import render_status, status_document
+    from oci_pypi_sync.targets import parse_target
+
+    try:
+        parsed_target = parse_target(target)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    path = state_path or default_journal_path(parsed_target)
+    try:
+        with Journal.open(path, target=parsed_target, readonly=True) as journal:
+            summary = journal.summary()
+    except OciPypiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FATAL)
+    if as_json:
+        click.echo(json.dumps(status_document(summary), indent=2))
+    else:
+        click.echo(render_status(summary))
 
 
 @main.command()

@@ -15,7 +15,18 @@ class UsageError(OciPypiError):
 
 
 class IndexError_(OciPypiError):  # noqa: N801, N818
-    """The package index could not be read or answered something unusable."""
+    """The package index could not be read or answered something unusable.
+
+    ``status`` is the HTTP status when the index answered, ``retry_after``
+    the seconds its ``Retry-After`` header asked for.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class IndexUnreachableError(IndexError_):
@@ -76,10 +87,18 @@ class RegistryError(TargetError):
     registry sent one. Messages never carry credentials.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after = retry_after
 
 
 class RegistryUnreachableError(RegistryError):
@@ -106,3 +125,21 @@ class JournalError(OciPypiError):
 
 class JournalLockedError(OciPypiError):
     """Another sync holds the state file's lock; deleting the file would not help."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())

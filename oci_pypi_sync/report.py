@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from oci_pypi_sync.sync import SyncReport
+from oci_pypi_sync.results import SyncReport
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -37,10 +37,18 @@ def report_document(report: SyncReport) -> dict[str, Any]:
                 "digest": r.digest,
                 "action": r.action,
                 **({"error": r.error} if r.error else {}),
+                **(
+                    {"removed_upstream": list(r.removed_upstream), "pruned": r.pruned}
+                    if r.removed_upstream
+                    else {}
+                ),
             }
             for r in report.releases
         ],
-        "errors": [{"project": e.project, "error": e.error} for e in report.project_errors],
+        "errors": [
+            {"project": e.project, "error": e.error, "quarantined": e.quarantined}
+            for e in report.project_errors
+        ],
         "totals": {
             "files": len(report.files),
             "pushed": report.count("pushed"),
@@ -50,6 +58,8 @@ def report_document(report: SyncReport) -> dict[str, Any]:
             "bytes_pushed": report.bytes_pushed,
             "bytes_planned": sum(f.size or 0 for f in report.files if f.action == "planned"),
             "releases_tagged": sum(1 for r in report.releases if r.action == "pushed"),
+            "projects": report.projects,
+            "projects_unchanged": report.projects_unchanged,
             "projects_failed": len(report.project_errors),
         },
     }

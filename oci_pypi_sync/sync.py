@@ -1,118 +1,94 @@
-"""The sync: read the index, select files, write them to a store in a safe order.
+"""The sync engine: read the index, select files, write them to a store in a safe order.
 
-Per project: fetch its page, select files, and per version push every
-file's blobs and manifest before the version's index is tagged, so a tag
-never points at missing children. Per file the store is asked first (a
-blob already there is not downloaded again); bytes stream from the index
-into the store, which verifies the sha256 before the blob is visible.
+Per project: fetch its page, select files, and per version read the
+target's current index once; files it already holds are reused, the others
+stream from the index into the store (verified against the sha256 before
+they become visible), then the version's index is tagged, children first,
+so a tag never points at missing content.
 
-Failures of one file or one project are recorded in the report and do not
-stop the others; a target that cannot be reached or refuses our
-credentials stops the whole run, since nothing else could succeed.
+Transient faults are retried per step (:mod:`.retry`); a file or project
+that still fails is recorded and reported without stopping the others; a
+target that cannot be reached or refuses our credentials stops the run,
+since nothing else could succeed. With a journal (:mod:`.journal`), an
+unchanged project costs one page fetch, blobs known elsewhere in the
+registry are mounted instead of downloaded, and projects that keep failing
+are quarantined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, TypeVar
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from oci_pypi_sync.errors import (
     AuthenticationError,
+    DigestMismatchError,
     IndexError_,
     IndexUnreachableError,
     OciPypiError,
     RegistryUnreachableError,
 )
 from oci_pypi_sync.oci.format import (
+    FORMAT_VERSION,
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
     FileArtifact,
+    FileName,
+    UnsupportedFileError,
     build_file_artifact,
     build_release_index,
+    canonical_json,
     empty_config,
-    merge_entries,
     normalize_version,
+    parse_filename,
     parse_release_index,
     repository_name,
     version_tag,
 )
+from oci_pypi_sync.reconcile import entries_by_title, reconcile_release, reusable_entries
+from oci_pypi_sync.results import (
+    FileAction,
+    FileResult,
+    NullObserver,
+    ProjectError,
+    ReleaseResult,
+    SyncObserver,
+    SyncReport,
+)
+from oci_pypi_sync.retry import RetryPolicy, is_transient, with_retries
 from oci_pypi_sync.select import ProjectSelection, SelectedFile, SelectionOptions, select_files
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
-    from oci_pypi_sync.index.records import CoreMetadata, DistributionFile
+    from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+    from oci_pypi_sync.journal import Journal
     from oci_pypi_sync.oci.store import Store
+    from oci_pypi_sync.shard import Shard
+
+__all__ = [
+    "FileResult",
+    "ProjectError",
+    "ReleaseResult",
+    "SyncOptions",
+    "SyncReport",
+    "Syncer",
+    "group_requirements",
+    "sync",
+]
 
 log = logging.getLogger(__name__)
 
-Action = Literal["pushed", "skipped", "failed", "planned"]
+T = TypeVar("T")
+
 FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, IndexUnreachableError)
-
-
-@dataclass(frozen=True, slots=True)
-class FileResult:
-    """What happened to one file."""
-
-    project: str
-    version: str
-    filename: str
-    sha256: str
-    size: int | None
-    action: Action
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseResult:
-    """What happened to one version's index."""
-
-    project: str
-    version: str
-    tag: str
-    digest: str | None
-    action: Literal["pushed", "unchanged", "failed", "planned"]
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectError:
-    """A project that could not be synced at all (not found, page unreadable)."""
-
-    project: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """The outcome of a sync: per file, per release, and per failed project."""
-
-    target: str
-    files: tuple[FileResult, ...]
-    releases: tuple[ReleaseResult, ...]
-    project_errors: tuple[ProjectError, ...]
-    dry_run: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return bool(
-            self.project_errors
-            or any(f.action == "failed" for f in self.files)
-            or any(r.action == "failed" for r in self.releases)
-        )
-
-    def count(self, action: str) -> int:
-        return sum(1 for f in self.files if f.action == action)
-
-    @property
-    def bytes_pushed(self) -> int:
-        return sum(f.size or 0 for f in self.files if f.action == "pushed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +99,19 @@ class SyncOptions:
     dry_run: bool = False
     jobs: int = 8
     probe_metadata: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prune: bool = False
+    shard: Shard | None = None
+    recheck: bool = False
+    retry_quarantined: bool = False
 
 
-ProgressCallback = Callable[[FileResult], None]
+@dataclass(frozen=True, slots=True)
+class _ProjectOutcome:
+    files: tuple[FileResult, ...] = ()
+    releases: tuple[ReleaseResult, ...] = ()
+    error: ProjectError | None = None
+    unchanged: bool = False
 
 
 class Syncer:
@@ -135,178 +121,401 @@ class Syncer:
         self,
         index: IndexClient,
         store: Store,
-        options: SyncOptions = SyncOptions(),
+        options: SyncOptions | None = None,
         *,
-        on_file: ProgressCallback | None = None,
+        journal: Journal | None = None,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.index = index
         self.store = store
-        self.options = options
-        self._on_file = on_file
-        self._slots = asyncio.Semaphore(max(1, options.jobs))
+        self.options = options or SyncOptions()
+        self.journal = journal if not self.options.dry_run else None
+        self.observer: SyncObserver = observer or NullObserver()
+        jobs = max(1, self.options.jobs)
+        self._file_slots = asyncio.Semaphore(jobs)
+        self._project_slots = asyncio.Semaphore(max(4, jobs))
         self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
-        files: list[FileResult] = []
-        releases: list[ReleaseResult] = []
-        errors: list[ProjectError] = []
         grouped = group_requirements(requirements)
-        outcomes = await asyncio.gather(
-            *(self._sync_project(reqs) for reqs in grouped.values()), return_exceptions=True
-        )
-        for project, outcome in zip(grouped, outcomes, strict=True):
-            if isinstance(outcome, FATAL_ERRORS):
-                raise outcome
-            if isinstance(outcome, OciPypiError):
-                log.warning("%s: %s", project, outcome)
-                errors.append(ProjectError(project, str(outcome)))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                files.extend(outcome[0])
-                releases.extend(outcome[1])
+        shard = self.options.shard
+        if shard is not None:
+            grouped = {name: reqs for name, reqs in grouped.items() if shard.owns(name)}
+            log.info("shard %s: %d projects", shard, len(grouped))
+        outcomes: dict[str, _ProjectOutcome] = {}
+        try:
+            async with asyncio.TaskGroup() as group:
+                for project, reqs in grouped.items():
+                    group.create_task(self._guarded_project(project, reqs, outcomes))
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+        ordered = [outcomes[name] for name in grouped if name in outcomes]
         return SyncReport(
             target=self.store.display_name,
-            files=tuple(files),
-            releases=tuple(releases),
-            project_errors=tuple(errors),
+            files=tuple(f for o in ordered for f in o.files),
+            releases=tuple(r for o in ordered for r in o.releases),
+            project_errors=tuple(o.error for o in ordered if o.error is not None),
             dry_run=self.options.dry_run,
+            projects=len(grouped),
+            projects_unchanged=sum(1 for o in ordered if o.unchanged),
         )
 
-    async def _sync_project(
-        self, requirements: Sequence[Requirement]
-    ) -> tuple[list[FileResult], list[ReleaseResult]]:
-        page = await self.index.get_project_page(requirements[0].name)
-        selection = select_files(page, requirements, self.options.selection)
+    # --- projects --------------------------------------------------------------
+
+    async def _guarded_project(
+        self, project: str, reqs: Sequence[Requirement], outcomes: dict[str, _ProjectOutcome]
+    ) -> None:
+        """One project, its failures recorded; only fatal errors escape."""
+        async with self._project_slots:
+            journal = self.journal
+            if (
+                journal is not None
+                and not self.options.retry_quarantined
+                and journal.is_quarantined(project)
+            ):
+                state = journal.project_state(project)
+                reason = state.last_error if state is not None else None
+                message = f"quarantined after repeated failures (last: {reason})"
+                log.warning("%s: %s", project, message)
+                outcomes[project] = _ProjectOutcome(
+                    error=ProjectError(project, message, quarantined=True)
+                )
+                return
+            try:
+                outcome = await self._sync_project(project, reqs)
+            except FATAL_ERRORS:
+                raise
+            except OciPypiError as exc:
+                log.warning("%s: %s", project, exc)
+                if journal is not None:
+                    journal.record_project_failure(project, str(exc))
+                outcomes[project] = _ProjectOutcome(error=ProjectError(project, str(exc)))
+                return
+            outcomes[project] = outcome
+
+    async def _sync_project(self, project: str, reqs: Sequence[Requirement]) -> _ProjectOutcome:
+        page = await self._retry(
+            f"{project}: project page", lambda: self.index.get_project_page(reqs[0].name)
+        )
+        selection = select_files(page, reqs, self.options.selection)
         for rejection in selection.rejected:
             log.info("%s: not mirrored: %s", rejection.filename, rejection.reason)
+        self.observer.files_planned(
+            len(selection.files), sum(f.file.size or 0 for f in selection.files)
+        )
         if self.options.dry_run:
-            return self._plan(selection), []
+            return _ProjectOutcome(files=tuple(self._planned(selection)))
+        fingerprint = project_fingerprint(page, reqs, self.options)
+        unchanged = self._unchanged(project, selection, fingerprint)
+        if unchanged is not None:
+            return unchanged
+        upstream = _page_files(page, project)
         results = await asyncio.gather(
             *(
-                self._sync_release(selection, version, files)
+                self._sync_release(selection, version, files, upstream)
                 for version, files in selection.releases
             )
         )
-        file_results = [f for release_files, _ in results for f in release_files]
-        return file_results, [release for _, release in results]
+        outcome = _ProjectOutcome(
+            files=tuple(f for release_files, _ in results for f in release_files),
+            releases=tuple(release for _, release in results),
+        )
+        if self.journal is not None:
+            failures = [f.error for f in outcome.files if f.action == "failed"] + [
+                r.error for r in outcome.releases if r.action == "failed"
+            ]
+            if failures:
+                self.journal.record_project_failure(project, failures[0] or "failed")
+            else:
+                self.journal.record_project_ok(
+                    project,
+                    page_digest=fingerprint,
+                    etag=None,
+                    last_serial=page.last_serial,
+                    complete=True,
+                )
+        return outcome
 
-    def _plan(self, selection: ProjectSelection) -> list[FileResult]:
-        planned = [_result(selection, selected, "planned") for selected in selection.files]
+    def _unchanged(
+        self, project: str, selection: ProjectSelection, fingerprint: str
+    ) -> _ProjectOutcome | None:
+        """The outcome of a project the journal saw complete with the same page and options."""
+        journal = self.journal
+        if journal is None or self.options.recheck:
+            return None
+        state = journal.project_state(project)
+        if state is None or not state.complete or state.page_digest != fingerprint:
+            return None
+        files = tuple(self._result(selection, s, "skipped") for s in selection.files)
+        for result in files:
+            self.observer.file_finished(result)
+        releases = []
+        for version, _ in selection.releases:
+            tag = version_tag(version)
+            digest = journal.release_digest(project, tag)
+            release = ReleaseResult(project, version, tag, digest, "unchanged")
+            self.observer.release_finished(release)
+            releases.append(release)
+        log.info("%s: unchanged since the last sync", project)
+        return _ProjectOutcome(files=files, releases=tuple(releases), unchanged=True)
+
+    def _planned(self, selection: ProjectSelection) -> list[FileResult]:
+        planned = [self._result(selection, selected, "planned") for selected in selection.files]
         for result in planned:
-            self._notify(result)
+            self.observer.file_finished(result)
         return planned
 
+    @staticmethod
+    def _result(
+        selection: ProjectSelection, selected: SelectedFile, action: FileAction
+    ) -> FileResult:
+        return FileResult(
+            project=str(selection.project),
+            version=selected.version,
+            filename=selected.file.filename,
+            sha256=selected.file.sha256 or "",
+            size=selected.file.size,
+            action=action,
+        )
+
+    # --- releases ----------------------------------------------------------------
+
     async def _sync_release(
-        self, selection: ProjectSelection, version: str, files: tuple[SelectedFile, ...]
+        self,
+        selection: ProjectSelection,
+        version: str,
+        files: tuple[SelectedFile, ...],
+        upstream: dict[str, tuple[DistributionFile, FileName]],
     ) -> tuple[list[FileResult], ReleaseResult]:
         repo = str(selection.project)
         tag = version_tag(version)
-        outcomes = await asyncio.gather(*(self._sync_file(repo, selected) for selected in files))
-        results = [result for result, _ in outcomes]
-        artifacts = [artifact for _, artifact in outcomes if artifact is not None]
-        if not artifacts:
-            error = "no file of this version could be mirrored"
-            return results, ReleaseResult(repo, version, tag, None, "failed", error)
         try:
-            digest, changed = await self._tag_release(repo, version, tag, artifacts)
+            existing = await self._retry(
+                f"{repo}:{tag}: current index", lambda: self.store.get_manifest(repo, tag)
+            )
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:
-            log.warning("%s:%s: %s", repo, tag, exc)
-            return results, ReleaseResult(repo, version, tag, None, "failed", str(exc))
-        action: Literal["pushed", "unchanged"] = "pushed" if changed else "unchanged"
-        return results, ReleaseResult(repo, version, tag, digest, action)
-
-    async def _tag_release(
-        self, repo: str, version: str, tag: str, artifacts: list[FileArtifact]
-    ) -> tuple[str, bool]:
-        """Merge the files into the version's index and tag it, unless nothing changed."""
-        existing = await self.store.get_manifest(repo, tag)
+            results = [self._result(selection, s, "failed") for s in files]
+            results = [_with_error(r, str(exc)) for r in results]
+            release = ReleaseResult(repo, version, tag, None, "failed", str(exc))
+            self.observer.release_finished(release)
+            return results, release
         old_entries: tuple[Descriptor, ...] = ()
         if existing is not None and existing.media_type == OCI_INDEX:
             try:
                 _, old_entries = parse_release_index(existing.body)
             except (ValueError, KeyError, TypeError):
                 log.warning("%s:%s holds an index this tool cannot read; replacing it", repo, tag)
-        fresh = [entry for artifact in artifacts for entry in artifact.entries]
-        entries = merge_entries(old_entries, fresh)
+        known = entries_by_title(old_entries)
+        outcomes = await asyncio.gather(
+            *(self._sync_file(repo, selected, known) for selected in files)
+        )
+        results = [result for result, _ in outcomes]
+        fresh = [entry for _, entries in outcomes if entries for entry in entries]
+        entries, removed = reconcile_release(old_entries, fresh, upstream, prune=self.options.prune)
+        for filename in removed:
+            log.warning(
+                "%s:%s lists %s, which the index no longer has%s",
+                repo,
+                tag,
+                filename,
+                "; pruned" if self.options.prune else " (use --prune to take it out)",
+            )
+        release = await self._tag(repo, version, tag, entries, existing, removed)
+        self.observer.release_finished(release)
+        return results, release
+
+    async def _tag(
+        self,
+        repo: str,
+        version: str,
+        tag: str,
+        entries: tuple[Descriptor, ...],
+        existing: object,
+        removed: tuple[str, ...],
+    ) -> ReleaseResult:
+        """Tag the version's index, unless nothing changed; children are all stored by now."""
+        pruned = self.options.prune and bool(removed)
+        if not entries:
+            error = "no file of this version could be mirrored"
+            return ReleaseResult(repo, version, tag, None, "failed", error, removed, pruned)
         index = build_release_index(repo, version, entries)
-        if existing is not None and existing.digest == index.descriptor.digest:
-            return index.descriptor.digest, False
-        digest = await self.store.put_manifest(repo, tag, OCI_INDEX, index.data)
-        log.info("tagged %s:%s (%s)", repo, tag, digest)
-        return digest, True
+        digest = index.descriptor.digest
+        current = getattr(existing, "digest", None)
+        if current == digest:
+            self._record_release(repo, version, tag, digest)
+            return ReleaseResult(repo, version, tag, digest, "unchanged", None, removed, pruned)
+        try:
+            stored = await self._retry(
+                f"{repo}:{tag}: tag",
+                lambda: self.store.put_manifest(repo, tag, OCI_INDEX, index.data),
+            )
+        except FATAL_ERRORS:
+            raise
+        except OciPypiError as exc:
+            log.warning("%s:%s: %s", repo, tag, exc)
+            return ReleaseResult(repo, version, tag, None, "failed", str(exc), removed, pruned)
+        log.info("tagged %s:%s (%s)", repo, tag, stored)
+        self._record_release(repo, version, tag, stored)
+        return ReleaseResult(repo, version, tag, stored, "pushed", None, removed, pruned)
+
+    def _record_release(self, repo: str, version: str, tag: str, digest: str) -> None:
+        if self.journal is not None:
+            self.journal.record_release(repo, version, tag, digest)
+
+    # --- files -------------------------------------------------------------------
 
     async def _sync_file(
-        self, repo: str, selected: SelectedFile
-    ) -> tuple[FileResult, FileArtifact | None]:
-        async with self._slots:
+        self, repo: str, selected: SelectedFile, known: dict[str, list[Descriptor]]
+    ) -> tuple[FileResult, tuple[Descriptor, ...] | None]:
+        file = selected.file
+        sha256 = file.sha256 or ""
+        reused = reusable_entries(known, file, selected.name)
+        if reused is not None:
+            size = _annotated_size(reused[0], file)
+            self._record_done(repo, selected, size, reused[0].digest)
+            result = FileResult(repo, selected.version, file.filename, sha256, size, "skipped")
+            self.observer.file_finished(result)
+            return result, reused
+        async with self._file_slots:
+            if self.journal is not None:
+                self.journal.record_file_pending(
+                    repo, selected.version, file.filename, sha256, file.size
+                )
             try:
                 artifact, uploaded, size = await self._transfer(repo, selected)
             except FATAL_ERRORS:
                 raise
             except OciPypiError as exc:
-                log.warning("%s: %s", selected.file.filename, exc)
+                log.warning("%s: %s", file.filename, exc)
+                if self.journal is not None:
+                    self.journal.record_file_failed(
+                        repo, selected.version, file.filename, sha256, file.size, str(exc)
+                    )
                 result = FileResult(
-                    project=repo,
-                    version=selected.version,
-                    filename=selected.file.filename,
-                    sha256=selected.file.sha256 or "",
-                    size=selected.file.size,
-                    action="failed",
-                    error=str(exc),
+                    repo, selected.version, file.filename, sha256, file.size, "failed", str(exc)
                 )
-                self._notify(result)
+                self.observer.file_finished(result)
                 return result, None
-        action: Action = "pushed" if uploaded else "skipped"
-        result = FileResult(
-            project=repo,
-            version=selected.version,
-            filename=selected.file.filename,
-            sha256=selected.file.sha256 or "",
-            size=size,
-            action=action,
+        self._record_done(repo, selected, size, artifact.manifest.descriptor.digest)
+        action: FileAction = "pushed" if uploaded else "skipped"
+        result = FileResult(repo, selected.version, file.filename, sha256, size, action)
+        self.observer.file_finished(result)
+        return result, artifact.entries
+
+    def _record_done(self, repo: str, selected: SelectedFile, size: int, manifest: str) -> None:
+        journal = self.journal
+        if journal is None:
+            return
+        file = selected.file
+        state = journal.file_state(repo, file.filename)
+        if (
+            state is not None
+            and state.status == "done"
+            and state.sha256 == file.sha256
+            and state.manifest_digest == manifest
+        ):
+            return
+        journal.record_file_done(
+            repo, selected.version, file.filename, file.sha256 or "", size, manifest
         )
-        self._notify(result)
-        return result, artifact
 
     async def _transfer(self, repo: str, selected: SelectedFile) -> tuple[FileArtifact, bool, int]:
-        """Blobs first (file, metadata, config), then the manifest."""
+        """Blobs first (file, metadata, config), then the manifest; each step retried."""
         file = selected.file
         sha256 = file.sha256
-        assert sha256 is not None  # selection keeps only files with a sha256
+        if sha256 is None:  # selection keeps only files with a sha256
+            raise IndexError_(f"{file.filename} has no sha256")
         digest = "sha256:" + sha256
         uploaded = False
         size = file.size
-        if await self.store.has_blob(repo, digest):
+        what = f"{repo}: {file.filename}"
+        if await self._retry(
+            f"{what}: blob check", lambda: self.store.has_blob(repo, digest)
+        ) or await self._mount(repo, digest):
             if size is None:
-                size = await self.index.get_file_size(file)
+                size = await self._retry(f"{what}: size", lambda: self.index.get_file_size(file))
         else:
-            counter = _ByteCounter()
-
-            def open_file() -> AsyncIterator[bytes]:
-                counter.count = 0
-                return counter.wrap(self._file_chunks(file))
-
-            await self.store.put_blob(repo, digest, size, open_file(), reopen=open_file)
-            size = counter.count
+            size = await self._upload(repo, digest, selected)
             uploaded = True
-        metadata_raw = await self._core_metadata(selected)
+        if self.journal is not None:
+            self.journal.record_blob(repo, digest)
+        metadata_raw = await self._retry(
+            f"{what}: core metadata", lambda: self._core_metadata(selected)
+        )
         artifact = build_file_artifact(file, repo, size, metadata_raw)
         config = empty_config()
         await self._ensure_small_blob(repo, config.descriptor.digest, config.data)
         if metadata_raw is not None:
             await self._ensure_small_blob(repo, artifact.layers[1].digest, metadata_raw)
         manifest = artifact.manifest
-        if not await self.store.has_manifest(repo, manifest.descriptor.digest):
-            await self.store.put_manifest(
+        # A PUT by digest is idempotent and costs what a HEAD would.
+        await self._retry(
+            f"{what}: manifest",
+            lambda: self.store.put_manifest(
                 repo, manifest.descriptor.digest, OCI_MANIFEST, manifest.data
-            )
+            ),
+        )
         return artifact, uploaded, size
 
+    async def _mount(self, repo: str, digest: str) -> bool:
+        """Mount the blob from another repository of the target where the journal saw it."""
+        journal = self.journal
+        mount = getattr(self.store, "mount_blob", None)
+        if journal is None or mount is None:
+            return False
+        for source in journal.blob_repositories(digest):
+            if source == repo:
+                continue
+            try:
+                mounted = await mount(repo, digest, source)
+            except FATAL_ERRORS:
+                raise
+            except OciPypiError as exc:
+                log.info("%s: mount of %s from %s failed: %s", repo, digest, source, exc)
+                continue
+            if mounted:
+                log.info("%s: mounted %s from %s", repo, digest, source)
+                return True
+        return False
+
+    async def _upload(self, repo: str, digest: str, selected: SelectedFile) -> int:
+        """Stream the file from the index into the store; each attempt starts over."""
+        file = selected.file
+        observer = self.observer
+        mismatches = 0
+
+        def transient(exc: BaseException) -> bool:
+            # A digest mismatch at the advertised size is the index's bytes, not
+            # a cut connection: one more download settles it, more would not.
+            nonlocal mismatches
+            if isinstance(exc, DigestMismatchError):
+                mismatches += 1
+                return mismatches < 2
+            return is_transient(exc)
+
+        async def attempt() -> int:
+            counter = _ByteCounter(observer, file.filename)
+
+            def open_file() -> AsyncIterator[bytes]:
+                counter.restart()
+                return counter.wrap(self._file_chunks(file))
+
+            observer.transfer_started(file.filename, file.size)
+            try:
+                await self.store.put_blob(repo, digest, file.size, open_file(), reopen=open_file)
+            except BaseException:
+                counter.restart()
+                raise
+            return counter.count
+
+        return await with_retries(
+            self.options.retry, f"{repo}: {file.filename}: upload", attempt, transient=transient
+        )
+
     async def _file_chunks(self, file: DistributionFile) -> AsyncIterator[bytes]:
-        """The file's bytes; a connection lost mid-file fails this file, not the run."""
+        """The file's bytes; a connection lost mid-file fails this attempt, not the run."""
         async with self.index.stream_file(file) as chunks:
             try:
                 async for chunk in chunks:
@@ -327,8 +536,7 @@ class Syncer:
             return None
         if file.core_metadata is None and not _metadata_matches(metadata, selected):
             log.warning(
-                "%s: ignoring %s.metadata: it names %s %s",
-                file.filename,
+                "%s: ignoring its .metadata, which names %s %s",
                 file.filename,
                 metadata.name,
                 metadata.version,
@@ -352,12 +560,34 @@ class Syncer:
         await asyncio.shield(task)
 
     async def _put_small_blob(self, repo: str, digest: str, data: bytes) -> None:
-        if not await self.store.has_blob(repo, digest):
-            await self.store.put_blob_bytes(repo, digest, data)
+        what = f"{repo}: blob {digest}"
+        if not await self._retry(f"{what}: check", lambda: self.store.has_blob(repo, digest)):
+            await self._retry(
+                f"{what}: upload", lambda: self.store.put_blob_bytes(repo, digest, data)
+            )
 
-    def _notify(self, result: FileResult) -> None:
-        if self._on_file is not None:
-            self._on_file(result)
+    async def _retry(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        return await with_retries(self.options.retry, what, step)
+
+
+class _ByteCounter:
+    """Counts the bytes that pass, telling the observer; a restart takes them back."""
+
+    def __init__(self, observer: SyncObserver, filename: str) -> None:
+        self.count = 0
+        self._observer = observer
+        self._filename = filename
+
+    def restart(self) -> None:
+        if self.count:
+            self._observer.bytes_transferred(self._filename, -self.count)
+        self.count = 0
+
+    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.count += len(chunk)
+            self._observer.bytes_transferred(self._filename, len(chunk))
+            yield chunk
 
 
 def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:
@@ -368,27 +598,82 @@ def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:
     ) == normalize_version(selected.name.version)
 
 
-class _ByteCounter:
-    """Counts the bytes that pass through an async iterator."""
+def _annotated_size(entry: Descriptor, file: DistributionFile) -> int:
+    from oci_pypi_sync.oci.format import A_SIZE
 
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self.count += len(chunk)
-            yield chunk
+    text = entry.annotations.get(A_SIZE, "")
+    return int(text) if text.isdigit() else (file.size or 0)
 
 
-def _result(selection: ProjectSelection, selected: SelectedFile, action: Action) -> FileResult:
-    return FileResult(
-        project=str(selection.project),
-        version=selected.version,
-        filename=selected.file.filename,
-        sha256=selected.file.sha256 or "",
-        size=selected.file.size,
-        action=action,
+def _with_error(result: FileResult, error: str) -> FileResult:
+    from dataclasses import replace
+
+    return replace(result, error=error)
+
+
+def _page_files(page: ProjectPage, project: str) -> dict[str, tuple[DistributionFile, FileName]]:
+    files = {}
+    for file in page.files:
+        try:
+            files[file.filename] = (file, parse_filename(file.filename, project))
+        except UnsupportedFileError:
+            continue
+    return files
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed task group: a fatal one if any."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, FATAL_ERRORS):
+            return leaf
+    return leaves[0]
+
+
+def project_fingerprint(
+    page: ProjectPage, requirements: Sequence[Requirement], options: SyncOptions
+) -> str:
+    """A digest of everything that decides what a project's sync writes.
+
+    The page's files (with yank state, metadata hashes...), the
+    requirements, the selection options and the format version: when none
+    of these changed since a complete sync, nothing would be written.
+    """
+    files = sorted(
+        (
+            f.filename,
+            f.sha256 or "",
+            f.yanked,
+            f.yanked_reason or "",
+            f.requires_python or "",
+            f.upload_time or "",
+            f.size if f.size is not None else -1,
+            [list(pair) for pair in (f.core_metadata.hashes if f.core_metadata else ())],
+            f.core_metadata is not None,
+        )
+        for f in page.files
     )
+    selection = options.selection
+    document = {
+        "format": FORMAT_VERSION,
+        "files": files,
+        "requirements": sorted(str(r) for r in requirements),
+        "pre": selection.pre,
+        "include_yanked": selection.include_yanked,
+        "only_binary": selection.only_binary,
+        "probe_metadata": options.probe_metadata,
+        "prune": options.prune,
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def group_requirements(requirements: Sequence[Requirement]) -> dict[str, list[Requirement]]:
@@ -407,9 +692,10 @@ async def sync(
     requirements: Sequence[Requirement],
     index: IndexClient,
     store: Store,
-    options: SyncOptions = SyncOptions(),
+    options: SyncOptions | None = None,
     *,
-    on_file: ProgressCallback | None = None,
+    journal: Journal | None = None,
+    observer: SyncObserver | None = None,
 ) -> SyncReport:
     """Mirror what ``requirements`` select from ``index`` into ``store``."""
-    return await Syncer(index, store, options, on_file=on_file).run(requirements)
+    return await Syncer(index, store, options, journal=journal, observer=observer).run(requirements)

@@ -103,7 +103,13 @@ def parse_target(value: str | None, *, plain_http: bool = False) -> Target:
     return RegistryTarget(host=host, prefix=prefix, plain_http=plain)
 
 
-def open_store(target: Target, *, create: bool = True) -> Store:
+def open_store(
+    target: Target,
+    *,
+    create: bool = True,
+    timeout: float | None = None,
+    max_connections: int = 100,
+) -> Store:
     """A store for the target: a layout on disk or a registry client."""
     if isinstance(target, LayoutTarget):
         from oci_pypi_sync.oci.layout import LayoutStore
@@ -117,4 +123,6 @@ def open_store(target: Target, *, create: bool = True) -> Store:
         target.prefix,
         plain_http=target.plain_http,
         credentials=CredentialStore(),
+        timeout=timeout,
+        max_connections=max_connections,
     )

@@ -18,7 +18,8 @@ from registry_server import RegistryServer
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.sync import sync
+from oci_pypi_sync.retry import RetryPolicy
+from oci_pypi_sync.sync import SyncOptions, sync
 from oci_pypi_sync.targets import open_store, parse_target
 
 pytestmark = pytest.mark.registry
@@ -152,7 +153,8 @@ async def test_unreachable_registry_is_a_clear_fatal_error(index: FixtureIndex) 
     from oci_pypi_sync.errors import RegistryUnreachableError
 
     store = open_store(parse_target("127.0.0.1:1/pypi"))
+    quick = SyncOptions(retry=RetryPolicy(attempts=3, initial_wait=0.01))
     async with IndexClient(index.url) as client:
         with pytest.raises(RegistryUnreachableError, match=r"127\.0\.0\.1:1"):
-            await sync([Requirement("multi-arch==1.0")], client, store)
+            await sync([Requirement("multi-arch==1.0")], client, store, quick)
     await store.aclose()

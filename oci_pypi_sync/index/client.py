@@ -28,6 +28,7 @@ from oci_pypi_sync.errors import (
     IndexUnreachableError,
     ProjectNotFoundError,
     SizeMismatchError,
+    parse_retry_after,
 )
 from oci_pypi_sync.index.location import redact_url
 from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
@@ -75,11 +76,14 @@ def _split_credentials(index_url: str) -> tuple[str, _IndexOriginAuth | None]:
     return bare, _IndexOriginAuth(unquote(username), unquote(password), httpx.URL(bare))
 
 
-def _default_http() -> httpx.AsyncClient:
+def _default_http(timeout: float | None = None, max_connections: int = 100) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         http2=importlib.util.find_spec("h2") is not None,
         follow_redirects=True,
-        timeout=TIMEOUT,
+        timeout=TIMEOUT if timeout is None else httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -116,7 +120,14 @@ class IndexClient:
     HTTP/2 when available, redirects followed and bounded timeouts.
     """
 
-    def __init__(self, index_url: str, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        index_url: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float | None = None,
+        max_connections: int = 100,
+    ) -> None:
         bare_url, url_auth = _split_credentials(index_url)
         # Without credentials in the URL, a shared client's own auth (if any) applies.
         self._auth: httpx.Auth | httpx._client.UseClientDefault = (
@@ -124,7 +135,7 @@ class IndexClient:
         )
         self.index_url = bare_url if bare_url.endswith("/") else bare_url + "/"
         self._owns_http = http is None
-        self._http = http if http is not None else _default_http()
+        self._http = http if http is not None else _default_http(timeout, max_connections)
 
     async def __aenter__(self) -> Self:
         return self
@@ -174,7 +185,9 @@ class IndexClient:
             return
         raise IndexError_(
             f"the index answered {response.status_code} {response.reason_phrase} "
-            f"for {what} ({redact_url(str(response.url))})"
+            f"for {what} ({redact_url(str(response.url))})",
+            status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
     # --- pages --------------------------------------------------------------

@@ -31,6 +31,7 @@ from oci_pypi_sync.errors import (
     RegistryError,
     RegistryUnreachableError,
     SizeMismatchError,
+    parse_retry_after,
 )
 from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.oci.credentials import CredentialStore
@@ -270,6 +271,8 @@ class RegistryStore:
         credentials: CredentialStore | None = None,
         http: httpx.AsyncClient | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timeout: float | None = None,
+        max_connections: int = 100,
     ) -> None:
         self.host = host
         self.prefix = prefix.strip("/")
@@ -277,7 +280,14 @@ class RegistryStore:
         self._auth = RegistryAuth(credentials or CredentialStore(), host)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
+            timeout=(
+                httpx.Timeout(timeout, pool=None)
+                if timeout is not None
+                else httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
+            ),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False
@@ -503,7 +513,7 @@ class RegistryStore:
             except (httpx.TransportError, httpx.StreamError):
                 pass
         await response.aclose()
-        return describe_failure(
+        error = describe_failure(
             self.host,
             kind,
             target,
@@ -513,6 +523,8 @@ class RegistryStore:
             has_credentials=self._auth.credentials is not None,
             challenge=response.headers.get("WWW-Authenticate", ""),
         )
+        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return error
 
     async def _start_upload(self, name: str, digest: str) -> str:
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"

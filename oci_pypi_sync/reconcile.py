@@ -1,0 +1,90 @@
+"""Working out a version's new index from what the target holds and what the index says (pure).
+
+The target's current index is read once per version. A file it already
+lists with the same sha256 is not transferred again: its manifest is
+reused and only its annotations are rebuilt from the index (so a newly
+yanked file is marked). Files the target lists but the index no longer
+has are reported, and taken out only when pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from oci_pypi_sync.index.records import DistributionFile
+from oci_pypi_sync.oci.format import (
+    A_METADATA_SHA256,
+    A_SHA256,
+    A_SIZE,
+    TITLE,
+    Descriptor,
+    FileName,
+    file_annotations,
+)
+
+
+def entries_by_title(entries: Iterable[Descriptor]) -> dict[str, list[Descriptor]]:
+    """Index entries grouped by the filename they carry."""
+    grouped: dict[str, list[Descriptor]] = {}
+    for entry in entries:
+        title = entry.annotations.get(TITLE)
+        if title:
+            grouped.setdefault(title, []).append(entry)
+    return grouped
+
+
+def refresh_entry(entry: Descriptor, file: DistributionFile, name: FileName) -> Descriptor:
+    """The entry with its annotations rebuilt from the index's current record of the file."""
+    size_text = entry.annotations.get(A_SIZE, "")
+    size = int(size_text) if size_text.isdigit() else (file.size or 0)
+    annotations = file_annotations(file, name, size, entry.annotations.get(A_METADATA_SHA256))
+    return replace(entry, annotations=annotations)
+
+
+def reusable_entries(
+    existing: Mapping[str, Sequence[Descriptor]], file: DistributionFile, name: FileName
+) -> tuple[Descriptor, ...] | None:
+    """The file's entries from the target's index, refreshed, when they hold the same bytes."""
+    entries = existing.get(file.filename)
+    if not entries or file.sha256 is None:
+        return None
+    if any(entry.annotations.get(A_SHA256) != file.sha256 for entry in entries):
+        return None
+    return tuple(refresh_entry(entry, file, name) for entry in entries)
+
+
+def reconcile_release(
+    existing: Sequence[Descriptor],
+    fresh: Sequence[Descriptor],
+    upstream: Mapping[str, tuple[DistributionFile, FileName]],
+    *,
+    prune: bool = False,
+) -> tuple[tuple[Descriptor, ...], tuple[str, ...]]:
+    """The entries of the version's new index, and the files removed upstream.
+
+    ``fresh`` are the entries of the files synced now; ``existing`` those of
+    the target's current index; ``upstream`` every file the project page
+    lists, by filename. Existing entries of files not synced now are kept
+    (a narrower selection never drops files), refreshed when the index still
+    lists them, and dropped only with ``prune`` when it no longer does.
+    """
+    fresh_titles = {entry.annotations.get(TITLE) for entry in fresh}
+    entries = list(fresh)
+    removed: set[str] = set()
+    for entry in existing:
+        title = entry.annotations.get(TITLE)
+        if title in fresh_titles:
+            continue
+        if title is not None and title in upstream:
+            file, name = upstream[title]
+            if entry.annotations.get(A_SHA256) == file.sha256:
+                entries.append(refresh_entry(entry, file, name))
+            else:
+                entries.append(entry)
+            continue
+        if title is not None:
+            removed.add(title)
+        if not prune:
+            entries.append(entry)
+    return tuple(entries), tuple(sorted(removed))

@@ -1,0 +1,119 @@
+"""What a sync did: typed, frozen records per file, per release and per project.
+
+The engine produces them, the report renders them (``--json``), and
+observers hear them as they happen (progress bars, logs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+FileAction = Literal["pushed", "skipped", "failed", "planned"]
+ReleaseAction = Literal["pushed", "unchanged", "failed", "planned"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What happened to one file."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    size: int | None
+    action: FileAction
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    """What happened to one version's index.
+
+    ``removed_upstream`` names files the target lists for this version but
+    the index no longer has; ``pruned`` says whether they were taken out.
+    """
+
+    project: str
+    version: str
+    tag: str
+    digest: str | None
+    action: ReleaseAction
+    error: str | None = None
+    removed_upstream: tuple[str, ...] = ()
+    pruned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectError:
+    """A project that could not be synced at all (not found, page unreadable, quarantined)."""
+
+    project: str
+    error: str
+    quarantined: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """The outcome of a sync: per file, per release, and per failed project."""
+
+    target: str
+    files: tuple[FileResult, ...]
+    releases: tuple[ReleaseResult, ...]
+    project_errors: tuple[ProjectError, ...]
+    dry_run: bool = False
+    projects: int = 0
+    projects_unchanged: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(
+            self.project_errors
+            or any(f.action == "failed" for f in self.files)
+            or any(r.action == "failed" for r in self.releases)
+        )
+
+    def count(self, action: str) -> int:
+        return sum(1 for f in self.files if f.action == action)
+
+    @property
+    def bytes_pushed(self) -> int:
+        return sum(f.size or 0 for f in self.files if f.action == "pushed")
+
+
+class SyncObserver(Protocol):
+    """Hears a sync as it happens; every method must return quickly."""
+
+    def files_planned(self, count: int, total_bytes: int) -> None:
+        """More files were selected (called once per project)."""
+
+    def transfer_started(self, filename: str, size: int | None) -> None:
+        """A file's bytes started to flow."""
+
+    def bytes_transferred(self, filename: str, count: int) -> None:
+        """``count`` more bytes of ``filename`` were stored."""
+
+    def file_finished(self, result: FileResult) -> None:
+        """A file is done, skipped or failed."""
+
+    def release_finished(self, result: ReleaseResult) -> None:
+        """A version's index is tagged, unchanged or failed."""
+
+
+class NullObserver:
+    """An observer that ignores everything."""
+
+    def files_planned(self, count: int, total_bytes: int) -> None:
+        return None
+
+    def transfer_started(self, filename: str, size: int | None) -> None:
+        return None
+
+    def bytes_transferred(self, filename: str, count: int) -> None:
+        return None
+
+    def file_finished(self, result: FileResult) -> None:
+        return None
+
+    def release_finished(self, result: ReleaseResult) -> None:
+        return None

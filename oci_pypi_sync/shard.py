@@ -1,0 +1,50 @@
+"""Deterministic shards: which projects one of N parallel syncs takes.
+
+A project belongs to shard ``int(sha256(normalized name)[:16], 16) % N``,
+so N processes, each given its index (0-based, as Kubernetes Indexed Jobs
+number their pods), split any project list into disjoint parts whose union
+is the whole, without talking to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from packaging.utils import canonicalize_name
+
+from oci_pypi_sync.errors import UsageError
+
+_SHARD = re.compile(r"(\d+)/(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0 <= index < count)."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, project: str) -> bool:
+        return shard_of(project, self.count) == self.index
+
+
+def shard_of(project: str, count: int) -> int:
+    """The shard a project belongs to among ``count`` shards."""
+    digest = hashlib.sha256(canonicalize_name(project).encode()).hexdigest()
+    return int(digest[:16], 16) % count
+
+
+def parse_shard(value: str) -> Shard:
+    """Parse ``K/N`` (0-based K), naming the value at fault when it is wrong."""
+    match = _SHARD.fullmatch(value.strip())
+    if match is None:
+        raise UsageError(f"shard {value!r} is not K/N (for example 0/4)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise UsageError(f"shard {value!r}: K must be between 0 and N-1, and N at least 1")
+    return Shard(index, count)
