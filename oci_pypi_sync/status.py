@@ -34,10 +34,9 @@ def render_status(summary: JournalSummary) -> str:
     if summary.failed:
         lines += ["", f"failed files ({len(summary.failed)}):"]
         for file in summary.failed[:MAX_FAILED_SHOWN]:
-            attempts = "attempt" if file.attempts == 1 else "attempts"
             lines.append(
                 f"  {file.project} {file.version} {file.filename} "
-                f"({file.attempts} {attempts}): {_one_line(file.last_error)}"
+                f"({_count(file.attempts, 'attempt')}): {_one_line(file.last_error)}"
             )
         if len(summary.failed) > MAX_FAILED_SHOWN:
             lines.append(f"  ... and {len(summary.failed) - MAX_FAILED_SHOWN} more")
@@ -49,7 +48,7 @@ def render_status(summary: JournalSummary) -> str:
         for project in summary.quarantined:
             lines.append(
                 f"  {project.project} until {iso_utc(project.quarantined_until)} "
-                f"after {project.consecutive_failures} failures in a row: "
+                f"after {_count(project.consecutive_failures, 'failure')} in a row: "
                 f"{_one_line(project.last_error)}"
             )
     quarantined = {p.project for p in summary.quarantined}
@@ -58,7 +57,8 @@ def render_status(summary: JournalSummary) -> str:
         lines += ["", f"failing projects, retried on the next run ({len(retrying)}):"]
         for project in retrying:
             lines.append(
-                f"  {project.project} ({project.consecutive_failures} failures in a row): "
+                f"  {project.project} "
+                f"({_count(project.consecutive_failures, 'failure')} in a row): "
                 f"{_one_line(project.last_error)}"
             )
     return "\n".join(lines) + "\n"
@@ -106,6 +106,10 @@ def _project_document(project: ProjectState) -> dict[str, Any]:
         "synced_at": iso_utc(project.synced_at),
         "complete": project.complete,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _one_line(text: str | None) -> str:
