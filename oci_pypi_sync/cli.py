@@ -227,12 +227,12 @@ def sync(
         from oci_pypi_sync.journal import Journal, default_journal_path
         from oci_pypi_sync.progress import LogObserver, RichObserver
 
-        journal = None
-        if not dry_run and not no_state:
-            path = state_path or default_journal_path(parsed_target)
-            journal = Journal.open(path, target=parsed_target)
         store = open_store(parsed_target, timeout=timeout, max_connections=jobs * 2)
+        journal = None
         try:
+            if not dry_run and not no_state:
+                path = state_path or default_journal_path(parsed_target)
+                journal = Journal.open(path, target=parsed_target)
             async with IndexClient(
                 location.url, timeout=timeout, max_connections=jobs * 2
             ) as index:

@@ -39,7 +39,30 @@ class LayoutStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
         self._index_lock = asyncio.Lock()
-        self._ensure(create)
+        self._exists = self._validate(create)
+
+    def _validate(self, create: bool) -> bool:
+        """Check an existing layout; a missing one is made on the first write."""
+        if (self.path / LAYOUT_FILE).is_file():
+            self._ensure(create=False)
+            return True
+        if not create:
+            raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
+        if self.path.exists() and not self.path.is_dir():
+            raise LayoutError(f"{self.path} exists and is not a directory")
+        if self.path.is_dir() and any(
+            not entry.name.startswith(".") for entry in self.path.iterdir()
+        ):
+            raise LayoutError(
+                f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
+                "refusing to write a layout into it"
+            )
+        return False
+
+    def _created(self) -> None:
+        if not self._exists:
+            self._ensure(create=True)
+            self._exists = True
 
     @property
     def display_name(self) -> str:
@@ -61,7 +84,9 @@ class LayoutStore:
             raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
         if self.path.exists() and not self.path.is_dir():
             raise LayoutError(f"{self.path} exists and is not a directory")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if self.path.is_dir() and any(
+            not entry.name.startswith(".") for entry in self.path.iterdir()
+        ):
             raise LayoutError(
                 f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
                 "refusing to write a layout into it"
@@ -87,7 +112,9 @@ class LayoutStore:
         return self.path / "blobs" / "sha256" / hexdigest
 
     def read_index(self) -> dict[str, Any]:
-        """The layout's ``index.json``."""
+        """The layout's ``index.json`` (an empty index before the first write)."""
+        if not self._exists:
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         try:
             data = json.loads((self.path / INDEX_FILE).read_bytes())
         except (OSError, ValueError) as exc:
@@ -122,6 +149,7 @@ class LayoutStore:
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
     ) -> None:
+        self._created()
         target = self.blob_path(digest)
         hasher = hashlib.sha256()
         received = 0
@@ -146,6 +174,7 @@ class LayoutStore:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise DigestMismatchError(f"blob {digest}", digest, actual)
+        self._created()
         target = self.blob_path(digest)
         if not target.is_file():
             _atomic_write(target, data, self._tmp_dir())
@@ -184,6 +213,7 @@ class LayoutStore:
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self._created()
         self._check_children(repo, reference, body)
         await self.put_blob_bytes(repo, digest, body)
         if ":" in reference:
