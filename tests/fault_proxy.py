@@ -332,8 +332,8 @@ class FaultProxy:
             return False
         if fault is not None and fault.kind == "status":
             _drain(conn, client)
-            self._answer(conn, client, fault, head=method == "HEAD")
             self._record(method, target, fault.status, fault)
+            self._answer(conn, client, fault, head=method == "HEAD")
             return True
         if (
             fault is not None
@@ -420,6 +420,8 @@ class FaultProxy:
         if fault is not None and fault.kind == "truncate":
             length = _content_length(response.headers)
             limit = length // 2 if length is not None else 0
+        # recorded before the first byte: the client may be done as soon as the last arrives
+        self._record(method, target, response.status_code, fault)
         client.sendall(
             conn.send(
                 h11.Response(
@@ -429,7 +431,6 @@ class FaultProxy:
             or b""
         )
         sent = 0
-        truncated_chunk = False
         while True:
             event = _next_event(up, upstream)
             if isinstance(event, h11.Data):
@@ -442,30 +443,23 @@ class FaultProxy:
                     data = data[len(head) :]
                     assert fault is not None
                     if self._stopping.wait(fault.seconds) or fault.then == "close":
-                        self._record(method, target, response.status_code, fault)
                         return False
                     stall_at = None
                 if limit is not None and (sent + len(data) >= limit or limit == 0):
                     head = data[: max(limit - sent, 0)] if limit else data[: len(data) // 2]
-                    truncated_chunk = True
                     if head:
                         client.sendall(conn.send(h11.Data(data=head)) or b"")
-                    break
+                    return False  # truncated: the connection closes
                 if data:
                     client.sendall(conn.send(h11.Data(data=data)) or b"")
                 sent += len(data)
             elif isinstance(event, h11.EndOfMessage):
                 if limit is not None:
-                    truncated_chunk = True
-                    break
+                    return False
                 client.sendall(conn.send(h11.EndOfMessage()) or b"")
-                self._record(method, target, response.status_code, fault)
                 return True
             else:
                 raise _ClosedError
-        assert truncated_chunk
-        self._record(method, target, response.status_code, fault)
-        return False
 
     def _answer(
         self, conn: h11.Connection, client: socket.socket, fault: Fault, *, head: bool
