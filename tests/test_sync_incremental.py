@@ -1,0 +1,250 @@
+"""Incremental syncs: the journal's shortcuts, updates upstream, pruning, quarantine, mounts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
+from packaging.requirements import Requirement
+from registry_server import RegistryServer
+
+from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.journal import Journal
+from oci_pypi_sync.oci import format as fmt
+from oci_pypi_sync.oci.layout import LayoutStore
+from oci_pypi_sync.oci.store import Store, StoredManifest
+from oci_pypi_sync.retry import RetryPolicy
+from oci_pypi_sync.results import SyncReport
+from oci_pypi_sync.sync import SyncOptions, sync
+from oci_pypi_sync.targets import open_store, parse_target
+
+QUICK = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.05)
+
+
+class CountingStore:
+    """A store that counts every call by name and passes it on."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def display_name(self) -> str:
+        return self.inner.display_name
+
+    async def has_blob(self, repo: str, digest: str) -> bool:
+        self.calls["has_blob"] += 1
+        return await self.inner.has_blob(repo, digest)
+
+    async def put_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        *,
+        reopen: Callable[[], AsyncIterable[bytes]] | None = None,
+    ) -> None:
+        self.calls["put_blob"] += 1
+        await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
+
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+        self.calls["put_blob_bytes"] += 1
+        await self.inner.put_blob_bytes(repo, digest, data)
+
+    def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        self.calls["open_blob"] += 1
+        return self.inner.open_blob(repo, digest)
+
+    async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
+        self.calls["get_manifest"] += 1
+        return await self.inner.get_manifest(repo, reference)
+
+    async def has_manifest(self, repo: str, digest: str) -> bool:
+        self.calls["has_manifest"] += 1
+        return await self.inner.has_manifest(repo, digest)
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        self.calls["put_manifest"] += 1
+        return await self.inner.put_manifest(repo, reference, media_type, body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def index() -> Iterator[FixtureIndex]:
+    fixture = FixtureIndex()
+    fixture.add("alpha", make_wheel("alpha", "1.0"), make_sdist("alpha", "1.0"))
+    fixture.add("alpha", make_wheel("alpha", "2.0"), make_sdist("alpha", "2.0"))
+    fixture.add("beta", make_wheel("beta", "0.1"))
+    with serve_index(fixture):
+        yield fixture
+
+
+async def _run(
+    index: FixtureIndex,
+    store: Store,
+    *reqs: str,
+    journal: Journal | None = None,
+    **options: Any,
+) -> SyncReport:
+    async with IndexClient(index.url) as client:
+        return await sync(
+            [Requirement(r) for r in reqs],
+            client,
+            store,
+            SyncOptions(retry=QUICK, **options),
+            journal=journal,
+        )
+
+
+def _downloads(index: FixtureIndex) -> list[str]:
+    return [
+        path.rsplit("/", 1)[-1]
+        for method, path in index.requests
+        if method == "GET" and "/files/" in path and not path.endswith(".metadata")
+    ]
+
+
+async def test_unchanged_project_costs_one_page_fetch_and_no_target_access(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "m")
+    with Journal.open(tmp_path / "state.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
+        first = await _run(index, layout, "alpha", "beta", journal=journal)
+        assert first.count("pushed") == 5
+        index.requests.clear()
+        counting = CountingStore(layout)
+        second = await _run(index, counting, "alpha", "beta", journal=journal)
+    assert second.projects_unchanged == 2
+    assert second.count("skipped") == 5
+    assert counting.calls == Counter()  # not one read or write on the target
+    assert sorted(path for _, path in index.requests) == ["/simple/alpha/", "/simple/beta/"]
+
+
+async def test_without_a_journal_the_target_is_read_not_written(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "m")
+    await _run(index, layout, "alpha", "beta")
+    index.requests.clear()
+    counting = CountingStore(layout)
+    with Journal.open(tmp_path / "fresh.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
+        report = await _run(index, counting, "alpha", "beta", journal=journal)
+        assert journal.summary().files_done == 5
+    assert report.count("skipped") == 5
+    assert all(r.action == "unchanged" for r in report.releases)
+    # One read of each version's index; no blob checks, no downloads, no writes.
+    assert counting.calls == Counter({"get_manifest": 3})
+    assert _downloads(index) == []
+
+
+async def test_upstream_changes_update_only_what_changed(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "m")
+    with Journal.open(tmp_path / "state.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
+        first = await _run(index, layout, "alpha", journal=journal)
+        digests = {r.tag: r.digest for r in first.releases}
+        files = index.files_by_name()
+        files["alpha-1.0.tar.gz"].yanked = "broken"  # a new yank
+        new_wheel = make_wheel("alpha", "2.0", requires=("six",), tag="cp312-cp312-win_amd64")
+        index.add("alpha", new_wheel)  # a new file in an existing release
+        index.add("alpha", make_sdist("alpha", "3.0"))  # a new release
+        index.requests.clear()
+        second = await _run(index, layout, "alpha", journal=journal)
+    by_tag = {r.tag: r for r in second.releases}
+    assert set(by_tag) == {"1.0", "2.0", "3.0"}
+    assert all(r.action == "pushed" for r in by_tag.values())
+    assert by_tag["1.0"].digest != digests["1.0"]
+    assert by_tag["2.0"].digest != digests["2.0"]
+    assert sorted(_downloads(index)) == ["alpha-2.0-cp312-cp312-win_amd64.whl", "alpha-3.0.tar.gz"]
+    pushed = sorted(f.filename for f in second.files if f.action == "pushed")
+    assert pushed == ["alpha-2.0-cp312-cp312-win_amd64.whl", "alpha-3.0.tar.gz"]
+    manifest = await layout.get_manifest("alpha", "1.0")
+    assert manifest is not None
+    _, entries = fmt.parse_release_index(manifest.body)
+    yanked = {e.annotations[fmt.TITLE]: e.annotations.get(fmt.A_YANKED) for e in entries}
+    assert yanked == {"alpha-1.0-py3-none-any.whl": None, "alpha-1.0.tar.gz": "true"}
+
+
+async def test_files_removed_upstream_are_reported_and_pruned_on_request(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "m")
+    await _run(index, layout, "alpha==1.0")
+    index.projects["alpha"] = [
+        f for f in index.projects["alpha"] if f.filename != "alpha-1.0.tar.gz"
+    ]
+    kept = await _run(index, layout, "alpha==1.0")
+    (release,) = kept.releases
+    assert release.removed_upstream == ("alpha-1.0.tar.gz",)
+    assert not release.pruned
+    assert release.action == "unchanged"
+    pruned = await _run(index, layout, "alpha==1.0", prune=True)
+    (release,) = pruned.releases
+    assert release.pruned
+    assert release.action == "pushed"
+    manifest = await layout.get_manifest("alpha", "1.0")
+    assert manifest is not None
+    _, entries = fmt.parse_release_index(manifest.body)
+    assert [e.annotations[fmt.TITLE] for e in entries] == ["alpha-1.0-py3-none-any.whl"]
+
+
+async def test_a_project_that_keeps_failing_is_quarantined_and_never_blocks_others(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    liar = make_sdist("gamma", "1.0")
+    liar.advertised_sha256 = "0" * 64
+    index.add("gamma", liar)
+    layout = LayoutStore(tmp_path / "m")
+    with Journal.open(tmp_path / "state.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
+        for _ in range(3):
+            report = await _run(index, layout, "gamma", "beta", journal=journal)
+            assert report.failed
+            assert [f.filename for f in report.files if f.action == "failed"] == [
+                "gamma-1.0.tar.gz"
+            ]
+        index.requests.clear()
+        report = await _run(index, layout, "gamma", "beta", journal=journal)
+        (error,) = report.project_errors
+        assert error.project == "gamma"
+        assert error.quarantined
+        assert "digest mismatch" in error.error
+        assert not any("gamma" in path for _, path in index.requests)  # not even its page
+        assert journal.summary().quarantined[0].project == "gamma"
+        retried = await _run(index, layout, "gamma", journal=journal, retry_quarantined=True)
+        assert [f.action for f in retried.files] == ["failed"]
+    assert sorted(layout.tags()) == ["beta:0.1"]
+
+
+async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    shared = make_sdist("one", "1.0", size=200_000)
+    twin = make_sdist("two", "1.0", size=10)
+    twin.data = shared.data  # the same bytes published under another project
+    fixture = FixtureIndex()
+    fixture.add("one", shared)
+    fixture.add("two", twin)
+    target = parse_target(f"{registry.host}/mounts")
+    with serve_index(fixture), Journal.open(tmp_path / "s.sqlite", target=target) as journal:
+        store = open_store(target)
+        try:
+            await _run(fixture, store, "one", journal=journal)
+            fixture.requests.clear()
+            report = await _run(fixture, store, "two", journal=journal)
+        finally:
+            await store.aclose()
+        locations = journal.blob_repositories("sha256:" + shared.sha256, limit=5)
+    assert [f.action for f in report.files] == ["skipped"]
+    assert _downloads(fixture) == []
+    assert sorted(locations) == ["one", "two"]
