@@ -17,8 +17,8 @@ from oci_pypi_sync.journal import Journal
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
 from oci_pypi_sync.oci.store import Store, StoredManifest
-from oci_pypi_sync.retry import RetryPolicy
 from oci_pypi_sync.results import SyncReport
+from oci_pypi_sync.retry import RetryPolicy
 from oci_pypi_sync.sync import SyncOptions, sync
 from oci_pypi_sync.targets import open_store, parse_target
 
