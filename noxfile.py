@@ -55,5 +55,17 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict")
 
 
+@nox.session(python=PYTHON)
+def memory(session: nox.Session) -> None:
+    """Sync a 1 GiB file into a registry and a layout; fail at a peak RSS of 100 MB.
+
+    Not run by default (it writes ~3 GiB to a temp dir). ``-- --size-mb 64`` for a
+    quick run; the arguments go to benchmarks/memory.py.
+    """
+    ensure_system_tools(session)
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/memory.py", *session.posargs)
+
+
 if __name__ == "__main__":
     sys.exit("run with nox")
