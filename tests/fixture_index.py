@@ -3,6 +3,9 @@
 It serves PEP 691 JSON or PEP 503 HTML by content negotiation, the files,
 and their PEP 658 ``.metadata``. A file can be made to lie about its
 sha256, to test that such bytes are never stored under the advertised digest.
+File bodies can be throttled (``FixtureIndex.throttle``, bytes per second
+per response) so that a transfer lasts long enough to be interrupted, and
+the bytes actually written for each path are counted (``FixtureIndex.sent``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import html
 import io
 import json
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +50,17 @@ class FixtureIndex:
     projects: dict[str, list[FixtureFile]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
+    throttle: float | None = None  # bytes per second per file body; None: full speed
+    sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
+    _sent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_sent(self, path: str, size: int) -> None:
+        with self._sent_lock:
+            self.sent[path] = self.sent.get(path, 0) + size
+
+    def sent_snapshot(self) -> dict[str, int]:
+        with self._sent_lock:
+            return dict(self.sent)
 
     def add(self, project: str, *files: FixtureFile) -> None:
         self.projects.setdefault(project, []).extend(files)
@@ -95,9 +110,17 @@ class FixtureIndex:
 
 
 def make_wheel(
-    name: str, version: str, requires: tuple[str, ...] = (), tag: str = "py3-none-any"
+    name: str,
+    version: str,
+    requires: tuple[str, ...] = (),
+    tag: str = "py3-none-any",
+    payload: int = 0,
 ) -> FixtureFile:
-    """A real (tiny) wheel with METADATA inside, and the same metadata served beside it."""
+    """A real (tiny) wheel with METADATA inside, and the same metadata served beside it.
+
+    ``payload`` adds a stored (uncompressed) member of that many deterministic
+    bytes, for a wheel of about that size.
+    """
     dist = f"{canonicalize_name(name).replace('-', '_')}-{version}"
     metadata = (
         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
@@ -107,6 +130,13 @@ def make_wheel(
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(f"{dist}.dist-info/METADATA", metadata)
         archive.writestr(f"{dist}.dist-info/WHEEL", b"Wheel-Version: 1.0\n")
+        if payload:
+            seed = hashlib.sha256(f"{dist}-{tag}".encode()).digest()
+            archive.writestr(
+                f"{canonicalize_name(name).replace('-', '_')}/payload.bin",
+                (seed * (payload // len(seed) + 1))[:payload],
+                compress_type=zipfile.ZIP_STORED,
+            )
         archive.writestr(f"{dist}.dist-info/RECORD", b"")
     return FixtureFile(f"{dist}-{tag}.whl", buffer.getvalue(), metadata=metadata)
 
@@ -136,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in path.split("/") if p]
         body: bytes | None = None
         content_type = "application/octet-stream"
+        throttled = False
         if parts == ["simple"]:
             names = "".join(f'<a href="{canonicalize_name(n)}/">{n}</a>' for n in index.projects)
             body = f"<html><body>{names}</body></html>".encode()
@@ -155,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
             name = parts[1]
             if name in files:
                 body = files[name].data
+                throttled = True
             elif name.endswith(".metadata") and name[: -len(".metadata")] in files:
                 body = files[name[: -len(".metadata")]].metadata
         if body is None:
@@ -164,8 +196,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not head:
+        if head:
+            return
+        if not throttled:
             self.wfile.write(body)
+            return
+        try:
+            self._write_file_body(index, body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-file
+
+    def _write_file_body(self, index: FixtureIndex, body: bytes) -> None:
+        """A file's bytes in pieces, counted, at ``index.throttle`` bytes per second."""
+        piece = 64 << 10
+        start = time.monotonic()
+        written = 0
+        for offset in range(0, len(body), piece):
+            chunk = body[offset : offset + piece]
+            rate = index.throttle
+            if rate:
+                delay = start + (written + len(chunk)) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            self.wfile.write(chunk)
+            written += len(chunk)
+            index.count_sent(self.path, len(chunk))
 
 
 class _Server(ThreadingHTTPServer):
