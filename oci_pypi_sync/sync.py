@@ -194,9 +194,15 @@ class Syncer:
             outcomes[project] = outcome
 
     async def _sync_project(self, project: str, reqs: Sequence[Requirement]) -> _ProjectOutcome:
-        page = await self._retry(
-            f"{project}: project page", lambda: self.index.get_project_page(reqs[0].name)
+        options_key = selection_key(reqs, self.options)
+        validator = self._validator(project, options_key)
+        maybe_page = await self._retry(
+            f"{project}: project page",
+            lambda: self.index.get_project_page_if_changed(reqs[0].name, validator),
         )
+        if maybe_page is None:
+            return self._not_modified(project)
+        page = maybe_page
         selection = select_files(page, reqs, self.options.selection)
         for rejection in selection.rejected:
             log.info("%s: not mirrored: %s", rejection.filename, rejection.reason)
@@ -205,7 +211,7 @@ class Syncer:
         )
         if self.options.dry_run:
             return _ProjectOutcome(files=tuple(self._planned(selection)))
-        fingerprint = project_fingerprint(page, reqs, self.options)
+        fingerprint = project_fingerprint(page, options_key)
         unchanged = self._unchanged(project, selection, fingerprint)
         if unchanged is not None:
             return unchanged
@@ -230,11 +236,48 @@ class Syncer:
                 self.journal.record_project_ok(
                     project,
                     page_digest=fingerprint,
-                    etag=None,
+                    etag=f"{options_key} {page.etag}" if page.etag else None,
                     last_serial=page.last_serial,
                     complete=True,
                 )
         return outcome
+
+    def _validator(self, project: str, options_key: str) -> str | None:
+        """The ETag to send, when the last complete sync of this selection stored one.
+
+        The journal keeps it prefixed with the selection's key, so a 304 is
+        only trusted for the requirements and options it was recorded with.
+        """
+        journal = self.journal
+        if journal is None or self.options.recheck:
+            return None
+        state = journal.project_state(project)
+        if state is None or not state.complete or not state.etag:
+            return None
+        key, _, etag = state.etag.partition(" ")
+        return etag if key == options_key and etag else None
+
+    def _not_modified(self, project: str) -> _ProjectOutcome:
+        """The outcome of a project whose page the index says is unchanged (304)."""
+        journal = self.journal
+        assert journal is not None  # a validator is only sent with a journal
+        files = tuple(
+            FileResult(project, f.version, f.filename, f.sha256, f.size, "skipped")
+            for f in journal.files_of(project)
+            if f.status == "done"
+        )
+        for result in files:
+            self.observer.file_finished(result)
+        releases = []
+        for version in sorted({f.version for f in files}):
+            tag = version_tag(version)
+            release = ReleaseResult(
+                project, version, tag, journal.release_digest(project, tag), "unchanged"
+            )
+            self.observer.release_finished(release)
+            releases.append(release)
+        log.info("%s: not modified since the last sync", project)
+        return _ProjectOutcome(files=files, releases=tuple(releases), unchanged=True)
 
     def _unchanged(
         self, project: str, selection: ProjectSelection, fingerprint: str
@@ -639,14 +682,27 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
-def project_fingerprint(
-    page: ProjectPage, requirements: Sequence[Requirement], options: SyncOptions
-) -> str:
+def selection_key(requirements: Sequence[Requirement], options: SyncOptions) -> str:
+    """A digest of what decides the selection and the bytes written, the page aside."""
+    selection = options.selection
+    document = {
+        "format": FORMAT_VERSION,
+        "requirements": sorted(str(r) for r in requirements),
+        "pre": selection.pre,
+        "include_yanked": selection.include_yanked,
+        "only_binary": selection.only_binary,
+        "probe_metadata": options.probe_metadata,
+        "prune": options.prune,
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def project_fingerprint(page: ProjectPage, options_key: str) -> str:
     """A digest of everything that decides what a project's sync writes.
 
-    The page's files (with yank state, metadata hashes...), the
-    requirements, the selection options and the format version: when none
-    of these changed since a complete sync, nothing would be written.
+    The page's files (with yank state, metadata hashes...) and the
+    selection key: when neither changed since a complete sync, nothing
+    would be written.
     """
     files = sorted(
         (
@@ -662,17 +718,7 @@ def project_fingerprint(
         )
         for f in page.files
     )
-    selection = options.selection
-    document = {
-        "format": FORMAT_VERSION,
-        "files": files,
-        "requirements": sorted(str(r) for r in requirements),
-        "pre": selection.pre,
-        "include_yanked": selection.include_yanked,
-        "only_binary": selection.only_binary,
-        "probe_metadata": options.probe_metadata,
-        "prune": options.prune,
-    }
+    document = {"selection": options_key, "files": files}
     return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
 
 

@@ -50,6 +50,8 @@ class FixtureIndex:
     projects: dict[str, list[FixtureFile]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
+    etags: bool = False  # send ETags on project pages and answer If-None-Match with 304
+    statuses: list[int] = field(default_factory=list)  # the status of each request, in order
     throttle: float | None = None  # bytes per second per file body; None: full speed
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
     _sent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -190,9 +192,22 @@ class _Handler(BaseHTTPRequestHandler):
             elif name.endswith(".metadata") and name[: -len(".metadata")] in files:
                 body = files[name[: -len(".metadata")]].metadata
         if body is None:
+            index.statuses.append(404)
             self.send_error(404)
             return
-        self.send_response(200)
+        if index.etags and len(parts) == 2 and parts[0] == "simple":
+            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+            if self.headers.get("If-None-Match") == etag:
+                index.statuses.append(304)
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("ETag", etag)
+        else:
+            self.send_response(200)
+        index.statuses.append(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

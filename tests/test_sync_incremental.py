@@ -130,6 +130,27 @@ async def test_unchanged_project_costs_one_page_fetch_and_no_target_access(
     assert sorted(path for _, path in index.requests) == ["/simple/alpha/", "/simple/beta/"]
 
 
+async def test_an_index_with_etags_answers_an_unchanged_project_with_304(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    index.etags = True
+    layout = LayoutStore(tmp_path / "m")
+    with Journal.open(tmp_path / "state.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
+        first = await _run(index, layout, "alpha", journal=journal)
+        index.requests.clear()
+        index.statuses.clear()
+        counting = CountingStore(layout)
+        second = await _run(index, counting, "alpha", journal=journal)
+        changed_selection = await _run(index, counting, "alpha==1.0", journal=journal)
+    assert index.statuses == [304, 200]  # the new selection does not trust the old validator
+    assert counting.calls == Counter({"get_manifest": 1})  # only for alpha==1.0
+    assert sorted((f.filename, f.action) for f in second.files) == sorted(
+        (f.filename, "skipped") for f in first.files
+    )
+    assert {r.tag: r.digest for r in second.releases} == {r.tag: r.digest for r in first.releases}
+    assert [r.action for r in changed_selection.releases] == ["unchanged"]
+
+
 async def test_without_a_journal_the_target_is_read_not_written(
     index: FixtureIndex, tmp_path: Path
 ) -> None:

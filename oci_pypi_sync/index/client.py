@@ -14,6 +14,7 @@ import importlib.util
 import logging
 from collections.abc import AsyncIterator, Generator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -168,11 +169,18 @@ class IndexClient:
             f"cannot reach the index at {host} ({redact_url(url)}): {reason}"
         )
 
-    async def _get(self, url: str, *, accept: str | None = None) -> httpx.Response:
+    async def _get(
+        self,
+        url: str,
+        *,
+        accept: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         logger.debug("GET %s", redact_url(url))
+        headers = {**self._headers(accept), **(extra_headers or {})}
         try:
             return await self._http.get(
-                url, headers=self._headers(accept), auth=self._auth, follow_redirects=True
+                url, headers=headers, auth=self._auth, follow_redirects=True
             )
         except httpx.TooManyRedirects:
             raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
@@ -211,17 +219,36 @@ class IndexClient:
 
         Raises :class:`ProjectNotFoundError` on 404/410.
         """
+        page = await self.get_project_page_if_changed(project, None)
+        if page is None:  # pragma: no cover - no validator was sent
+            raise IndexError_(f"the index answered 304 for {project!r} unasked")
+        return page
+
+    async def get_project_page_if_changed(
+        self, project: str, etag: str | None
+    ) -> ProjectPage | None:
+        """The page, or ``None`` when the index says it has not changed since ``etag``.
+
+        A conditional GET (``If-None-Match``) costs the index almost nothing
+        for an unchanged project; indexes that send no ``ETag`` simply
+        answer in full.
+        """
         url = self.project_url(project)
-        response = await self._get(url, accept=ACCEPT)
+        headers = {"If-None-Match": etag} if etag else None
+        response = await self._get(url, accept=ACCEPT, extra_headers=headers)
+        if etag and response.status_code == 304:
+            return None
         if response.status_code in {404, 410}:
             raise ProjectNotFoundError(project, redact_url(url))
         self._raise_for_status(response, f"the project {project!r}")
-        return parse_project_page(
+        page = parse_project_page(
             response.content,
             response.headers.get("content-type"),
             redact_url(str(response.url)),
             project,
         )
+        new_etag = response.headers.get("etag")
+        return replace(page, etag=new_etag) if new_etag else page
 
     # --- files --------------------------------------------------------------
 

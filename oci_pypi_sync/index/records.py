@@ -61,6 +61,7 @@ class ProjectPage:
     ``name`` is the name the index gave (PEP 691 ``name``), or the name asked
     for when the page (HTML) does not say. ``versions`` is the PEP 700 list,
     in the order the index sent it, or ``None`` when the page has none.
+    ``etag`` is the response's validator, for a conditional fetch next time.
     ``status`` and ``status_reason`` are the PEP 792 project status
     (``active``, ``archived``, ``quarantined``, ``deprecated``) when given.
     """
@@ -73,6 +74,7 @@ class ProjectPage:
     last_serial: int | None = None
     status: str | None = None
     status_reason: str | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
