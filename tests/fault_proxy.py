@@ -28,6 +28,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -153,14 +154,21 @@ class Rule:
         return True
 
 
-@dataclass(frozen=True)
+@dataclass
 class Record:
-    """One request the proxy saw: ``status`` is what the client got (None: no answer)."""
+    """One request the proxy saw, in the order they arrived.
+
+    ``status`` is what the client got (None: no answer), ``fault`` the fault
+    injected (None: passed through), ``at`` when the request arrived
+    (``time.monotonic()``). A request the client abandoned before its fault
+    could act gets no fault, and the rule keeps that injection for later.
+    """
 
     method: str
     target: str
-    status: int | None
+    status: int | None = None
     fault: str | None = None
+    at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def path(self) -> str:
@@ -285,15 +293,16 @@ class FaultProxy:
                 self._workers.append(worker)
             worker.start()
 
-    def _record(self, method: str, target: str, status: int | None, fault: Fault | None) -> None:
+    def _finish(self, record: Record, status: int | None, fault: Fault | None) -> None:
         with self._lock:
-            self.records.append(Record(method, target, status, fault.label() if fault else None))
+            record.status = status
+            record.fault = fault.label() if fault else None
 
-    def _pick(self, method: str, target: str) -> Fault | None:
+    def _pick(self, method: str, target: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
                 if rule.take(method, target):
-                    return rule.fault
+                    return rule
         return None
 
     def _serve_client(self, client: socket.socket) -> None:
@@ -322,27 +331,41 @@ class FaultProxy:
 
     def _handle(self, conn: h11.Connection, client: socket.socket, request: h11.Request) -> bool:
         """Serve one request; False when the client connection must end."""
-        method = request.method.decode()
-        target = request.target.decode()
-        fault = self._pick(method, target)
+        record = Record(request.method.decode(), request.target.decode())
+        with self._lock:
+            self.records.append(record)
+        rule = self._pick(record.method, record.target)
+        try:
+            return self._exchange(conn, client, request, record, rule.fault if rule else None)
+        except BaseException:
+            with self._lock:
+                if rule is not None and record.fault is None:
+                    rule.injected -= 1  # it never acted: keep it for a later request
+            raise
+
+    def _exchange(
+        self,
+        conn: h11.Connection,
+        client: socket.socket,
+        request: h11.Request,
+        record: Record,
+        fault: Fault | None,
+    ) -> bool:
+        method = record.method
         if fault is not None and fault.kind == "reset" and not fault.forward:
             _drain(conn, client)
-            self._record(method, target, None, fault)
+            self._finish(record, None, fault)
             _reset(client)
             return False
         if fault is not None and fault.kind == "status":
             _drain(conn, client)
-            self._record(method, target, fault.status, fault)
+            self._finish(record, fault.status, fault)
             self._answer(conn, client, fault, head=method == "HEAD")
             return True
-        if (
-            fault is not None
-            and fault.kind == "stall"
-            and fault.after_bytes is None
-            and (self._stopping.wait(fault.seconds) or fault.then == "close")
-        ):
-            self._record(method, target, None, fault)
-            return False
+        if fault is not None and fault.kind == "stall" and fault.after_bytes is None:
+            self._finish(record, None, fault)
+            if self._stopping.wait(fault.seconds) or fault.then == "close":
+                return False
         upstream = socket.create_connection(self.upstream, timeout=120)
         try:
             up = h11.Connection(h11.CLIENT)
@@ -359,7 +382,7 @@ class FaultProxy:
                 length = _content_length(request.headers)
                 cut = length // 2 if length else _BUFFER
             if not self._forward_body(conn, client, up, upstream, cut):
-                self._record(method, target, None, fault)
+                self._finish(record, None, fault)
                 _reset(client)
                 _reset(upstream)
                 return False
@@ -368,10 +391,10 @@ class FaultProxy:
                 raise _ClosedError
             if fault is not None and fault.kind == "reset":
                 _drain(up, upstream)
-                self._record(method, target, None, fault)
+                self._finish(record, None, fault)
                 _reset(client)
                 return False
-            return self._relay_response(conn, client, up, upstream, response, method, target, fault)
+            return self._relay_response(conn, client, up, upstream, response, record, fault)
         finally:
             with contextlib.suppress(OSError):
                 upstream.close()
@@ -410,8 +433,7 @@ class FaultProxy:
         up: h11.Connection,
         upstream: socket.socket,
         response: h11.Response,
-        method: str,
-        target: str,
+        record: Record,
         fault: Fault | None,
     ) -> bool:
         headers = [(k, v) for k, v in response.headers.raw_items() if k.lower() not in _HOP_BY_HOP]
@@ -421,7 +443,7 @@ class FaultProxy:
             length = _content_length(response.headers)
             limit = length // 2 if length is not None else 0
         # recorded before the first byte: the client may be done as soon as the last arrives
-        self._record(method, target, response.status_code, fault)
+        self._finish(record, response.status_code, fault)
         client.sendall(
             conn.send(
                 h11.Response(
