@@ -1,0 +1,133 @@
+"""The command line as a user meets it: exit codes, messages, JSON, quiet logs off a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
+
+
+@pytest.fixture
+def index() -> Iterator[FixtureIndex]:
+    fixture = FixtureIndex()
+    fixture.add("tool", make_wheel("tool", "1.0"), make_sdist("tool", "1.0"))
+    with serve_index(fixture):
+        yield fixture
+
+
+def oci_pypi(
+    *args: str, cwd: Path, index: FixtureIndex | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "OCI_PYPI_"))}
+    if index is not None:
+        env["OCI_PYPI_INDEX_URL"] = index.url
+    env["XDG_STATE_HOME"] = str(cwd / "state-home")
+    return subprocess.run(
+        [sys.executable, "-m", "oci_pypi_sync", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_default_target_is_a_layout_in_the_current_directory(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    result = oci_pypi("sync", "tool", "--json", cwd=tmp_path, index=index)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["totals"]["pushed"] == 2
+    assert {f["action"] for f in report["files"]} == {"pushed"}
+    assert all(
+        set(f) >= {"project", "version", "filename", "sha256", "size", "action"}
+        for f in report["files"]
+    )
+    assert (tmp_path / "oci-pypi-mirror" / "oci-layout").is_file()
+    # Off a terminal: no control characters, warnings only, one summary line.
+    assert "\x1b" not in result.stderr
+    (summary_line,) = result.stderr.strip().splitlines()
+    assert summary_line.startswith("oci:oci-pypi-mirror: 2 pushed (")
+    assert summary_line.endswith("), 0 already present, 1 releases tagged")
+
+    again = oci_pypi("sync", "tool", "--json", cwd=tmp_path, index=index)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["totals"]["pushed"] == 0
+
+    status = oci_pypi("status", "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    totals = json.loads(status.stdout)["totals"]
+    assert totals["files_done"] == 2
+    assert totals["files_failed"] == 0
+
+
+def test_verbose_logs_are_plain_timestamped_lines(index: FixtureIndex, tmp_path: Path) -> None:
+    result = oci_pypi("sync", "tool", "-v", cwd=tmp_path, index=index)
+    assert result.returncode == 0
+    lines = result.stderr.strip().splitlines()
+    assert any(" INFO pushed tool-1.0.tar.gz" in line for line in lines)
+    assert all(line[:4].isdigit() for line in lines[:-1])  # ISO timestamps first
+    assert "\x1b" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sync", "tool["], "invalid requirement 'tool['"),
+        (["sync", "tool", "--to", "not a target"], "target 'not a target'"),
+        (["sync", "tool", "--to", "example.com/UPPER"], "'UPPER'"),
+        (["sync", "tool", "--shard", "4/4"], "shard '4/4'"),
+        (["sync", "tool", "--jobs", "0"], "--jobs"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_culprit(
+    args: list[str], message: str, index: FixtureIndex, tmp_path: Path
+) -> None:
+    result = oci_pypi(*args, cwd=tmp_path, index=index)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "oci-pypi-mirror").exists()
+
+
+def test_unknown_project_is_named_and_exits_1(index: FixtureIndex, tmp_path: Path) -> None:
+    result = oci_pypi("sync", "tool", "no-such-thing", "--json", cwd=tmp_path, index=index)
+    assert result.returncode == 1
+    assert "no-such-thing" in result.stderr
+    report = json.loads(result.stdout)
+    assert [e["project"] for e in report["errors"]] == ["no-such-thing"]
+    assert report["totals"]["pushed"] == 2  # the other project still landed
+
+
+def test_unreachable_registry_exits_3_in_one_line(index: FixtureIndex, tmp_path: Path) -> None:
+    result = oci_pypi(
+        "sync", "tool", "--to", "127.0.0.1:1/pypi", "--retries", "0", cwd=tmp_path, index=index
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip() == "error: cannot reach registry 127.0.0.1:1: connection refused"
+
+
+def test_unreachable_index_exits_3(tmp_path: Path) -> None:
+    env_index = FixtureIndex(url="http://127.0.0.1:1/simple/")
+    result = oci_pypi("sync", "tool", "--retries", "0", cwd=tmp_path, index=env_index)
+    assert result.returncode == 3
+    assert "cannot reach the index at 127.0.0.1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_dry_run_writes_nothing(index: FixtureIndex, tmp_path: Path) -> None:
+    result = oci_pypi("sync", "tool", "--dry-run", "--json", cwd=tmp_path, index=index)
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert {f["action"] for f in report["files"]} == {"planned"}
+    assert report["totals"]["bytes_planned"] == sum(f["size"] for f in report["files"])
+    assert not (tmp_path / "oci-pypi-mirror").exists()
+    assert not (tmp_path / "state-home").exists()
