@@ -28,7 +28,7 @@ MANIFEST_ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}"
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    """An environment for the CLI: our interpreter, nothing of the caller's configuration."""
+    """An environment for the CLI, nothing of the caller's configuration; ``home`` is its cwd."""
     home.mkdir(parents=True, exist_ok=True)
     env = {
         key: value
@@ -80,6 +80,7 @@ def run_cli(args: Sequence[str], env: dict[str, str], *, timeout: float = 60.0) 
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        cwd=env["HOME"],
         check=False,
     )
     return CliResult(
@@ -94,7 +95,12 @@ def cli_process(
     """Start the CLI in the background, its output in files; it is killed if still running."""
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
-            cli_command(*args), env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            cli_command(*args),
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=env["HOME"],
         )
     try:
         yield process
