@@ -276,16 +276,20 @@ def status(target: str | None, state_path: str | None, as_json: bool) -> None:
       oci-pypi status --state /var/lib/mirror/state.sqlite --json
     """
     import json
+    from pathlib import Path
 
     from oci_pypi_sync.journal import Journal, default_journal_path
     from oci_pypi_sync.status import render_status, status_document
     from oci_pypi_sync.targets import parse_target
 
     try:
-        parsed_target = parse_target(target)
+        parsed_target = parse_target(target) if target or not state_path else None
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
-    path = state_path or default_journal_path(parsed_target)
+    if parsed_target is None:
+        path = Path(str(state_path))  # --state alone: whichever target the file records
+    else:
+        path = Path(state_path) if state_path else default_journal_path(parsed_target)
     try:
         with Journal.open(path, target=parsed_target, readonly=True) as journal:
             summary = journal.summary()

@@ -213,15 +213,23 @@ class Journal:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, target: str | Target, readonly: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        target: str | Target | None,
+        readonly: bool = False,
     ) -> Journal:
         """Open (creating when needed) the state file for ``target``.
 
         A writer takes the lock first, so two syncs never interleave; a
-        reader (``readonly``) takes none and can look while a sync runs.
+        reader (``readonly``) takes none and can look while a sync runs. A
+        reader may pass ``target=None`` to read whichever target the file
+        records.
         """
         db_path = Path(path)
-        key = target_key(target)
+        if target is None and not readonly:
+            raise JournalError("a state file opened for writing needs its target")
+        key = ANY_TARGET if target is None else target_key(target)
         lock_fd: int | None = None
         if readonly:
             if not db_path.is_file():
@@ -693,6 +701,9 @@ def _connect(db_path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+ANY_TARGET = "\x00any"
+
+
 def _check_schema(conn: sqlite3.Connection, db_path: Path, key: str, *, readonly: bool) -> str:
     """Create the schema in a new file; check version and target in an existing one.
 
@@ -726,8 +737,8 @@ def _check_schema(conn: sqlite3.Connection, db_path: Path, key: str, *, readonly
         )
     if version < 1:
         raise JournalError(f"state file {db_path} has unknown schema {version}; {_DELETE_HINT}")
-    if stored == key:
-        return key
+    if stored == key or (readonly and key == ANY_TARGET):
+        return str(stored)
     if _moved_layout(stored, key, db_path):
         if not readonly:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'target'", (key,))
