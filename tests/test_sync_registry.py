@@ -72,6 +72,14 @@ async def test_registry_and_layout_hold_the_same_digests(
         layout_report = await sync([Requirement("multi-arch")], client, layout)
     assert {r.tag: r.digest for r in layout_report.releases} == tags
 
+    listing = open_store(target)
+    assert await listing.list_tags("multi-arch") == ["1.0", "1.0-cu118"]
+    assert await listing.list_tags("no-such-project") == []
+    assert "multi-arch" in await listing.list_repositories()
+    await listing.aclose()
+    assert await layout.list_tags("multi-arch") == ["1.0", "1.0-cu118"]
+    assert await layout.list_repositories() == ["multi-arch"]
+
     raw = skopeo_raw(registry, "e2e-a/multi-arch:1.0")
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == tags["1.0"]
     assert raw == layout.blob_path(tags["1.0"]).read_bytes()

@@ -243,6 +243,13 @@ class LayoutStore:
                 _atomic_write(self.path / INDEX_FILE, canonical_json(index), self._tmp_dir())
         return digest
 
+    async def list_tags(self, repo: str) -> list[str]:
+        prefix = f"{repo}:"
+        return sorted(name[len(prefix) :] for name in self.tags() if name.startswith(prefix))
+
+    async def list_repositories(self) -> list[str]:
+        return sorted({name.rpartition(":")[0] for name in self.tags()})
+
     async def aclose(self) -> None:
         return None
 

@@ -21,7 +21,7 @@ import socket
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Final, Self
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -415,6 +415,39 @@ class RegistryStore:
         finally:
             await response.aclose()
 
+    # --- listings ---
+
+    async def list_tags(self, repo: str) -> list[str]:
+        """Every tag, following ``Link`` pagination where the registry offers it."""
+        name = repository_name(self.prefix, repo)
+        url: str | None = f"{self.base_url}/v2/{name}/tags/list?n=1000"
+        tags: set[str] = set()
+        while url is not None:
+            response = await self._send("GET", url)
+            if response.status_code == 404:
+                return []
+            if response.status_code != 200:
+                raise await self._failure(response, "tag list", name)
+            data = response.json()
+            tags.update(data.get("tags") or ())
+            url = _next_link(self.base_url, response.headers.get("Link"))
+        return sorted(tags)
+
+    async def list_repositories(self) -> list[str]:
+        """Repositories under the prefix, from ``/v2/_catalog`` (often disabled when hosted)."""
+        url: str | None = f"{self.base_url}/v2/_catalog?n=1000"
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        names: set[str] = set()
+        while url is not None:
+            response = await self._send("GET", url)
+            if response.status_code != 200:
+                raise await self._failure(response, "repository list", "_catalog")
+            for repository in response.json().get("repositories") or ():
+                if repository.startswith(prefix):
+                    names.add(repository[len(prefix) :])
+            url = _next_link(self.base_url, response.headers.get("Link"))
+        return sorted(names)
+
     # --- manifests ---
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
@@ -611,6 +644,17 @@ class RegistryStore:
             await response.aclose()
         except Exception:  # cleanup must not hide the real error
             logger.debug("could not cancel upload session on %s", self.host)
+
+
+def _next_link(base_url: str, link: str | None) -> str | None:
+    """The ``rel="next"`` URL of an RFC 5988 ``Link`` header, absolute."""
+    if not link:
+        return None
+    for part in link.split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            return urljoin(base_url + "/", target.strip().strip("<>"))
+    return None
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

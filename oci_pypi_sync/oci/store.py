@@ -80,6 +80,18 @@ class Store(Protocol):
         """
         ...
 
+    async def list_tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo``, sorted; empty when the repository does not exist."""
+        ...
+
+    async def list_repositories(self) -> list[str]:
+        """Every repository under the target's prefix (without the prefix), sorted.
+
+        Registries may refuse this (``/v2/_catalog`` is often disabled);
+        they raise :class:`~oci_pypi_sync.errors.RegistryError` then.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release connections and locks."""
         ...
