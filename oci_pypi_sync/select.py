@@ -5,29 +5,82 @@ asked or named), yanked files are left out unless asked for or pinned with
 ``==``/``===`` (PEP 592), and ``only_binary`` drops sdists. Files that are
 neither wheels nor sdists, or that carry no sha256 (the digest every OCI
 blob is stored under), are reported as skipped with the reason.
+
+With target environments, a wheel is kept when at least one target installs
+it (its tags among the target's compatible tags and its ``requires-python``
+admitting the target's Python), an sdist when its ``requires-python`` admits
+at least one target's Python: a mirror for machines that are not this one.
+``latest`` keeps only the newest versions that still have files to mirror,
+``hashes`` keeps only files whose sha256 a requirements file or lock file
+names, and :func:`project_allowed` applies the allow and deny lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from oci_pypi_sync.environments import TargetEnvironment
+from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
 from oci_pypi_sync.oci.format import FileName, UnsupportedFileError, parse_filename
+
+#: An allow or deny entry starting with this is a regular expression.
+REGEX_PREFIX = "re:"
 
 
 @dataclass(frozen=True, slots=True)
 class SelectionOptions:
-    """What to keep beyond the requirement's own specifier."""
+    """What to keep beyond the requirement's own specifier.
+
+    ``environments``: the target machines (none: every file of the chosen
+    versions). ``latest``: keep only the N newest versions that have files
+    left. ``allow``/``deny``: project names, or ``re:PATTERN`` matched in full
+    against the normalized name (see :func:`project_allowed`; the engine asks
+    it before fetching a page). ``hashes``: per normalized project name, the
+    only sha256 digests that may be mirrored (projects not in it are free).
+    """
 
     pre: bool = False
     include_yanked: bool = False
     only_binary: bool = False
+    environments: tuple[TargetEnvironment, ...] = ()
+    latest: int | None = None
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    hashes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.latest is not None and self.latest < 1:
+            raise UsageError(f"latest must be at least 1, not {self.latest}")
+        check_patterns(self.allow, "allow")
+        check_patterns(self.deny, "deny")
+
+    def key(self) -> dict[str, Any]:
+        """What decides the selection, as JSON-able data (for a digest of the selection)."""
+        return {
+            "pre": self.pre,
+            "include_yanked": self.include_yanked,
+            "only_binary": self.only_binary,
+            "environments": sorted(str(env) for env in self.environments),
+            "latest": self.latest,
+            "allow": sorted(self.allow),
+            "deny": sorted(self.deny),
+            "hashes": {
+                str(canonicalize_name(name)): sorted(digests)
+                for name, digests in sorted(self.hashes.items())
+            },
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +139,98 @@ def version_matches(version: str, specifier: SpecifierSet, pre: bool) -> bool:
     return specifier.contains(parsed, prereleases=prereleases)
 
 
-def _version_sort_key(version: str) -> tuple[int, Version | str]:
+def version_sort_key(version: str) -> tuple[int, Version | str]:
+    """PEP 440 order, legacy (unparseable) versions lowest, among themselves by text."""
     try:
         return (1, Version(version))
     except InvalidVersion:
         return (0, version)
+
+
+# --- allow and deny lists ---------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _pattern(entry: str) -> re.Pattern[str] | NormalizedName:
+    if entry.startswith(REGEX_PREFIX):
+        return re.compile(entry[len(REGEX_PREFIX) :])
+    return canonicalize_name(entry)
+
+
+def check_patterns(entries: Iterable[str], what: str = "allow/deny") -> None:
+    """Refuse an empty entry or a regular expression that does not compile, naming it."""
+    for entry in entries:
+        if not entry.strip() or entry == REGEX_PREFIX:
+            raise UsageError(f"empty {what} entry {entry!r}")
+        try:
+            _pattern(entry)
+        except re.error as exc:
+            raise UsageError(
+                f"{what} entry {entry!r} is not a valid regular expression: {exc}"
+            ) from exc
+
+
+def _matches(name: NormalizedName, entry: str) -> bool:
+    pattern = _pattern(entry)
+    if isinstance(pattern, str):
+        return pattern == name
+    return pattern.fullmatch(name) is not None
+
+
+def project_allowed(name: str, options: SelectionOptions) -> bool:
+    """Whether a project may be mirrored: not denied, and allowed when there is an allow list.
+
+    Entries are project names (compared normalized, so ``Django`` matches
+    ``django``) or ``re:PATTERN``, matched in full against the normalized
+    name (``re:django-.*``). Deny wins over allow.
+    """
+    normalized = canonicalize_name(name)
+    if any(_matches(normalized, entry) for entry in options.deny):
+        return False
+    return not options.allow or any(_matches(normalized, entry) for entry in options.allow)
+
+
+# --- target environments ---------------------------------------------------------
+
+
+def _requires_python(file: DistributionFile) -> SpecifierSet | None:
+    """The file's requires-python; an invalid one counts as absent, as pip treats it."""
+    if not file.requires_python:
+        return None
+    try:
+        return SpecifierSet(file.requires_python)
+    except InvalidSpecifier:
+        return None
+
+
+def python_admitted(requires_python: SpecifierSet | None, env: TargetEnvironment) -> bool:
+    """Whether ``requires_python`` admits the target's Python (as ``MAJOR.MINOR.0``)."""
+    if requires_python is None:
+        return True
+    major, minor = env.python
+    return requires_python.contains(f"{major}.{minor}.0", prereleases=True)
+
+
+def _wheel_tags(name: FileName) -> frozenset[Tag]:
+    return frozenset(
+        Tag(python, abi, platform)
+        for python, abi, platform in itertools.product(
+            name.python_tags, name.abi_tags, name.platform_tags
+        )
+    )
+
+
+def fits_environments(
+    name: FileName, file: DistributionFile, environments: Sequence[TargetEnvironment]
+) -> bool:
+    """Whether at least one target installs this file (always, with no targets)."""
+    if not environments:
+        return True
+    requires_python = _requires_python(file)
+    if not name.is_wheel:
+        return any(python_admitted(requires_python, env) for env in environments)
+    tags = _wheel_tags(name)
+    return any(env.supports(tags) and python_admitted(requires_python, env) for env in environments)
 
 
 def _wanted(
@@ -112,8 +252,11 @@ def select_files(
     if not requirements:
         raise ValueError("select_files needs at least one requirement")
     project = canonicalize_name(requirements[0].name)
+    allowed_digests = _allowed_digests(options.hashes, project)
     rejected: list[Rejection] = []
     by_version: dict[str, list[SelectedFile]] = {}
+    # Versions the specifiers chose but for which no file fits any target.
+    unfit: set[str] = set()
     for file in page.files:
         try:
             name = parse_filename(file.filename, project)
@@ -124,22 +267,87 @@ def select_files(
             continue
         if options.only_binary and not name.is_wheel:
             continue
+        if not fits_environments(name, file, options.environments):
+            unfit.add(name.version)
+            continue
+        if allowed_digests is not None and file.sha256 not in allowed_digests:
+            continue
         if file.sha256 is None:
             rejected.append(
                 Rejection(file.filename, "the index gives no sha256 for it (needed as its digest)")
             )
             continue
         by_version.setdefault(name.version, []).append(SelectedFile(file, name))
+    versions = sorted(by_version, key=version_sort_key)
+    if options.latest is not None:
+        versions = versions[-options.latest :]
     releases = tuple(
-        (version, tuple(sorted(files, key=lambda f: f.file.filename)))
-        for version, files in sorted(by_version.items(), key=lambda kv: _version_sort_key(kv[0]))
+        (version, tuple(sorted(by_version[version], key=lambda f: f.file.filename)))
+        for version in versions
     )
+    rejected.extend(_unfit_rejections(project, unfit - by_version.keys(), by_version, requirements))
     return ProjectSelection(
         project=project,
         display_name=page.name or requirements[0].name,
         releases=releases,
         rejected=tuple(rejected),
     )
+
+
+def _allowed_digests(
+    hashes: Mapping[str, frozenset[str]], project: NormalizedName
+) -> frozenset[str] | None:
+    digests = [d for name, d in hashes.items() if canonicalize_name(name) == project]
+    if not digests:
+        return None
+    return frozenset(digest.lower() for group in digests for digest in group)
+
+
+def _unfit_rejections(
+    project: NormalizedName,
+    unfit: set[str],
+    kept: Mapping[str, object],
+    requirements: Sequence[Requirement],
+) -> list[Rejection]:
+    """One line per version left with no file for any target, only where it tells something.
+
+    That is a version a requirement pins exactly, or the newest version the
+    specifiers chose (when none newer is kept): an old version lacking wheels
+    for today's Pythons is no news, so there is no line for each of them.
+    """
+    if not unfit:
+        return []
+    pinned = {
+        spec.version
+        for req in requirements
+        for spec in req.specifier
+        if spec.operator in ("==", "===") and not spec.version.endswith(".*")
+    }
+    newest = max(unfit, key=version_sort_key)
+    report = {v for v in unfit if _pinned_match(v, pinned)}
+    if not kept or version_sort_key(newest) > max(version_sort_key(v) for v in kept):
+        report.add(newest)
+    reason = "no file fits any target environment"
+    return [
+        Rejection(f"{project}=={version}", reason)
+        for version in sorted(report, key=version_sort_key)
+    ]
+
+
+def _pinned_match(version: str, pinned: set[str]) -> bool:
+    if version in pinned:
+        return True
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False
+    for pin in pinned:
+        try:
+            if Version(pin) == parsed:
+                return True
+        except InvalidVersion:
+            continue
+    return False
 
 
 def parse_requirements(values: Iterable[str]) -> list[Requirement]:
