@@ -308,6 +308,40 @@ def test_reset_in_the_middle_of_an_upload(registry: RegistryServer) -> None:
 
 
 @pytest.mark.registry
+def test_a_fault_the_client_did_not_let_act_stays_for_the_next_request(
+    registry: RegistryServer,
+) -> None:
+    def abandoned() -> Iterator[bytes]:
+        yield BLOB[:1000]
+        raise RuntimeError("the source of the body failed")
+
+    rule = Rule(Fault.reset_upload(), "PUT", "/blobs/uploads/")
+    with FaultProxy(registry.url, [rule]) as proxy, httpx.Client(timeout=10) as client:
+        url = f"{proxy.url}/v2/proxied/abandoned/blobs/uploads/"
+        location = client.post(url).headers["Location"]
+        with pytest.raises(RuntimeError, match="source of the body"):
+            client.put(
+                upload_url(location, "", BLOB_DIGEST),
+                content=abandoned(),
+                headers={"Content-Length": str(len(BLOB))},
+            )
+        location = client.post(url).headers["Location"]
+        with pytest.raises((httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError)):
+            client.put(upload_url(location, "", BLOB_DIGEST), content=BLOB)
+        for _ in range(50):  # the abandoned request's thread notices the client left
+            if proxy.seen("PUT")[0].status is None and rule.injected == 1:
+                break
+            time.sleep(0.02)
+    assert [(r.method, r.status, r.fault) for r in proxy.records] == [
+        ("POST", 202, None),
+        ("PUT", None, None),
+        ("POST", 202, None),
+        ("PUT", None, "reset_upload"),
+    ]
+    assert rule.injected == 1
+
+
+@pytest.mark.registry
 def test_reset_after_the_upstream_took_the_request(registry: RegistryServer) -> None:
     """The request takes effect upstream; only the answer is lost."""
     rule = Rule(Fault.reset(forward=True), "PUT")

@@ -254,7 +254,10 @@ def test_server_errors(
     assert_retried(index_proxy, "GET", r"^/simple/faulty/$", 1)
     assert_retried(index_proxy, "GET", r"\.whl$", 2)
     assert_retried(index_proxy, "GET", r"\.whl\.metadata$", 1)
+    assert_retried(registry_proxy, "HEAD", r"/blobs/sha256:", 1)
     assert_retried(registry_proxy, "POST", r"/blobs/uploads/$", 1)
+    assert_retried(registry_proxy, "PUT", r"/blobs/uploads/", 1)
+    assert_retried(registry_proxy, "PUT", r"/manifests/sha256:", 1)
     assert_retried(registry_proxy, "PUT", r"/manifests/\d", 1)
     assert_retried(registry_proxy, "GET", r"/manifests/\d", 1)
     assert len(registry_proxy.faulted()) == 6
