@@ -1,0 +1,140 @@
+"""What the server knows about a mirrored project: frozen records read from version indexes.
+
+Pure: :func:`release_from_index` turns the bytes of one version's OCI image
+index into a :class:`Release` using only the entry annotations (format
+version 1 puts everything a simple-API page needs there), so a project page
+costs one index read per version and no manifest reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+from oci_pypi_sync.oci import format as fmt
+
+#: A PEP 503 normalized name, which is what a project repository is called.
+_PROJECT_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFile:
+    """One distribution file as a project page lists it."""
+
+    filename: str
+    version: str
+    sha256: str
+    size: int | None
+    manifest_digest: str
+    requires_python: str | None = None
+    yanked: bool = False
+    yanked_reason: str | None = None
+    upload_time: str | None = None
+    metadata_sha256: str | None = None
+
+    @property
+    def blob_digest(self) -> str:
+        """The digest of the file's layer: the file's sha256, by the format's rule."""
+        return "sha256:" + self.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One version index, parsed; content-addressed, so cacheable for ever by ``digest``."""
+
+    digest: str
+    version: str
+    files: tuple[ServedFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """Everything a project page shows, assembled from its releases.
+
+    ``key`` identifies the content (the release digests), so a page rendered
+    from it can be cached and given a strong ETag.
+    """
+
+    name: str
+    versions: tuple[str, ...]
+    files: tuple[ServedFile, ...]
+    key: str
+    by_filename: Mapping[str, ServedFile] = field(default_factory=dict, compare=False)
+
+    def file(self, filename: str) -> ServedFile | None:
+        return self.by_filename.get(filename)
+
+
+def is_project_repository(name: str) -> bool:
+    """Whether a repository name can be a project's: a normalized name, nothing nested.
+
+    Other artifacts (a catalog, names with ``.``, ``_`` or ``/``) are not projects.
+    """
+    return _PROJECT_NAME.fullmatch(name) is not None
+
+
+def is_release_tag(tag: str) -> bool:
+    """Version tags start with a digit, fallback (legacy) version tags with ``_``."""
+    return bool(tag) and (tag[0].isdigit() or tag[0] == "_")
+
+
+def version_sort_key(version: str) -> tuple[int, Version | str]:
+    """PEP 440 order; legacy versions first, among themselves by their text."""
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Release:
+    """Read a version index: one :class:`ServedFile` per filename (platform entries merged).
+
+    A universal2 wheel has one entry per architecture pointing at the same
+    manifest; it is one file. Entries without a filename or sha256 are not
+    files this format wrote and are skipped.
+    """
+    data, entries = fmt.parse_release_index(body)
+    annotations = data.get("annotations") or {}
+    version = str(annotations.get(fmt.OCI_VERSION) or (tag and fmt.tag_version(tag)) or tag or "")
+    files: dict[str, ServedFile] = {}
+    for entry in entries:
+        notes = entry.annotations
+        filename = notes.get(fmt.TITLE)
+        sha256 = notes.get(fmt.A_SHA256)
+        if not filename or not sha256 or filename in files:
+            continue
+        size = notes.get(fmt.A_SIZE)
+        files[filename] = ServedFile(
+            filename=filename,
+            version=version,
+            sha256=sha256,
+            size=int(size) if size and size.isdigit() else None,
+            manifest_digest=entry.digest,
+            requires_python=notes.get(fmt.A_REQUIRES_PYTHON) or None,
+            yanked=notes.get(fmt.A_YANKED) == "true",
+            yanked_reason=notes.get(fmt.A_YANKED_REASON) or None,
+            upload_time=notes.get(fmt.A_UPLOAD_TIME) or None,
+            metadata_sha256=notes.get(fmt.A_METADATA_SHA256) or None,
+        )
+    return Release(digest=digest, version=version, files=tuple(files.values()))
+
+
+def assemble_project(name: str, releases: Iterable[Release]) -> Project:
+    """A project from its releases: versions in PEP 440 order, each filename once."""
+    ordered = sorted(releases, key=lambda r: (version_sort_key(r.version), r.digest))
+    by_filename: dict[str, ServedFile] = {}
+    for release in ordered:
+        for file in sorted(release.files, key=lambda f: f.filename):
+            by_filename.setdefault(file.filename, file)
+    versions = tuple(dict.fromkeys(r.version for r in ordered if r.files))
+    key = fmt.sha256_digest(" ".join(sorted(r.digest for r in ordered)).encode())
+    return Project(
+        name=name,
+        versions=versions,
+        files=tuple(by_filename.values()),
+        key=key.removeprefix("sha256:"),
+        by_filename=by_filename,
+    )

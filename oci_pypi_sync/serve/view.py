@@ -1,0 +1,263 @@
+"""A read-only, cached view of a mirror: projects, their files and core metadata.
+
+Every read goes through the :class:`~oci_pypi_sync.oci.store.Store`
+protocol. What is mutable (the repository list, a project's tags, which
+index a tag points at) is kept for ``ttl`` seconds; what is
+content-addressed (a parsed version index, a file manifest's metadata
+layer) is kept by digest for as long as there is room, since it can never
+change. A warm project page therefore costs no store round trip at all, and
+after the TTL only the tag list and the tags' indexes are read again: an
+index whose digest is already known is not parsed twice. Concurrent
+requests for the same thing share one fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from oci_pypi_sync.oci import format as fmt
+from oci_pypi_sync.oci.layout import LayoutStore
+from oci_pypi_sync.oci.store import Store
+from oci_pypi_sync.serve.blobs import read_blob_bytes
+from oci_pypi_sync.serve.model import (
+    Project,
+    Release,
+    ServedFile,
+    assemble_project,
+    is_project_repository,
+    is_release_tag,
+    release_from_index,
+)
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+DEFAULT_TTL = 60.0
+#: Parsed version indexes kept by digest (about 1 KB each per file entry).
+RELEASE_CACHE_SIZE = 100_000
+#: Core metadata files kept in memory by digest (a few KB each).
+METADATA_CACHE_SIZE = 10_000
+#: Index reads in flight at once for one project page.
+FETCH_CONCURRENCY = 16
+
+
+async def list_projects(store: Store) -> list[str]:
+    """The project names of a mirror, sorted.
+
+    The one place that knows where the list comes from: today the store's
+    repository list, keeping only names that are normalized project names.
+    """
+    return sorted(name for name in await store.list_repositories() if is_project_repository(name))
+
+
+class SingleFlight(Generic[K]):
+    """Run one fetch per key at a time; callers arriving meanwhile await the same result.
+
+    The shared task is shielded, so a client that goes away does not cancel
+    the fetch for the others.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Task[Any]] = {}
+
+    async def run(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        task = self._running.get(key)
+        if task is None:
+
+            async def call() -> V:
+                return await fetch()
+
+            task = asyncio.ensure_future(call())
+            self._running[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return cast(V, await asyncio.shield(task))
+
+    def _finished(self, key: K, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an unawaited failure is not reported twice
+
+
+class Lru(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh(Generic[V]):
+    value: V
+    expires: float
+
+
+class MirrorView:
+    """The mirror as the server sees it, cached; one per store, used from one event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.monotonic,
+        projects_source: Callable[[Store], Awaitable[list[str]]] = list_projects,
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._clock = clock
+        self._projects_source = projects_source
+        self._projects: _Fresh[tuple[str, ...]] | None = None
+        self._refs: _Fresh[Mapping[str, Mapping[str, str]]] | None = None
+        self._pages: dict[str, _Fresh[Project | None]] = {}
+        self._releases: Lru[str, Release] = Lru(RELEASE_CACHE_SIZE)
+        self._metadata: Lru[str, bytes] = Lru(METADATA_CACHE_SIZE)
+        self._flights: SingleFlight[tuple[str, str]] = SingleFlight()
+        self._fetch_slots = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    # --- projects ----------------------------------------------------------------
+
+    async def projects(self) -> tuple[str, ...]:
+        """Every project name, sorted; refreshed after ``ttl``."""
+        cached = self._projects
+        if cached is not None and cached.expires > self._clock():
+            return cached.value
+
+        async def fetch() -> tuple[str, ...]:
+            names = tuple(await self._projects_source(self.store))
+            self._projects = _Fresh(names, self._clock() + self.ttl)
+            return names
+
+        return await self._shared(("projects", ""), fetch)
+
+    async def project(self, name: str) -> Project | None:
+        """A project (``name`` normalized) with every file of every version; ``None`` if absent."""
+        cached = self._pages.get(name)
+        if cached is not None and cached.expires > self._clock():
+            return cached.value
+
+        async def fetch() -> Project | None:
+            project = await self._load_project(name)
+            self._pages[name] = _Fresh(project, self._clock() + self.ttl)
+            return project
+
+        return await self._shared(("project", name), fetch)
+
+    async def _load_project(self, name: str) -> Project | None:
+        known = await self._tag_digests(name)
+        tags = [tag for tag in known if is_release_tag(tag)]
+        if not tags:
+            return None
+        releases = await asyncio.gather(*(self._release(name, tag, known[tag]) for tag in tags))
+        found = [release for release in releases if release is not None]
+        if not found:
+            return None
+        return assemble_project(name, found)
+
+    async def _tag_digests(self, name: str) -> Mapping[str, str | None]:
+        """The project's tags, with the digest they point at when the store tells cheaply.
+
+        A layout's ``index.json`` names every tag's digest in one read (kept
+        for ``ttl``); a registry needs a manifest read per tag for that.
+        """
+        if isinstance(self.store, LayoutStore):
+            return (await self._layout_refs()).get(name, {})
+        return dict.fromkeys(await self.store.list_tags(name))
+
+    async def _layout_refs(self) -> Mapping[str, Mapping[str, str]]:
+        cached = self._refs
+        if cached is not None and cached.expires > self._clock():
+            return cached.value
+        store = self.store
+        assert isinstance(store, LayoutStore)
+
+        async def fetch() -> Mapping[str, Mapping[str, str]]:
+            refs: dict[str, dict[str, str]] = {}
+            for ref, entry in (await asyncio.to_thread(store.tags)).items():
+                repo, _, tag = ref.rpartition(":")
+                refs.setdefault(repo, {})[tag] = str(entry.get("digest"))
+            self._refs = _Fresh(refs, self._clock() + self.ttl)
+            return refs
+
+        return await self._shared(("refs", ""), fetch)
+
+    async def _release(self, name: str, tag: str, digest: str | None) -> Release | None:
+        if digest is not None and (cached := self._releases.get(digest)) is not None:
+            return cached
+        async with self._fetch_slots:
+            stored = await self.store.get_manifest(name, digest or tag)
+        if stored is None:
+            return None  # the tag moved or went away since it was listed
+        if (cached := self._releases.get(stored.digest)) is not None:
+            return cached
+        try:
+            release = release_from_index(stored.digest, stored.body, tag)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("skipping %s:%s, not a version index: %s", name, tag, exc)
+            return None
+        self._releases.put(stored.digest, release)
+        return release
+
+    # --- files -------------------------------------------------------------------
+
+    async def file(self, project: str, sha256: str, filename: str) -> ServedFile | None:
+        """The file ``filename`` of ``project`` if its sha256 is ``sha256``."""
+        found = await self.project(project)
+        file = found.file(filename) if found is not None else None
+        if file is None or file.sha256 != sha256:
+            return None
+        return file
+
+    async def metadata(self, project: str, file: ServedFile) -> bytes | None:
+        """The file's core metadata (layer 1 of its manifest), or ``None`` when it has none."""
+        if not file.metadata_sha256:
+            return None
+        digest = "sha256:" + file.metadata_sha256
+        cached = self._metadata.get(digest)
+        if cached is not None:
+            return cached
+
+        async def fetch() -> bytes | None:
+            manifest = await self.store.get_manifest(project, file.manifest_digest)
+            if manifest is None:
+                return None
+            layers = json.loads(manifest.body).get("layers") or []
+            if len(layers) < 2 or layers[1].get("digest") != digest:
+                return None
+            data = await read_blob_bytes(self.store, project, digest)
+            if fmt.sha256_digest(data) != digest:
+                return None
+            self._metadata.put(digest, data)
+            return data
+
+        return await self._shared(("metadata", digest), fetch)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def _shared(self, key: tuple[str, str], fetch: Callable[[], Awaitable[V]]) -> V:
+        return await self._flights.run(key, fetch)
