@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from packaging.utils import NormalizedName
+
 from oci_pypi_sync.environments import TargetEnvironment, environments, parse_platform, parse_python
 from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.select import SelectionOptions, check_patterns, parse_requirements
@@ -182,7 +184,7 @@ class Settings:
         return environments(self.python, self.platform)
 
     def selection_options(
-        self, hashes: Mapping[str, frozenset[str]] | None = None
+        self, hashes: Mapping[NormalizedName, frozenset[str]] | None = None
     ) -> SelectionOptions:
         """The selection these settings describe; ``hashes`` from the requirements or lock file."""
         return SelectionOptions(

@@ -279,17 +279,20 @@ class _Reader:
     warnings: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
-    def read(self, path: Path, constraint: bool, stack: tuple[Path, ...]) -> None:
+    def read(
+        self, path: Path, constraint: bool, stack: tuple[Path, ...], where: str | None = None
+    ) -> None:
+        """Read one file; ``where`` is the ``file:line`` that included it."""
+        prefix = f"{where}: " if where else ""
         resolved = path.resolve()
         if resolved in stack:
             chain = " -> ".join(str(p) for p in (*stack, resolved))
-            raise InputFileError(f"requirements file includes itself: {chain}")
+            raise InputFileError(f"{prefix}requirements file includes itself: {chain}")
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            where = f"{stack[-1]}: " if stack else ""
             raise InputFileError(
-                f"{where}cannot read requirements file {str(path)!r}: {exc.strerror or exc}"
+                f"{prefix}cannot read requirements file {str(path)!r}: {exc.strerror or exc}"
             ) from exc
         except UnicodeDecodeError as exc:
             raise InputFileError(f"{path}: not UTF-8 text: {exc}") from exc
@@ -329,7 +332,7 @@ class _Reader:
                 if "://" in value:
                     raise InputFileError(f"{where}: {option} {value}: only local files are read")
                 nested_constraint = constraint or option in ("-c", "--constraint")
-                self.read(path.parent / value, nested_constraint, stack)
+                self.read(path.parent / value, nested_constraint, stack, where)
             elif option in ("-e", "--editable"):
                 raise InputFileError(
                     f"{where}: editable requirements ({option}) cannot be mirrored; "
@@ -416,13 +419,15 @@ def _hash_options(tokens: list[str], where: str, warnings: list[str]) -> set[str
 
 
 def _parse_requirement(text: str, where: str) -> Requirement:
+    head = text.split(";", 1)[0].strip()
+    # As pip does: an archive file name or anything path-like is a file, not a project.
+    if "://" in head or head.startswith((".", "/", "~")) or _ARCHIVE.search(head):
+        raise InputFileError(
+            f"{where}: {text!r} is a URL or local path; only index projects can be mirrored"
+        )
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        if "://" in text or text.startswith((".", "/", "~")) or _ARCHIVE.search(text.split(";")[0]):
-            raise InputFileError(
-                f"{where}: {text!r} is a URL or local path; only index projects can be mirrored"
-            ) from exc
         raise InputFileError(f"{where}: invalid requirement {text!r}: {exc}") from exc
     if req.url:
         raise InputFileError(f"{where}: {text!r} names a URL; only index projects can be mirrored")

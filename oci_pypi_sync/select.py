@@ -58,7 +58,7 @@ class SelectionOptions:
     latest: int | None = None
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
-    hashes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    hashes: Mapping[NormalizedName, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.latest is not None and self.latest < 1:
@@ -295,7 +295,7 @@ def select_files(
 
 
 def _allowed_digests(
-    hashes: Mapping[str, frozenset[str]], project: NormalizedName
+    hashes: Mapping[NormalizedName, frozenset[str]], project: NormalizedName
 ) -> frozenset[str] | None:
     digests = [d for name, d in hashes.items() if canonicalize_name(name) == project]
     if not digests:

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
 
 from oci_pypi_sync.environments import TargetEnvironment, environments
 from oci_pypi_sync.errors import UsageError
@@ -232,9 +233,9 @@ def test_latest_must_be_positive() -> None:
 
 def test_hashes_keep_only_the_named_files() -> None:
     wanted = "numpy-1.26.4-cp312-cp312-win_amd64.whl"
-    options = SelectionOptions(hashes={"NumPy": frozenset({sha(wanted).upper()})})
+    options = SelectionOptions(hashes={NormalizedName("NumPy"): frozenset({sha(wanted).upper()})})
     assert _names(_select(options)) == {wanted}
-    other = SelectionOptions(hashes={"scipy": frozenset({"0" * 64})})
+    other = SelectionOptions(hashes={canonicalize_name("scipy"): frozenset({"0" * 64})})
     assert len(_select(other).files) == 21
 
 
@@ -262,7 +263,9 @@ def test_bad_allow_pattern_is_named() -> None:
 
 def test_key_changes_with_what_decides_the_selection() -> None:
     env = TargetEnvironment((3, 12), "win_amd64")
-    key = SelectionOptions(environments=(env,), latest=3, hashes={"NumPy": frozenset({"ab"})}).key()
+    key = SelectionOptions(
+        environments=(env,), latest=3, hashes={NormalizedName("NumPy"): frozenset({"ab"})}
+    ).key()
     assert key["environments"] == ["cp312-win_amd64"]
     assert key["latest"] == 3
     assert key["hashes"] == {"numpy": ["ab"]}
