@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from oci_pypi_sync.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
 from oci_pypi_sync.errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -150,15 +151,38 @@ class Syncer:
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
         ordered = [outcomes[name] for name in grouped if name in outcomes]
+        releases = [r for o in ordered for r in o.releases]
+        catalog_error = None
+        if not self.options.dry_run and any(not o.unchanged and o.releases for o in ordered):
+            catalog_error = await self._update_catalog(releases)
+        errors = [o.error for o in ordered if o.error is not None]
+        if catalog_error is not None:
+            errors.append(catalog_error)
         return SyncReport(
             target=self.store.display_name,
             files=tuple(f for o in ordered for f in o.files),
-            releases=tuple(r for o in ordered for r in o.releases),
-            project_errors=tuple(o.error for o in ordered if o.error is not None),
+            releases=tuple(releases),
+            project_errors=tuple(errors),
             dry_run=self.options.dry_run,
             projects=len(grouped),
             projects_unchanged=sum(1 for o in ordered if o.unchanged),
         )
+
+    async def _update_catalog(self, releases: Sequence[ReleaseResult]) -> ProjectError | None:
+        """Record this run's releases in the target's catalog (see :mod:`.catalog`)."""
+        additions = Catalog.from_releases(releases)
+        if not additions.projects:
+            return None
+        try:
+            await self._retry(
+                "catalog", lambda: update_catalog(self.store, additions, self.options.shard)
+            )
+        except FATAL_ERRORS:
+            raise
+        except (OciPypiError, ValueError) as exc:
+            log.warning("catalog: %s", exc)
+            return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
+        return None
 
     # --- projects --------------------------------------------------------------
 

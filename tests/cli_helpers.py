@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from oci_pypi_sync.catalog import CATALOG_REPOSITORY
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST_ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}"
@@ -175,9 +177,15 @@ def get_manifest(base_url: str, name: str, reference: str) -> tuple[str, bytes]:
 
 
 def tag_digests(base_url: str, prefix: str) -> dict[tuple[str, str], str]:
-    """Every (repository, tag) under ``prefix`` and the digest its tag points at."""
+    """Every project (repository, tag) under ``prefix`` and the digest its tag points at.
+
+    The catalog repository is left out: its fragments depend on how the work
+    was split (shards), while the projects' tags must not.
+    """
     result: dict[tuple[str, str], str] = {}
     for repo in repositories(base_url, prefix):
+        if repo == CATALOG_REPOSITORY:
+            continue
         for tag in tags(base_url, f"{prefix}/{repo}"):
             result[repo, tag] = get_manifest(base_url, f"{prefix}/{repo}", tag)[0]
     return result

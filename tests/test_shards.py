@@ -12,7 +12,9 @@ from cli_helpers import cli_env, cli_process, finish, repositories, run_cli, tag
 from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
 
+from oci_pypi_sync.catalog import CATALOG_REPOSITORY, read_catalog
 from oci_pypi_sync.shard import Shard, parse_shard, shard_of
+from oci_pypi_sync.targets import open_store, parse_target
 
 PROJECTS = [
     "aster",
@@ -116,7 +118,7 @@ def file_keys(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 @pytest.mark.registry
-def test_three_concurrent_shards_equal_one_unsharded_run(
+async def test_three_concurrent_shards_equal_one_unsharded_run(
     registry: RegistryServer, index: FixtureIndex, tmp_path: Path
 ) -> None:
     env = cli_env(tmp_path / "home")
@@ -176,13 +178,41 @@ def test_three_concurrent_shards_equal_one_unsharded_run(
     }
 
     # The registry: same repositories, same tags, same digests, tag by tag.
-    assert repositories(registry.url, "sharded") == repositories(registry.url, "whole") == PROJECTS
+    project_repositories = {
+        prefix: [r for r in repositories(registry.url, prefix) if r != CATALOG_REPOSITORY]
+        for prefix in ("sharded", "whole")
+    }
+    assert project_repositories["sharded"] == project_repositories["whole"] == PROJECTS
     sharded = tag_digests(registry.url, "sharded")
     unsharded = tag_digests(registry.url, "whole")
     assert len(unsharded) == 16
     for key, digest in unsharded.items():
         assert sharded.get(key) == digest, key
     assert sharded == unsharded == shard_releases
+
+    # The catalog: the shards wrote concurrently, and none of them lost another's projects.
+    catalogs = {}
+    for prefix in ("sharded", "whole"):
+        store = open_store(parse_target(f"{registry.host}/{prefix}"))
+        try:
+            catalogs[prefix] = (
+                await read_catalog(store),
+                await read_catalog(store, exact=True),
+            )
+        finally:
+            await store.aclose()
+    latest, exact = catalogs["sharded"]
+    assert latest is not None
+    assert exact is not None
+    assert sorted(latest.projects) == sorted(exact.projects) == PROJECTS
+    whole_latest = catalogs["whole"][0]
+    assert whole_latest is not None
+    assert latest.to_json() == whole_latest.to_json()
+    assert {
+        (project, release.tag): release.digest
+        for project in latest.projects
+        for release in latest.releases(project)
+    } == unsharded
 
 
 @pytest.mark.registry

@@ -12,6 +12,7 @@ from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
 from registry_server import RegistryServer
 
+from oci_pypi_sync.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.journal import Journal
 from oci_pypi_sync.oci import format as fmt
@@ -30,14 +31,18 @@ class CountingStore:
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
-        self.calls: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()  # calls on project repositories
+        self.catalog_calls: Counter[str] = Counter()  # calls on the catalog repository
+
+    def _count(self, name: str, repo: str) -> None:
+        (self.catalog_calls if repo == CATALOG_REPOSITORY else self.calls)[name] += 1
 
     @property
     def display_name(self) -> str:
         return self.inner.display_name
 
     async def has_blob(self, repo: str, digest: str) -> bool:
-        self.calls["has_blob"] += 1
+        self._count("has_blob", repo)
         return await self.inner.has_blob(repo, digest)
 
     async def put_blob(
@@ -49,31 +54,39 @@ class CountingStore:
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
     ) -> None:
-        self.calls["put_blob"] += 1
+        self._count("put_blob", repo)
         await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
 
     async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
-        self.calls["put_blob_bytes"] += 1
+        self._count("put_blob_bytes", repo)
         await self.inner.put_blob_bytes(repo, digest, data)
 
     def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
-        self.calls["open_blob"] += 1
+        self._count("open_blob", repo)
         return self.inner.open_blob(repo, digest)
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
-        self.calls["get_manifest"] += 1
+        self._count("get_manifest", repo)
         return await self.inner.get_manifest(repo, reference)
 
     async def has_manifest(self, repo: str, digest: str) -> bool:
-        self.calls["has_manifest"] += 1
+        self._count("has_manifest", repo)
         return await self.inner.has_manifest(repo, digest)
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
-        self.calls["put_manifest"] += 1
+        self._count("put_manifest", repo)
         return await self.inner.put_manifest(repo, reference, media_type, body)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    async def list_tags(self, repo: str) -> list[str]:
+        self._count("list_tags", repo)
+        return await self.inner.list_tags(repo)
+
+    async def list_repositories(self) -> list[str]:
+        self.calls["list_repositories"] += 1
+        return await self.inner.list_repositories()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -127,6 +140,7 @@ async def test_unchanged_project_costs_one_page_fetch_and_no_target_access(
     assert second.projects_unchanged == 2
     assert second.count("skipped") == 5
     assert counting.calls == Counter()  # not one read or write on the target
+    assert counting.catalog_calls == Counter()
     assert sorted(path for _, path in index.requests) == ["/simple/alpha/", "/simple/beta/"]
 
 
@@ -244,7 +258,7 @@ async def test_a_project_that_keeps_failing_is_quarantined_and_never_blocks_othe
         assert journal.summary().quarantined[0].project == "gamma"
         retried = await _run(index, layout, "gamma", journal=journal, retry_quarantined=True)
         assert [f.action for f in retried.files] == ["failed"]
-    assert sorted(layout.tags()) == ["beta:0.1"]
+    assert sorted(t for t in layout.tags() if not t.startswith(CATALOG_REPOSITORY)) == ["beta:0.1"]
 
 
 async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(

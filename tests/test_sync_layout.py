@@ -12,6 +12,7 @@ from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, ser
 from layout_check import check_layout
 from packaging.requirements import Requirement
 
+from oci_pypi_sync.catalog import read_catalog
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
@@ -56,7 +57,15 @@ async def test_sync_writes_a_valid_layout_with_one_index_per_version(
     assert sorted(r.tag for r in report.releases) == ["1.0", "2.0"]  # no rc, no yanked-only
     assert report.count("pushed") == 5
     store = LayoutStore(tmp_path / "mirror")
-    assert sorted(store.tags()) == ["demo-pkg:1.0", "demo-pkg:2.0"]
+    assert sorted(store.tags()) == [
+        "demo-pkg:1.0",
+        "demo-pkg:2.0",
+        "oci-pypi.catalog:fragment-all",
+        "oci-pypi.catalog:latest",
+    ]
+    catalog = await read_catalog(store)
+    assert catalog is not None
+    assert [r.tag for r in catalog.releases("demo-pkg")] == ["1.0", "2.0"]
     check_layout(tmp_path / "mirror")
 
     manifest = await store.get_manifest("demo-pkg", "2.0")

@@ -1,0 +1,230 @@
+"""The catalog: which projects and versions a mirror holds, without ``/v2/_catalog``.
+
+Hosted registries rarely allow listing repositories, so every sync keeps a
+catalog artifact in the repository ``oci-pypi.catalog`` under the prefix
+(a name no normalized project name can take, since it has a dot).
+
+Writers never overwrite each other: each writer (a shard, or an unsharded
+sync) owns the tag ``fragment-<writer>``, whose content it merges with what
+the tag held before. The tag ``latest`` is the merge of all fragments; a
+writer rewrites it after its fragment, then checks that no fragment changed
+while it merged, and merges again if one did, so the last writer to finish
+always leaves a ``latest`` that includes everyone's work. Readers take
+``latest`` (a manifest and one blob), or merge the fragments themselves
+when they need to be sure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import InvalidVersion, Version
+
+from oci_pypi_sync.oci.format import (
+    OCI_MANIFEST,
+    TITLE,
+    Descriptor,
+    canonical_json,
+    empty_config,
+    sha256_digest,
+)
+
+if TYPE_CHECKING:
+    from oci_pypi_sync.oci.store import Store
+    from oci_pypi_sync.results import ReleaseResult
+    from oci_pypi_sync.shard import Shard
+
+log = logging.getLogger(__name__)
+
+CATALOG_REPOSITORY = "oci-pypi.catalog"
+CATALOG_ARTIFACT = "application/vnd.oci-pypi.catalog.v1"
+CATALOG_LAYER = "application/vnd.oci-pypi.catalog.v1+json"
+LATEST_TAG = "latest"
+FRAGMENT_PREFIX = "fragment-"
+CATALOG_SCHEMA = 1
+_MERGE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRelease:
+    """One version of a project in the mirror."""
+
+    version: str
+    tag: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Projects (normalized names) and their releases, keyed by tag."""
+
+    projects: Mapping[str, Mapping[str, CatalogRelease]] = field(default_factory=dict)
+
+    def releases(self, project: str) -> list[CatalogRelease]:
+        """A project's releases in PEP 440 order (legacy versions first)."""
+        return sorted(self.projects.get(project, {}).values(), key=_release_key)
+
+    def merged(self, other: Catalog) -> Catalog:
+        """Both catalogs; for a tag in both, ``other``'s release wins (it is newer)."""
+        projects: dict[str, dict[str, CatalogRelease]] = {
+            name: dict(releases) for name, releases in self.projects.items()
+        }
+        for name, releases in other.projects.items():
+            projects.setdefault(name, {}).update(releases)
+        return Catalog(projects)
+
+    def to_json(self) -> bytes:
+        document = {
+            "schema": CATALOG_SCHEMA,
+            "projects": {
+                name: {
+                    tag: {"version": r.version, "digest": r.digest}
+                    for tag, r in sorted(releases.items())
+                }
+                for name, releases in sorted(self.projects.items())
+            },
+        }
+        return canonical_json(document)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Catalog:
+        document = json.loads(data)
+        if not isinstance(document, dict) or document.get("schema") != CATALOG_SCHEMA:
+            raise ValueError("not a catalog of schema 1")
+        projects: dict[str, dict[str, CatalogRelease]] = {}
+        for name, releases in (document.get("projects") or {}).items():
+            projects[str(name)] = {
+                str(tag): CatalogRelease(str(r["version"]), str(tag), str(r["digest"]))
+                for tag, r in releases.items()
+            }
+        return cls(projects)
+
+    @classmethod
+    def from_releases(cls, releases: Iterable[ReleaseResult]) -> Catalog:
+        """The releases a sync tagged or found unchanged (those with a digest)."""
+        projects: dict[str, dict[str, CatalogRelease]] = {}
+        for release in releases:
+            if release.digest is None or release.action not in ("pushed", "unchanged"):
+                continue
+            projects.setdefault(release.project, {})[release.tag] = CatalogRelease(
+                release.version, release.tag, release.digest
+            )
+        return cls(projects)
+
+
+def writer_tag(shard: Shard | None) -> str:
+    """The fragment tag a writer owns: one per shard, one for unsharded syncs."""
+    if shard is None:
+        return FRAGMENT_PREFIX + "all"
+    return f"{FRAGMENT_PREFIX}shard-{shard.index}-of-{shard.count}"
+
+
+def catalog_manifest(catalog: Catalog) -> tuple[bytes, bytes]:
+    """The catalog's JSON blob and the manifest that carries it."""
+    blob = catalog.to_json()
+    config = empty_config().descriptor
+    layer = Descriptor(
+        CATALOG_LAYER, sha256_digest(blob), len(blob), annotations={TITLE: "catalog.json"}
+    )
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": CATALOG_ARTIFACT,
+        "config": config.to_json(),
+        "layers": [layer.to_json()],
+    }
+    return blob, canonical_json(manifest)
+
+
+async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None:
+    """A catalog tag's manifest digest and content; ``None`` when the tag is absent."""
+    manifest = await store.get_manifest(CATALOG_REPOSITORY, tag)
+    if manifest is None:
+        return None
+    layers = json.loads(manifest.body).get("layers") or []
+    if not layers:
+        raise ValueError(f"catalog tag {tag} has no layer")
+    chunks = [chunk async for chunk in store.open_blob(CATALOG_REPOSITORY, layers[0]["digest"])]
+    return manifest.digest, Catalog.from_json(b"".join(chunks))
+
+
+async def write_catalog_tag(store: Store, tag: str, catalog: Catalog) -> str:
+    """Store the catalog under ``tag``: blobs first, then the manifest."""
+    blob, manifest = catalog_manifest(catalog)
+    config = empty_config()
+    for digest, data in ((config.descriptor.digest, config.data), (sha256_digest(blob), blob)):
+        if not await store.has_blob(CATALOG_REPOSITORY, digest):
+            await store.put_blob_bytes(CATALOG_REPOSITORY, digest, data)
+    return await store.put_manifest(CATALOG_REPOSITORY, tag, OCI_MANIFEST, manifest)
+
+
+async def fragment_digests(store: Store) -> dict[str, str]:
+    """Every fragment tag with the digest it points at now."""
+    digests = {}
+    for tag in await store.list_tags(CATALOG_REPOSITORY):
+        if tag.startswith(FRAGMENT_PREFIX):
+            manifest = await store.get_manifest(CATALOG_REPOSITORY, tag)
+            if manifest is not None:
+                digests[tag] = manifest.digest
+    return digests
+
+
+async def read_fragments(store: Store) -> tuple[dict[str, str], Catalog]:
+    """All fragments merged, with the digests they had when read."""
+    merged = Catalog()
+    digests = {}
+    for tag in sorted(await store.list_tags(CATALOG_REPOSITORY)):
+        if not tag.startswith(FRAGMENT_PREFIX):
+            continue
+        found = await read_catalog_tag(store, tag)
+        if found is not None:
+            digests[tag] = found[0]
+            merged = merged.merged(found[1])
+    return digests, merged
+
+
+async def update_catalog(store: Store, additions: Catalog, shard: Shard | None = None) -> Catalog:
+    """Record a sync's releases: merge them into the writer's fragment, then refresh ``latest``.
+
+    Returns the merged catalog written to ``latest``.
+    """
+    own = writer_tag(shard)
+    previous = await read_catalog_tag(store, own)
+    fragment = previous[1].merged(additions) if previous is not None else additions
+    if previous is None or fragment.to_json() != previous[1].to_json():
+        await write_catalog_tag(store, own, fragment)
+    merged = Catalog()
+    for attempt in range(1, _MERGE_ATTEMPTS + 1):
+        seen, merged = await read_fragments(store)
+        current = await read_catalog_tag(store, LATEST_TAG)
+        if current is None or current[1].to_json() != merged.to_json():
+            await write_catalog_tag(store, LATEST_TAG, merged)
+        if await fragment_digests(store) == seen:
+            return merged
+        log.info("catalog: a fragment changed while merging; merging again (%d)", attempt)
+    log.warning("catalog: fragments kept changing; 'latest' may lag until the next sync")
+    return merged
+
+
+async def read_catalog(store: Store, *, exact: bool = False) -> Catalog | None:
+    """The mirror's catalog: ``latest``, or with ``exact`` the merge of every fragment.
+
+    ``None`` when the target has no catalog (a mirror written before catalogs
+    existed, or by another tool).
+    """
+    if exact:
+        digests, merged = await read_fragments(store)
+        return merged if digests else None
+    found = await read_catalog_tag(store, LATEST_TAG)
+    return found[1] if found is not None else None
+
+
+def _release_key(release: CatalogRelease) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(release.version))
+    except InvalidVersion:
+        return (0, release.version)
