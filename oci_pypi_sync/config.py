@@ -232,6 +232,7 @@ def load_config(path: str | Path) -> SyncConfig:
     _check(
         {f.name: getattr(config, f.name) for f in fields(config) if f.name != "path"},
         {k: f"{path} [{SECTION}] {KEYS_BY_FIELD[k].config_key}" for k in values},
+        complete=False,
     )
     return config
 
@@ -377,8 +378,14 @@ _RANGES: Mapping[str, tuple[float, float | None]] = {
 }
 
 
-def _check(values: Mapping[str, object], origins: Mapping[str, str]) -> None:
-    """Check the values that can be checked without I/O, naming where a bad one came from."""
+def _check(
+    values: Mapping[str, object], origins: Mapping[str, str], *, complete: bool = True
+) -> None:
+    """Check the values that can be checked without I/O, naming where a bad one came from.
+
+    ``complete`` is false for a config file alone: its ``python`` may meet a
+    ``--platform`` from the command line.
+    """
 
     def fail(name: str, message: str) -> ConfigError:
         return ConfigError(f"{origins.get(name, name)}: {message}")
@@ -396,9 +403,10 @@ def _check(values: Mapping[str, object], origins: Mapping[str, str]) -> None:
                 parse(item)
             except UsageError as exc:
                 raise fail(name, str(exc)) from exc
-    if _strings(values.get("python")) and not _strings(values.get("platform")):
+    pythons, platforms = _strings(values.get("python")), _strings(values.get("platform"))
+    if complete and pythons and not platforms:
         raise fail("python", "a target Python needs a target platform too (--platform)")
-    if _strings(values.get("platform")) and not _strings(values.get("python")):
+    if complete and platforms and not pythons:
         raise fail("platform", "a target platform needs a target Python too (--python)")
     for name in ("allow", "deny"):
         try:

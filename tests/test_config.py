@@ -89,7 +89,6 @@ def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
         ("[sync]\nlatest = 0\n", "[sync] latest: 0 is out of range (must be at least 1)"),
         ("[sync]\npython = ['3']\nplatform = ['win_amd64']\n", "[sync] python: Python version"),
         ("[sync]\npython = ['3.12']\nplatform = ['beos']\n", "[sync] platform: platform 'beos'"),
-        ("[sync]\npython = ['3.12']\n", "a target Python needs a target platform too"),
         ("[sync]\ndeny = ['re:(']\n", "[sync] deny: deny entry 're:(' is not a valid regular"),
         ("[sync]\nrequirements = ['six', 'x @ https://h.test/x.whl']\n", "names a URL"),
         ("[sync]\nshard = '4/4'\n", "[sync] shard: "),
@@ -195,6 +194,16 @@ def test_environment_lists_paths_and_booleans() -> None:
 def test_environment_errors_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
         merge_settings({}, environ, None)
+
+
+def test_python_from_the_file_meets_platform_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[sync]\npython = ['3.12']\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError, match=r"c\.toml \[sync\] python: a target Python needs a"):
+        merge_settings({}, {}, config)
+    settings = merge_settings({"platform": ("win_amd64",)}, {}, config)
+    assert settings.environments() == (TargetEnvironment((3, 12), "win_amd64"),)
 
 
 def test_cli_errors_name_the_flag() -> None:
