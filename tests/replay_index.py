@@ -178,6 +178,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     index: ReplayIndex
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients closing kept-alive connections at exit are not errors."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 @contextmanager
 def serving(index: ReplayIndex) -> Iterator[ReplayIndex]:
@@ -233,3 +240,71 @@ def recorded_index(tree: str) -> ReplayIndex:
             for f in files
         ]
     return index
+
+
+# --- pip against an index -------------------------------------------------------------
+
+
+def pip_resolution(
+    index_url: str,
+    requirements: list[str],
+    python: tuple[int, int],
+    platforms: tuple[str, ...],
+    workdir: Path,
+    *,
+    timeout: float = 120.0,
+) -> dict[str, str]:
+    """What pip installs for this target (project to version), from this index only.
+
+    pip is told the target's Python and every platform tag it runs (pip
+    itself does not widen ``manylinux_2_28`` to older glibc tags), with
+    ``--only-binary :all:`` (which ``--platform`` demands) and a dry run
+    that reports instead of installing. No configuration file or ``PIP_*``
+    variable can add another index. pip evaluates environment markers
+    against the host, whatever the target.
+    """
+    import os
+    import subprocess
+    import sys
+
+    report = workdir / "report.json"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--report",
+        str(report),
+        "--ignore-installed",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--only-binary",
+        ":all:",
+        "--target",
+        str(workdir / "target"),
+        "--python-version",
+        f"{python[0]}.{python[1]}",
+        "--index-url",
+        index_url,
+    ]
+    for platform in platforms:
+        command += ["--platform", platform]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    result = subprocess.run(
+        [*command, *requirements],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pip failed ({result.returncode}): {result.stderr[-3000:]}")
+    data = json.loads(report.read_text())
+    return {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in data["install"]
+    }

@@ -1,0 +1,669 @@
+"""The dependency closure: what pip would install, per target environment.
+
+Each target environment is resolved on its own with :mod:`resolvelib` (the
+backtracking resolver pip vendors), choosing as pip does: for each version
+only the files that install on the target (wheel tags, ``requires-python``
+for the target's Python; sdists unless ``only_binary``), the best of them
+(wheel before sdist, most specific tag, highest build tag), versions newest
+first, pre-releases only when asked for, named, or the only match, yanked
+files only when pinned with ``==``/``===`` and nothing else matches.
+Environment markers (and extras) are evaluated against the *target*
+(:attr:`TargetEnvironment.markers`), which pip cannot do.
+
+Dependencies come from core metadata, never from a build: PEP 658 metadata
+when the page advertises it (hash-checked), else a probed ``.metadata``
+(checked to name the same project and version), else ranged reads of the
+wheel (:mod:`.index.remote_wheel`). An sdist with no ``.metadata`` is kept
+as a pin, and its unknown dependencies are reported as unresolved.
+
+Without environments, the host is the target (its :func:`packaging.tags.sys_tags`
+and marker environment), as pip would resolve for the machine it runs on.
+
+The resolver is synchronous; it runs in worker threads (one per
+environment, all at once) and asks the event loop for pages and metadata,
+which are fetched once per run whatever the number of environments, and
+prefetched concurrently as soon as a project or file is known to matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeVar
+
+from packaging.markers import Marker, default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag, sys_tags
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib.resolvers import RequirementInformation, ResolutionImpossible, ResolutionTooDeep
+
+from oci_pypi_sync.environments import TargetEnvironment
+from oci_pypi_sync.errors import DigestMismatchError, IndexError_, ProjectNotFoundError
+from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.index.metadata import parse_core_metadata
+from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
+from oci_pypi_sync.oci.format import UnsupportedFileError, parse_filename
+from oci_pypi_sync.retry import RetryPolicy, with_retries
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The resolver gives up after this many rounds (pip's own limit).
+MAX_ROUNDS = 200_000
+_PYTHON = "<Python from Requires-Python>"
+
+
+# --- public records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A project at the version pip would install, and the file it would install."""
+
+    project: NormalizedName
+    version: str
+    filename: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A requirement the closure could not follow, and why, for one environment."""
+
+    requirement: str
+    reason: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What one environment needs: its pins (sorted by project) and what is missing."""
+
+    environment: TargetEnvironment
+    pins: tuple[Pin, ...]
+    unresolved: tuple[Unresolved, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    """The resolutions of every target environment."""
+
+    resolutions: tuple[Resolution, ...]
+
+    def requirements(self) -> list[Requirement]:
+        """``name==version`` for every pin of every environment, once each, sorted."""
+        pins = {(pin.project, pin.version) for r in self.resolutions for pin in r.pins}
+        return [
+            Requirement(f"{name}=={version}")
+            for name, version in sorted(pins, key=lambda p: (p[0], _version_key(p[1])))
+        ]
+
+    @property
+    def unresolved(self) -> tuple[Unresolved, ...]:
+        return tuple(u for r in self.resolutions for u in r.unresolved)
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+class HostEnvironment(TargetEnvironment):
+    """The machine running the resolution: its own tags and marker environment."""
+
+    def __init__(self) -> None:
+        import sys
+
+        super().__init__(sys.version_info[:2], "host")
+
+    def __str__(self) -> str:
+        return "host"
+
+    @cached_property
+    def tags(self) -> tuple[Tag, ...]:
+        return tuple(sys_tags())
+
+    @cached_property
+    def platform_tags(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(tag.platform for tag in self.tags if tag.platform != "any"))
+
+    @cached_property
+    def markers(self) -> dict[str, str]:
+        return {key: str(value) for key, value in default_environment().items()}
+
+
+# --- fetching (event loop side) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Metadata:
+    """A file's dependencies as read, or why they could not be."""
+
+    metadata: CoreMetadata | None
+    problem: str | None = None
+
+
+class _Fetcher:
+    """Pages and metadata, each fetched once per run, shared by every environment."""
+
+    def __init__(
+        self, index: IndexClient, probe: bool, policy: RetryPolicy, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.index = index
+        self.probe = probe
+        self.policy = policy
+        self.loop = loop
+        self._pages: dict[NormalizedName, asyncio.Task[ProjectPage]] = {}
+        self._metadata: dict[str, asyncio.Task[_Metadata]] = {}
+
+    # Called on the loop.
+    def page_task(self, project: NormalizedName) -> asyncio.Task[ProjectPage]:
+        task = self._pages.get(project)
+        if task is None:
+            task = self._spawn(
+                with_retries(
+                    self.policy,
+                    f"the page of {project}",
+                    lambda: self.index.get_project_page(project),
+                )
+            )
+            self._pages[project] = task
+        return task
+
+    def metadata_task(
+        self, file: DistributionFile, project: str, version: Version
+    ) -> asyncio.Task[_Metadata]:
+        task = self._metadata.get(file.url)
+        if task is None:
+            task = self._spawn(self._read_metadata(file, project, version))
+            self._metadata[file.url] = task
+        return task
+
+    def _spawn(self, coro: Awaitable[T]) -> asyncio.Task[T]:
+        async def run() -> T:
+            return await coro
+
+        task = self.loop.create_task(run())
+        # A prefetch nobody waits for must not warn about its exception.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def _read_metadata(
+        self, file: DistributionFile, project: str, version: Version
+    ) -> _Metadata:
+        is_wheel = file.filename.endswith(".whl")
+        if file.core_metadata is not None:
+            try:
+                advertised = await with_retries(
+                    self.policy,
+                    f"the metadata of {file.filename}",
+                    lambda: self.index.get_core_metadata(file),
+                )
+            except DigestMismatchError as exc:
+                return _Metadata(None, f"its advertised core metadata fails its hash: {exc}")
+            if advertised is not None:
+                return _Metadata(advertised)
+        if self.probe:
+            try:
+                probed = await with_retries(
+                    self.policy,
+                    f"the metadata of {file.filename}",
+                    lambda: self.index.get_core_metadata(file, probe=True),
+                )
+            except IndexError_ as exc:
+                logger.debug("probing the metadata of %s: %s", file.filename, exc)
+                probed = None
+            if probed is not None and _names(probed, project, version):
+                return _Metadata(probed)
+            if probed is not None:
+                logger.warning("%s.metadata names another release; ignored", file.filename)
+        if not is_wheel:
+            return _Metadata(
+                None,
+                f"{file.filename} is an sdist without static core metadata "
+                "(its dependencies are known only by building it)",
+            )
+        try:
+            raw = await with_retries(
+                self.policy,
+                f"the METADATA of {file.filename}",
+                lambda: fetch_wheel_metadata(self.index._http, file.url, file.filename),
+            )
+        except IndexError_ as exc:
+            return _Metadata(None, f"the METADATA of {file.filename} cannot be read: {exc}")
+        metadata = parse_core_metadata(raw)
+        if not _names(metadata, project, version):
+            return _Metadata(None, f"the METADATA of {file.filename} names another release")
+        return _Metadata(metadata)
+
+
+def _names(metadata: CoreMetadata, project: str, version: Version) -> bool:
+    if metadata.name is None or canonicalize_name(metadata.name) != project:
+        return False
+    try:
+        return metadata.version is not None and Version(metadata.version) == version
+    except InvalidVersion:
+        return False
+
+
+# --- the resolver's objects -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A release of a project (with extras, for a ``name[extras]`` identifier), as one file."""
+
+    name: NormalizedName
+    version: Version
+    file: DistributionFile | None  # None: the target Python itself
+    extras: frozenset[str] = frozenset()
+
+    @property
+    def identifier(self) -> str:
+        return _identifier(self.name, self.extras)
+
+    def base(self) -> _Candidate:
+        return _Candidate(self.name, self.version, self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class _Requirement:
+    """What a requirement asks of one identifier: a specifier, or exactly one candidate."""
+
+    name: NormalizedName
+    extras: frozenset[str]
+    specifier: SpecifierSet
+    text: str
+    exact: _Candidate | None = None
+
+    @property
+    def identifier(self) -> str:
+        return _identifier(self.name, self.extras)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _identifier(name: str, extras: frozenset[str]) -> str:
+    return f"{name}[{','.join(sorted(extras))}]" if extras else name
+
+
+def _requirement(req: Requirement) -> _Requirement:
+    extras = frozenset(canonicalize_name(e) for e in req.extras)
+    text = str(req) if req.marker is None else str(req).split(";", 1)[0].strip()
+    return _Requirement(canonicalize_name(req.name), extras, req.specifier, text)
+
+
+def _pins_exactly(specifier: SpecifierSet) -> bool:
+    return any(
+        spec.operator == "===" or (spec.operator == "==" and "*" not in spec.version)
+        for spec in specifier
+    )
+
+
+def _file_key(
+    file: DistributionFile, env: TargetEnvironment, project: str
+) -> tuple[Version, tuple[int, int, tuple[int, str] | tuple[()]]] | None:
+    """Version and pip's preference among files of that version; ``None`` when unusable."""
+    if file.filename.endswith(".whl"):
+        try:
+            name, version, build, tags = parse_wheel_filename(file.filename)
+        except (InvalidWheelFilename, InvalidVersion):
+            return None
+        if name != project:
+            return None
+        priority = env.tag_priority(tags)
+        if priority is None:
+            return None
+        return version, (1, -priority, build)
+    try:
+        parsed = parse_filename(file.filename, project)
+        version = Version(parsed.version)
+    except (UnsupportedFileError, InvalidVersion):
+        return None
+    if parsed.project != project:
+        return None
+    return version, (0, -len(env.tags), ())
+
+
+class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
+    """resolvelib's view of the index for one environment (runs in a worker thread)."""
+
+    def __init__(
+        self,
+        fetcher: _Fetcher,
+        env: TargetEnvironment,
+        *,
+        pre: bool,
+        only_binary: bool,
+        user_requested: Mapping[str, int],
+    ) -> None:
+        self.fetcher = fetcher
+        self.env = env
+        self.pre = pre
+        self.only_binary = only_binary
+        self.user_requested = user_requested
+        self.python = Version(".".join(map(str, env.python)))
+        self.problems: dict[_Candidate, str] = {}
+        self.missing: dict[str, str] = {}
+        self._files: dict[NormalizedName, list[tuple[Version, DistributionFile]]] = {}
+
+    # --- bridging to the loop -------------------------------------------------------
+
+    def _wait(self, make: Callable[[], asyncio.Task[T]]) -> T:
+        async def waiter() -> T:
+            return await make()
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(waiter(), self.fetcher.loop)
+        return future.result()
+
+    def _prefetch_page(self, project: NormalizedName) -> None:
+        self.fetcher.loop.call_soon_threadsafe(self.fetcher.page_task, project)
+
+    def _prefetch_metadata(self, candidate: _Candidate) -> None:
+        if candidate.file is not None:
+            file = candidate.file
+            self.fetcher.loop.call_soon_threadsafe(
+                self.fetcher.metadata_task, file, candidate.name, candidate.version
+            )
+
+    # --- candidates --------------------------------------------------------------
+
+    def _usable_files(self, project: NormalizedName) -> list[tuple[Version, DistributionFile]]:
+        """The best usable file of each version, newest version first."""
+        cached = self._files.get(project)
+        if cached is not None:
+            return cached
+        try:
+            page = self._wait(lambda: self.fetcher.page_task(project))
+        except ProjectNotFoundError:
+            self.missing[project] = f"{project} is not on the index"
+            page = None
+        best: dict[Version, tuple[tuple[Any, ...], DistributionFile, bool]] = {}
+        for position, file in enumerate(page.files if page is not None else ()):
+            if self.only_binary and not file.filename.endswith(".whl"):
+                continue
+            key = _file_key(file, self.env, project)
+            if key is None or not self._admits_python(file.requires_python):
+                continue
+            version, preference = key
+            rank = (0 if file.yanked else 1, *preference, position)
+            if version not in best or rank > best[version][0]:
+                best[version] = (rank, file, file.yanked)
+        files = [(version, best[version][1]) for version in sorted(best, reverse=True)]
+        self._files[project] = files
+        return files
+
+    def _admits_python(self, requires_python: str | None) -> bool:
+        if not requires_python:
+            return True
+        try:
+            return SpecifierSet(requires_python).contains(self.python, prereleases=True)
+        except InvalidSpecifier:
+            return True  # pip ignores a requires-python it cannot read
+
+    def identify(self, requirement_or_candidate: _Requirement | _Candidate) -> str:
+        return requirement_or_candidate.identifier
+
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Mapping[str, _Candidate],
+        candidates: Mapping[str, Iterator[_Candidate]],
+        information: Mapping[str, Iterator[RequirementInformation[_Requirement, _Candidate]]],
+        backtrack_causes: Sequence[RequirementInformation[_Requirement, _Candidate]],
+    ) -> Any:
+        """pip's order: Python first, then exact, pinned, upper-bounded, user-requested."""
+        requirements = [info.requirement for info in information[identifier]]
+        direct = any(r.exact is not None for r in requirements)
+        operators = [(s.operator, s.version) for r in requirements for s in r.specifier]
+        pinned = any(op[:2] == "==" and "*" not in ver for op, ver in operators)
+        upper = any(op in ("<", "<=", "~=") or (op == "==" and "*" in ver) for op, ver in operators)
+        return (
+            identifier != _PYTHON,
+            not direct,
+            not pinned,
+            not upper,
+            self.user_requested.get(identifier, math.inf),
+            not operators,
+            identifier,
+        )
+
+    def find_matches(
+        self,
+        identifier: str,
+        requirements: Mapping[str, Iterator[_Requirement]],
+        incompatibilities: Mapping[str, Iterator[_Candidate]],
+    ) -> Iterable[_Candidate]:
+        reqs = list(requirements[identifier])
+        bad = set(incompatibilities[identifier])
+        if identifier == _PYTHON:
+            python = _Candidate(canonicalize_name("python"), self.python, None)
+            return [python] if all(self.is_satisfied_by(r, python) for r in reqs) else []
+        exact = [r.exact for r in reqs if r.exact is not None]
+        if exact:
+            candidate = exact[0]
+            ok = candidate not in bad and all(self.is_satisfied_by(r, candidate) for r in reqs)
+            return [candidate] if ok else []
+        name, extras = reqs[0].name, reqs[0].extras
+        files = self._usable_files(name)
+        specifier = SpecifierSet()
+        for r in reqs:
+            specifier &= r.specifier
+        allowed = set(
+            specifier.filter((v for v, _ in files), prereleases=True if self.pre else None)
+        )
+        applicable = [(v, f) for v, f in files if v in allowed]
+        all_yanked = all(f.yanked for _, f in applicable)
+        pinned = _pins_exactly(specifier)
+        found = [
+            _Candidate(name, version, file, extras)
+            for version, file in applicable
+            if not file.yanked or (all_yanked and pinned)
+        ]
+        found = [c for c in found if c not in bad]
+        if found:
+            self._prefetch_metadata(found[0])
+        return found
+
+    def is_satisfied_by(self, requirement: _Requirement, candidate: _Candidate) -> bool:
+        if requirement.exact is not None:
+            return candidate == requirement.exact
+        return requirement.specifier.contains(candidate.version, prereleases=True)
+
+    def get_dependencies(self, candidate: _Candidate) -> Iterable[_Requirement]:
+        if candidate.file is None:
+            return []
+        base = candidate.base()
+        file = candidate.file
+        read = self._wait(lambda: self.fetcher.metadata_task(file, base.name, base.version))
+        if read.metadata is None:
+            self.problems[base] = read.problem or "no metadata"
+            deps: list[_Requirement] = []
+        else:
+            deps = self._dependencies(read.metadata, candidate.extras)
+        if candidate.extras:
+            text = f"{base.name}=={base.version}"
+            deps.insert(0, _Requirement(base.name, frozenset(), SpecifierSet(), text, exact=base))
+        for dep in deps:
+            self._prefetch_page(dep.name)
+        return deps
+
+    def _dependencies(self, metadata: CoreMetadata, extras: frozenset[str]) -> list[_Requirement]:
+        deps = []
+        if metadata.requires_python and not extras:
+            try:
+                specifier = SpecifierSet(metadata.requires_python)
+            except InvalidSpecifier:
+                specifier = None
+            if specifier is not None:
+                text = f"Python{metadata.requires_python}"
+                deps.append(_Requirement(_PYTHON, frozenset(), specifier, text))  # type: ignore[arg-type]
+        wanted = sorted(extras) if extras else [""]
+        for line in metadata.requires_dist:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                logger.warning(
+                    "%s %s: invalid requirement %r ignored", metadata.name, metadata.version, line
+                )
+                continue
+            if req.marker is not None and not any(
+                self._evaluate(req.marker, extra) for extra in wanted
+            ):
+                continue
+            if extras and (req.marker is None or not _mentions_extra(req.marker)):
+                continue  # the base candidate brings those
+            deps.append(_requirement(req))
+        return deps
+
+    def _evaluate(self, marker: Marker, extra: str) -> bool:
+        return marker.evaluate({**self.env.markers, "extra": extra})
+
+
+def _mentions_extra(marker: Marker) -> bool:
+    return "extra" in str(marker)
+
+
+class _Reporter(BaseReporter[_Requirement, _Candidate, str]):
+    pass
+
+
+# --- entry point ----------------------------------------------------------------------
+
+
+async def resolve_closure(
+    requirements: Sequence[Requirement],
+    index: IndexClient,
+    environments: Sequence[TargetEnvironment],
+    *,
+    pre: bool = False,
+    only_binary: bool = False,
+    probe_metadata: bool = True,
+    retry: RetryPolicy | None = None,
+) -> Closure:
+    """Resolve ``requirements`` for every environment (the host when none is given).
+
+    Conflicts, projects without a usable file and top-level projects the
+    index does not have are reported per environment as
+    :class:`Unresolved`, with the resolver's explanation; only index
+    failures (after retries) raise.
+    """
+    loop = asyncio.get_running_loop()
+    fetcher = _Fetcher(index, probe_metadata, retry or RetryPolicy(), loop)
+    targets: Sequence[TargetEnvironment] = environments or (HostEnvironment(),)
+    for req in requirements:
+        fetcher.page_task(canonicalize_name(req.name))
+    results = await asyncio.gather(
+        *(
+            _resolve_one(fetcher, requirements, env, pre=pre, only_binary=only_binary)
+            for env in targets
+        )
+    )
+    return Closure(tuple(results))
+
+
+async def _resolve_one(
+    fetcher: _Fetcher,
+    requirements: Sequence[Requirement],
+    env: TargetEnvironment,
+    *,
+    pre: bool,
+    only_binary: bool,
+) -> Resolution:
+    where = str(env)
+    unresolved: list[Unresolved] = []
+    wanted: list[_Requirement] = []
+    for req in requirements:
+        if req.marker is not None and not req.marker.evaluate({**env.markers, "extra": ""}):
+            continue
+        try:
+            await fetcher.page_task(canonicalize_name(req.name))
+        except ProjectNotFoundError:
+            unresolved.append(Unresolved(str(req), f"{req.name} is not on the index", where))
+            continue
+        wanted.append(_requirement(req))
+    provider = _Provider(
+        fetcher,
+        env,
+        pre=pre,
+        only_binary=only_binary,
+        user_requested={r.identifier: i for i, r in enumerate(wanted)},
+    )
+    try:
+        result = await asyncio.to_thread(_run, provider, wanted)
+    except ResolutionImpossible as exc:
+        unresolved.extend(_explain(exc, provider, where))
+        return Resolution(env, (), tuple(unresolved))
+    except ResolutionTooDeep as exc:
+        reason = f"the resolver gave up after {exc.round_count} rounds of backtracking"
+        unresolved.extend(Unresolved(str(r), reason, where) for r in wanted)
+        return Resolution(env, (), tuple(unresolved))
+    pins = []
+    for identifier, candidate in sorted(result.items()):
+        if identifier == _PYTHON or candidate.extras or candidate.file is None:
+            continue
+        pins.append(Pin(candidate.name, str(candidate.version), candidate.file.filename))
+        problem = provider.problems.get(candidate)
+        if problem is not None:
+            unresolved.append(
+                Unresolved(
+                    f"{candidate.name}=={candidate.version}",
+                    f"its dependencies are unknown: {problem}",
+                    where,
+                )
+            )
+    return Resolution(env, tuple(pins), tuple(unresolved))
+
+
+def _run(provider: _Provider, wanted: list[_Requirement]) -> dict[str, _Candidate]:
+    resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, _Reporter())
+    state = resolver.resolve(wanted, max_rounds=MAX_ROUNDS)
+    return dict(state.mapping)
+
+
+def _explain(
+    exc: ResolutionImpossible[_Requirement, _Candidate], provider: _Provider, where: str
+) -> list[Unresolved]:
+    """One line per failed requirement: what asked for it and why nothing fits."""
+    out = []
+    seen = set()
+    for cause in exc.causes:
+        requirement = cause.requirement
+        parent = cause.parent
+        by = f"{parent.name} {parent.version}" if parent is not None else "the request"
+        if requirement.identifier == _PYTHON:
+            reason = (
+                f"{by} requires Python {requirement.specifier}, the target has {provider.python}"
+            )
+        elif requirement.name in provider.missing:
+            reason = f"{provider.missing[requirement.name]} (required by {by})"
+        else:
+            others = sorted(
+                {str(c.requirement) for c in exc.causes if c.requirement.name == requirement.name}
+            )
+            reason = (
+                f"no file of {requirement.name} installs on {where} and satisfies "
+                f"{' and '.join(others)} (required by {by})"
+            )
+        key = (str(requirement), reason)
+        if key not in seen:
+            seen.add(key)
+            out.append(Unresolved(str(requirement), reason, where))
+    return out

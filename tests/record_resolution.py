@@ -1,0 +1,208 @@
+"""Record the data of the pip comparison tests from the real index. Run by hand:
+
+    .venv/bin/python tests/record_resolution.py             # every tree
+    .venv/bin/python tests/record_resolution.py requests    # one
+
+For each tree and target environment, pip resolves against the real index
+(its answer is kept as ``pip``), then our resolver does, both with pip's
+host-evaluated markers and with the target's own, through a client that
+keeps every page and every ``.metadata`` it reads. Kept too: the metadata
+of every wheel of every version pip chose. Pages are stored without file
+URLs (the replay server makes its own), metadata without its long
+description (pip and the resolver read only the headers), each distinct
+metadata once, and any real host name is rewritten to ``files.index.test``
+so none remains. Finally pip runs against the replay of what was recorded
+and must answer as it did against the real index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from replay_index import (
+    RESOLUTION_DIR,
+    pip_resolution,
+    recorded_index,
+    recording_path,
+    serving,
+)
+from test_resolve import ENVIRONMENTS, TREES, PipMarkers
+
+import oci_pypi_sync.resolve
+from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.index.location import resolve_index_url
+from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
+from oci_pypi_sync.resolve import resolve_closure
+
+FILES_HOST = "files.index.test"
+
+
+class RecordingClient(IndexClient):
+    """An index client that keeps the pages and core metadata it reads."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.pages: dict[str, ProjectPage] = {}
+        self.metadata: dict[str, bytes] = {}
+        self._limit = asyncio.Semaphore(16)
+
+    async def get_project_page(self, project: str) -> ProjectPage:
+        page = await super().get_project_page(project)
+        self.pages[canonicalize_name(project)] = page
+        return page
+
+    async def get_core_metadata(
+        self, file: DistributionFile, *, probe: bool = False
+    ) -> CoreMetadata | None:
+        metadata = await super().get_core_metadata(file, probe=probe)
+        if metadata is not None:
+            self.metadata[file.filename] = metadata.raw
+        return metadata
+
+    async def wheel_metadata(self, http: Any, url: str, filename: str) -> bytes:
+        """The METADATA read from the wheel itself (this index serves no .metadata for it)."""
+        async with self._limit:
+            raw = await fetch_wheel_metadata(http, url, filename)
+        self.metadata[filename] = raw
+        return raw
+
+    async def any_metadata(self, file: DistributionFile) -> None:
+        if await self.get_core_metadata(file, probe=True) is None:
+            await self.wheel_metadata(self._http, file.url, file.filename)
+
+
+def strip_metadata(raw: bytes, hosts: list[str]) -> bytes:
+    """Headers only, without ``Description:``, real hosts rewritten."""
+    text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+    headers = text.split("\n\n", 1)[0]
+    kept: list[str] = []
+    skipping = False
+    for line in headers.split("\n"):
+        if line[:1] in (" ", "\t") and skipping:
+            continue
+        skipping = line.lower().startswith("description:")
+        if not skipping:
+            kept.append(line)
+    out = "\n".join(kept) + "\n"
+    for host in hosts:
+        out = out.replace(host, FILES_HOST)
+    return out.encode("utf-8", "surrogateescape")
+
+
+def page_entry(file: DistributionFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"filename": file.filename, "sha256": file.sha256}
+    if file.requires_python is not None:
+        entry["requires-python"] = file.requires_python
+    if file.yanked:
+        entry["yanked"] = file.yanked_reason or True
+    if file.size is not None:
+        entry["size"] = file.size
+    if file.upload_time is not None:
+        entry["upload-time"] = file.upload_time
+    return entry
+
+
+async def record(tree: str, url: str, hosts: list[str]) -> dict[str, Any]:
+    requirements = TREES[tree]
+    pip: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for env in ENVIRONMENTS:
+            pip[str(env)] = pip_resolution(
+                url, requirements, env.python, env.platform_tags, Path(workdir)
+            )
+    async with RecordingClient(url) as client:
+        # The resolver's ranged reads of wheels are recorded too.
+        oci_pypi_sync.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
+        reqs = [Requirement(r) for r in requirements]
+        await resolve_closure(reqs, client, ENVIRONMENTS, only_binary=True)
+        await resolve_closure(
+            reqs, client, [PipMarkers.of(e) for e in ENVIRONMENTS], only_binary=True
+        )
+        chosen = {(p, v) for answer in pip.values() for p, v in answer.items()}
+        for project, _ in sorted(chosen):
+            if project not in client.pages:
+                await client.get_project_page(project)
+        wanted = []
+        for project, version in sorted(chosen):
+            for file in client.pages[project].files:
+                if not file.filename.endswith(".whl"):
+                    continue
+                _, file_version, _, _ = parse_wheel_filename(file.filename)
+                if str(file_version) == version and file.filename not in client.metadata:
+                    wanted.append(file)
+        await asyncio.gather(*(client.any_metadata(f) for f in wanted))
+        pages = {
+            page.name: [page_entry(f) for f in page.files]
+            for _, page in sorted(client.pages.items())
+        }
+        blobs: dict[str, str] = {}
+        metadata: dict[str, str] = {}
+        for filename, raw in sorted(client.metadata.items()):
+            stripped = strip_metadata(raw, hosts)
+            digest = hashlib.sha256(stripped).hexdigest()
+            blobs[digest] = stripped.decode("utf-8", "surrogateescape")
+            metadata[filename] = digest
+    return {
+        "requirements": requirements,
+        "pip": pip,
+        "pages": pages,
+        "metadata": metadata,
+        "blobs": blobs,
+    }
+
+
+def main(trees: list[str]) -> int:
+    url = resolve_index_url(None).url
+    index_host = urlsplit(url).hostname or ""
+
+    async def files_host() -> str:
+        async with IndexClient(url) as client:
+            page = await client.get_project_page("six")
+        return urlsplit(page.files[0].url).hostname or ""
+
+    hosts = [h for h in (asyncio.run(files_host()), index_host) if h]
+    RESOLUTION_DIR.mkdir(exist_ok=True)
+    failed = False
+    for tree in trees:
+        data = asyncio.run(record(tree, url, hosts))
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        leaked = [h for h in hosts if re.search(re.escape(h), text)]
+        if leaked:
+            print(f"{tree}: real host names remain; not written", file=sys.stderr)
+            failed = True
+            continue
+        path = recording_path(tree)
+        path.write_bytes(gzip.compress(text.encode(), compresslevel=9, mtime=0))
+        print(
+            f"{tree}: {len(data['pages'])} pages, {len(data['metadata'])} metadata "
+            f"({len(data['blobs'])} distinct), {path.stat().st_size} bytes"
+        )
+        with serving(recorded_index(tree)) as index, tempfile.TemporaryDirectory() as workdir:
+            for env in ENVIRONMENTS:
+                replayed = pip_resolution(
+                    f"{index.url}simple/",
+                    data["requirements"],
+                    env.python,
+                    env.platform_tags,
+                    Path(workdir),
+                )
+                if replayed != data["pip"][str(env)]:
+                    print(f"{tree} {env}: pip answers differently on the replay", file=sys.stderr)
+                    failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or list(TREES)))

@@ -1,0 +1,309 @@
+"""The dependency closure: per-target choices on a handwritten index, and pip's own
+answers on recorded real trees (offline: the replay index serves recorded data)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+
+import pytest
+from fixture_index import make_sdist, make_wheel
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from replay_index import (
+    ReplayFile,
+    ReplayIndex,
+    load_recording,
+    pip_resolution,
+    recorded_index,
+    recording_path,
+    serving,
+)
+
+from oci_pypi_sync.environments import TargetEnvironment
+from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.resolve import Closure, Pin, Resolution, Unresolved, resolve_closure
+
+LINUX_312 = TargetEnvironment((3, 12), "manylinux_2_28_x86_64")
+WINDOWS_311 = TargetEnvironment((3, 11), "win_amd64")
+MAC_310 = TargetEnvironment((3, 10), "macosx_14_0_arm64")
+MUSL_313 = TargetEnvironment((3, 13), "musllinux_1_2_aarch64")
+ENVIRONMENTS = (LINUX_312, WINDOWS_311, MAC_310, MUSL_313)
+
+NATIVE = canonicalize_name("native")
+
+#: Recorded trees: what is asked for in each.
+TREES: dict[str, list[str]] = {"requests": ["requests"], "jupyterlab": ["jupyterlab"]}
+
+
+class PipMarkers(TargetEnvironment):
+    """A target as pip sees it: the target's tags and Python, but the host's markers."""
+
+    @classmethod
+    def of(cls, env: TargetEnvironment) -> PipMarkers:
+        return cls(env.python, env.platform)
+
+    @cached_property
+    def markers(self) -> dict[str, str]:
+        return {key: str(value) for key, value in default_environment().items()}
+
+
+def versions(resolution: Resolution) -> dict[str, str]:
+    return {pin.project: pin.version for pin in resolution.pins}
+
+
+def by_env(closure: Closure) -> dict[str, dict[str, str]]:
+    return {str(r.environment): versions(r) for r in closure.resolutions}
+
+
+# --- a handwritten index ---------------------------------------------------------------
+
+
+def wheel(name: str, version: str, *requires: str, tag: str = "py3-none-any") -> ReplayFile:
+    made = make_wheel(name, version, requires, tag=tag)
+    return ReplayFile.of(made.filename, made.data, made.metadata)
+
+
+def fixture_projects() -> ReplayIndex:
+    index = ReplayIndex()
+    index.add(
+        "app",
+        wheel(
+            "app",
+            "1.0",
+            'winonly; sys_platform == "win32"',
+            'oldpy; python_version < "3.11"',
+            "lib[fast]>=1",
+            "plain>=1",
+        ),
+    )
+    index.add(
+        "lib",
+        wheel("lib", "1.0", 'speedup; extra == "fast"', 'docs-only; extra == "docs"'),
+    )
+    index.add("strict", wheel("strict", "1.0", "plain==1.0"))
+    for name in ("winonly", "oldpy", "speedup", "docs-only"):
+        index.add(name, wheel(name, "1.0"))
+    yanked = wheel("plain", "2.0")
+    yanked.yanked = "broken"
+    index.add("plain", wheel("plain", "1.0"), yanked, wheel("plain", "3.0rc1"))
+    modern = wheel("modern", "2.0")
+    modern.requires_python = ">=3.12"
+    index.add("modern", wheel("modern", "1.0"), modern)
+    sdist = make_sdist("sdistonly", "1.0")
+    index.add("sdistonly", ReplayFile.of(sdist.filename, sdist.data))
+    native_sdist = make_sdist("native", "1.0")
+    index.add(
+        "native",
+        wheel("native", "1.0", tag="cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64"),
+        wheel("native", "1.0", tag="cp312-cp312-manylinux_2_28_x86_64"),
+        wheel("native", "1.0", tag="cp311-cp311-win_amd64"),
+        wheel("native", "1.0", tag="cp311-abi3-win_amd64"),
+        ReplayFile.of(native_sdist.filename, native_sdist.data),
+    )
+    return index
+
+
+@pytest.fixture
+def fixture() -> Iterator[ReplayIndex]:
+    with serving(fixture_projects()) as index:
+        yield index
+
+
+async def resolve(
+    index: ReplayIndex,
+    requirements: list[str],
+    envs: list[TargetEnvironment],
+    *,
+    pre: bool = False,
+    only_binary: bool = False,
+    probe_metadata: bool = True,
+) -> Closure:
+    reqs = [Requirement(r) for r in requirements]
+    async with IndexClient(f"{index.url}simple/") as client:
+        return await resolve_closure(
+            reqs, client, envs, pre=pre, only_binary=only_binary, probe_metadata=probe_metadata
+        )
+
+
+async def test_markers_and_extras_are_evaluated_for_each_target(fixture: ReplayIndex) -> None:
+    closure = await resolve(fixture, ["app"], [LINUX_312, WINDOWS_311, MAC_310])
+    common = {"app": "1.0", "lib": "1.0", "speedup": "1.0", "plain": "1.0"}
+    assert by_env(closure) == {
+        "cp312-manylinux_2_28_x86_64": common,
+        "cp311-win_amd64": {**common, "winonly": "1.0"},
+        "cp310-macosx_14_0_arm64": {**common, "oldpy": "1.0"},
+    }
+    assert closure.unresolved == ()
+    assert [str(r) for r in closure.requirements()] == [
+        "app==1.0",
+        "lib==1.0",
+        "oldpy==1.0",
+        "plain==1.0",
+        "speedup==1.0",
+        "winonly==1.0",
+    ]
+
+
+async def test_each_page_and_metadata_is_fetched_once_per_run(fixture: ReplayIndex) -> None:
+    await resolve(fixture, ["app"], [LINUX_312, WINDOWS_311, MAC_310, MUSL_313])
+    counts = Counter(fixture.paths())
+    assert counts["/simple/app/"] == 1
+    assert counts["/simple/plain/"] == 1
+    assert counts["/files/app-1.0-py3-none-any.whl.metadata"] == 1
+    assert max(counts.values()) == 1
+    assert not any(p.endswith(".whl") for p in counts)  # advertised metadata: no wheel read
+
+
+async def test_probed_metadata_when_not_advertised(fixture: ReplayIndex) -> None:
+    fixture.advertise_metadata = False
+    closure = await resolve(fixture, ["app"], [WINDOWS_311])
+    assert versions(closure.resolutions[0])["winonly"] == "1.0"
+    assert "/files/app-1.0-py3-none-any.whl.metadata" in fixture.paths()
+    assert not any(p.endswith(".whl") for p in fixture.paths())
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["ranges", "download"])
+async def test_wheel_metadata_read_from_the_wheel_without_metadata_file(
+    fixture: ReplayIndex, ranges: bool
+) -> None:
+    for files in fixture.projects.values():
+        for f in files:
+            f.metadata = None
+    fixture.ranges = ranges
+    closure = await resolve(fixture, ["app"], [MAC_310])
+    assert versions(closure.resolutions[0])["oldpy"] == "1.0"
+    wheel_gets = [r for r in fixture.requests if r[1] == "/files/app-1.0-py3-none-any.whl"]
+    assert wheel_gets
+    assert wheel_gets[0][2] == "bytes=-16384"
+
+
+async def test_probe_disabled_reads_the_wheel(fixture: ReplayIndex) -> None:
+    fixture.advertise_metadata = False
+    closure = await resolve(fixture, ["app"], [WINDOWS_311], probe_metadata=False)
+    assert versions(closure.resolutions[0])["winonly"] == "1.0"
+    assert not any(p.endswith(".metadata") for p in fixture.paths())
+    assert any(r[2] == "bytes=-16384" for r in fixture.requests)
+
+
+async def test_yanked_only_when_pinned_and_prereleases_only_when_asked(
+    fixture: ReplayIndex,
+) -> None:
+    closure = await resolve(fixture, ["plain", "modern"], [LINUX_312])
+    assert versions(closure.resolutions[0]) == {"plain": "1.0", "modern": "2.0"}
+    closure = await resolve(fixture, ["plain==2.0"], [LINUX_312])
+    assert versions(closure.resolutions[0]) == {"plain": "2.0"}
+    closure = await resolve(fixture, ["plain>=3.0rc1"], [LINUX_312])
+    assert versions(closure.resolutions[0]) == {"plain": "3.0rc1"}
+    closure = await resolve(fixture, ["plain"], [LINUX_312], pre=True)
+    assert versions(closure.resolutions[0]) == {"plain": "3.0rc1"}
+
+
+async def test_requires_python_of_the_target(fixture: ReplayIndex) -> None:
+    closure = await resolve(fixture, ["modern"], [LINUX_312, WINDOWS_311])
+    assert by_env(closure) == {
+        "cp312-manylinux_2_28_x86_64": {"modern": "2.0"},
+        "cp311-win_amd64": {"modern": "1.0"},
+    }
+
+
+async def test_best_file_per_target_and_sdist_without_metadata_reported(
+    fixture: ReplayIndex,
+) -> None:
+    closure = await resolve(fixture, ["native"], [LINUX_312, WINDOWS_311, MAC_310])
+    pins = {str(r.environment): r.pins for r in closure.resolutions}
+    assert pins["cp312-manylinux_2_28_x86_64"] == (
+        Pin(NATIVE, "1.0", "native-1.0-cp312-cp312-manylinux_2_28_x86_64.whl"),
+    )
+    assert pins["cp311-win_amd64"] == (Pin(NATIVE, "1.0", "native-1.0-cp311-cp311-win_amd64.whl"),)
+    assert pins["cp310-macosx_14_0_arm64"] == (Pin(NATIVE, "1.0", "native-1.0.tar.gz"),)
+    assert closure.unresolved == (
+        Unresolved(
+            "native==1.0",
+            "its dependencies are unknown: native-1.0.tar.gz is an sdist without static core "
+            "metadata (its dependencies are known only by building it)",
+            "cp310-macosx_14_0_arm64",
+        ),
+    )
+    binary = await resolve(fixture, ["native"], [MAC_310], only_binary=True)
+    (failure,) = binary.resolutions[0].unresolved
+    assert binary.resolutions[0].pins == ()
+    assert failure.requirement == "native"
+    assert "no file of native installs on cp310-macosx_14_0_arm64" in failure.reason
+
+
+async def test_conflicts_and_missing_projects_are_reported_not_raised(
+    fixture: ReplayIndex,
+) -> None:
+    closure = await resolve(fixture, ["strict", "plain==2.0"], [LINUX_312])
+    (resolution,) = closure.resolutions
+    assert resolution.pins == ()
+    assert {u.requirement: u.reason for u in resolution.unresolved} == {
+        "plain==2.0": "no file of plain installs on cp312-manylinux_2_28_x86_64 and satisfies "
+        "plain==1.0 and plain==2.0 (required by the request)",
+        "plain==1.0": "no file of plain installs on cp312-manylinux_2_28_x86_64 and satisfies "
+        "plain==1.0 and plain==2.0 (required by strict 1.0)",
+    }
+
+    closure = await resolve(fixture, ["plain", "no-such-project"], [LINUX_312])
+    (resolution,) = closure.resolutions
+    assert versions(resolution) == {"plain": "1.0"}
+    assert resolution.unresolved == (
+        Unresolved("no-such-project", "no-such-project is not on the index", str(LINUX_312)),
+    )
+
+
+async def test_host_when_no_environment_is_given(fixture: ReplayIndex) -> None:
+    closure = await resolve(fixture, ["app", "modern"], [])
+    (resolution,) = closure.resolutions
+    assert str(resolution.environment) == "host"
+    assert versions(resolution)["modern"] == "1.0"  # the host runs Python 3.11
+    assert "oldpy" not in versions(resolution)
+
+
+# --- pip's answers on recorded trees ---------------------------------------------------
+
+
+def _pip_on_replay(
+    index: ReplayIndex, requirements: list[str], tmp_path: Path
+) -> dict[str, dict[str, str]]:
+    def run(env: TargetEnvironment) -> dict[str, str]:
+        workdir = tmp_path / str(env)
+        workdir.mkdir()
+        return pip_resolution(
+            f"{index.url}simple/", requirements, env.python, env.platform_tags, workdir, timeout=25
+        )
+
+    with ThreadPoolExecutor(len(ENVIRONMENTS)) as pool:
+        answers = list(pool.map(run, ENVIRONMENTS))
+    return {str(env): answer for env, answer in zip(ENVIRONMENTS, answers, strict=True)}
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+async def test_same_versions_as_pip_for_each_target(tree: str, tmp_path: Path) -> None:
+    """For each target, the closure equals what pip installs (``--dry-run --report``
+    with ``--python-version`` and ``--platform``), by project and version.
+
+    pip evaluates environment markers against the host (Python 3.11 on Linux
+    here), never the target, so the comparison resolves the target's tags and
+    Python with the host's markers, exactly pip's question. pip runs offline
+    against the replay index, which advertises the recorded core metadata, and
+    must also give the answer it gave against the real index when recorded.
+    """
+    if not recording_path(tree).is_file():
+        pytest.fail(f"no recording for {tree}: run tests/record_resolution.py {tree}")
+    recorded = load_recording(tree)
+    requirements = [Requirement(r) for r in recorded["requirements"]]
+    with serving(recorded_index(tree)) as index:
+        async with IndexClient(f"{index.url}simple/") as client:
+            closure = await resolve_closure(
+                requirements, client, [PipMarkers.of(e) for e in ENVIRONMENTS], only_binary=True
+            )
+        pip = _pip_on_replay(index, recorded["requirements"], tmp_path)
+    assert pip == recorded["pip"]
+    assert by_env(closure) == pip
+    assert closure.unresolved == ()
