@@ -95,7 +95,9 @@ def negotiate(accept: str | None, format_override: str | None = None) -> Negotia
     means nothing acceptable was asked for (answer 406).
     """
     if format_override:
-        wanted = _FORMAT_ALIASES.get(format_override.lower(), format_override.lower())
+        # A literal "+" typed in a query string arrives as a space.
+        given = format_override.strip().lower().replace(" ", "+")
+        wanted = _FORMAT_ALIASES.get(given, given)
         return next((n for offer, n in _OFFERS if offer == wanted), None)
     if not accept or not accept.strip():
         return _DEFAULT

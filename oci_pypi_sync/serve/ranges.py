@@ -27,7 +27,7 @@ class ByteRange:
         return f"bytes {self.start}-{self.stop - 1}/{self.total}"
 
 
-class UnsatisfiableRange(ValueError):  # noqa: N818 - named after the HTTP status
+class UnsatisfiableRange(Exception):  # noqa: N818 - named after the HTTP status
     """No byte of the requested range exists: answer 416."""
 
 
@@ -56,11 +56,11 @@ def parse_range(
                 raise UnsatisfiableRange(header)
             return ByteRange(max(0, total - suffix), total, total)
         start = int(first)
-        stop = int(last) + 1 if last else total
+        stop = int(last) + 1 if last else max(total, start + 1)
     except ValueError:
         return None
     if start < 0 or stop <= start:
-        return None
+        return None  # "last" before "first": invalid, so ignored (RFC 9110 §14.1.1)
     if start >= total:
         raise UnsatisfiableRange(header)
     return ByteRange(start, min(stop, total), total)
