@@ -46,6 +46,8 @@ DEFAULT_TTL = 60.0
 RELEASE_CACHE_SIZE = 100_000
 #: Core metadata files kept in memory by digest (a few KB each).
 METADATA_CACHE_SIZE = 10_000
+#: Projects (and names found absent) kept for ``ttl``; a bound, so probing names costs nothing.
+PROJECT_CACHE_SIZE = 10_000
 #: Index reads in flight at once for one project page.
 FETCH_CONCURRENCY = 16
 
@@ -134,7 +136,7 @@ class MirrorView:
         self._projects_source = projects_source
         self._projects: _Fresh[tuple[str, ...]] | None = None
         self._refs: _Fresh[Mapping[str, Mapping[str, str]]] | None = None
-        self._pages: dict[str, _Fresh[Project | None]] = {}
+        self._pages: Lru[str, _Fresh[Project | None]] = Lru(PROJECT_CACHE_SIZE)
         self._releases: Lru[str, Release] = Lru(RELEASE_CACHE_SIZE)
         self._metadata: Lru[str, bytes] = Lru(METADATA_CACHE_SIZE)
         self._flights: SingleFlight[tuple[str, str]] = SingleFlight()
@@ -163,7 +165,7 @@ class MirrorView:
 
         async def fetch() -> Project | None:
             project = await self._load_project(name)
-            self._pages[name] = _Fresh(project, self._clock() + self.ttl)
+            self._pages.put(name, _Fresh(project, self._clock() + self.ttl))
             return project
 
         return await self._shared(("project", name), fetch)
