@@ -641,29 +641,30 @@ def _run(provider: _Provider, wanted: list[_Requirement]) -> dict[str, _Candidat
 def _explain(
     exc: ResolutionImpossible[_Requirement, _Candidate], provider: _Provider, where: str
 ) -> list[Unresolved]:
-    """One line per failed requirement: what asked for it and why nothing fits."""
-    out = []
-    seen = set()
-    for cause in exc.causes:
-        requirement = cause.requirement
-        parent = cause.parent
+    """One entry per failed requirement: what asked for it and why nothing fits."""
+
+    def asked(info: RequirementInformation[_Requirement, _Candidate]) -> str:
+        parent = info.parent
         by = f"{parent.name} {parent.version}" if parent is not None else "the request"
-        if requirement.identifier == _PYTHON:
-            reason = (
-                f"{by} requires Python {requirement.specifier}, the target has {provider.python}"
-            )
-        elif requirement.name in provider.missing:
-            reason = f"{provider.missing[requirement.name]} (required by {by})"
+        return f"{info.requirement} (required by {by})"
+
+    groups: dict[str, list[RequirementInformation[_Requirement, _Candidate]]] = {}
+    for cause in exc.causes:
+        groups.setdefault(cause.requirement.name, []).append(cause)
+    out: list[Unresolved] = []
+    for name, causes in groups.items():
+        wanted = sorted({asked(c) for c in causes})
+        if name == _PYTHON:
+            reason = f"the target's Python {provider.python} is not {' nor '.join(wanted)}"
+        elif name in provider.missing:
+            reason = f"{provider.missing[name]}: {', '.join(wanted)}"
+        elif len(wanted) == 1:
+            reason = f"no version of {name} that installs on {where} satisfies {wanted[0]}"
         else:
-            others = sorted(
-                {str(c.requirement) for c in exc.causes if c.requirement.name == requirement.name}
-            )
             reason = (
-                f"no file of {requirement.name} installs on {where} and satisfies "
-                f"{' and '.join(others)} (required by {by})"
+                f"no version of {name} that installs on {where} satisfies all of: "
+                + ", ".join(wanted)
             )
-        key = (str(requirement), reason)
-        if key not in seen:
-            seen.add(key)
-            out.append(Unresolved(str(requirement), reason, where))
+        for requirement in sorted({str(c.requirement) for c in causes}):
+            out.append(Unresolved(requirement, reason, where))
     return out

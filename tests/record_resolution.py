@@ -6,13 +6,16 @@
 For each tree and target environment, pip resolves against the real index
 (its answer is kept as ``pip``), then our resolver does, both with pip's
 host-evaluated markers and with the target's own, through a client that
-keeps every page and every ``.metadata`` it reads. Kept too: the metadata
-of every wheel of every version pip chose. Pages are stored without file
+keeps every page and every core metadata it reads (``.metadata``, or the
+wheel's own METADATA read with ranges where the index serves no
+``.metadata``). Kept too: the metadata of every wheel of every version pip
+chose. Pages are stored without file
 URLs (the replay server makes its own), metadata without its long
-description (pip and the resolver read only the headers), each distinct
+description and URL fields (pip and the resolver read neither), each distinct
 metadata once, and any real host name is rewritten to ``files.index.test``
-so none remains. Finally pip runs against the replay of what was recorded
-and must answer as it did against the real index.
+so none remains (nor any other host under the index's name). Finally pip
+runs against the replay of what was recorded and must answer as it did
+against the real index.
 """
 
 from __future__ import annotations
@@ -83,8 +86,13 @@ class RecordingClient(IndexClient):
             await self.wheel_metadata(self._http, file.url, file.filename)
 
 
+#: Header fields left out of recorded metadata: no resolver reads them, and their
+#: URLs may name real hosts.
+DROPPED_FIELDS = ("description:", "home-page:", "download-url:", "project-url:")
+
+
 def strip_metadata(raw: bytes, hosts: list[str]) -> bytes:
-    """Headers only, without ``Description:``, real hosts rewritten."""
+    """Headers only, without the description and URL fields, real hosts rewritten."""
     text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
     headers = text.split("\n\n", 1)[0]
     kept: list[str] = []
@@ -92,7 +100,7 @@ def strip_metadata(raw: bytes, hosts: list[str]) -> bytes:
     for line in headers.split("\n"):
         if line[:1] in (" ", "\t") and skipping:
             continue
-        skipping = line.lower().startswith("description:")
+        skipping = line.lower().startswith(DROPPED_FIELDS)
         if not skipping:
             kept.append(line)
     out = "\n".join(kept) + "\n"
@@ -178,7 +186,10 @@ def main(trees: list[str]) -> int:
     for tree in trees:
         data = asyncio.run(record(tree, url, hosts))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        leaked = [h for h in hosts if re.search(re.escape(h), text)]
+        # The hosts, and any other host under the index's name (older aliases).
+        label = index_host.split(".")[0]
+        patterns = [re.escape(h) for h in hosts] + [rf"\b{re.escape(label)}\.[a-z]"]
+        leaked = [p for p in patterns if re.search(p, text, re.IGNORECASE)]
         if leaked:
             print(f"{tree}: real host names remain; not written", file=sys.stderr)
             failed = True

@@ -86,6 +86,7 @@ def fixture_projects() -> ReplayIndex:
         wheel("lib", "1.0", 'speedup; extra == "fast"', 'docs-only; extra == "docs"'),
     )
     index.add("strict", wheel("strict", "1.0", "plain==1.0"))
+    index.add("needs-ghost", wheel("needs-ghost", "1.0", "ghost>=1"))
     for name in ("winonly", "oldpy", "speedup", "docs-only"):
         index.add(name, wheel(name, "1.0"))
     yanked = wheel("plain", "2.0")
@@ -232,8 +233,12 @@ async def test_best_file_per_target_and_sdist_without_metadata_reported(
     binary = await resolve(fixture, ["native"], [MAC_310], only_binary=True)
     (failure,) = binary.resolutions[0].unresolved
     assert binary.resolutions[0].pins == ()
-    assert failure.requirement == "native"
-    assert "no file of native installs on cp310-macosx_14_0_arm64" in failure.reason
+    assert failure == Unresolved(
+        "native",
+        "no version of native that installs on cp310-macosx_14_0_arm64 satisfies native "
+        "(required by the request)",
+        str(MAC_310),
+    )
 
 
 async def test_conflicts_and_missing_projects_are_reported_not_raised(
@@ -242,12 +247,23 @@ async def test_conflicts_and_missing_projects_are_reported_not_raised(
     closure = await resolve(fixture, ["strict", "plain==2.0"], [LINUX_312])
     (resolution,) = closure.resolutions
     assert resolution.pins == ()
-    assert {u.requirement: u.reason for u in resolution.unresolved} == {
-        "plain==2.0": "no file of plain installs on cp312-manylinux_2_28_x86_64 and satisfies "
-        "plain==1.0 and plain==2.0 (required by the request)",
-        "plain==1.0": "no file of plain installs on cp312-manylinux_2_28_x86_64 and satisfies "
-        "plain==1.0 and plain==2.0 (required by strict 1.0)",
-    }
+    reason = (
+        "no version of plain that installs on cp312-manylinux_2_28_x86_64 satisfies all of: "
+        "plain==1.0 (required by strict 1.0), plain==2.0 (required by the request)"
+    )
+    assert resolution.unresolved == (
+        Unresolved("plain==1.0", reason, str(LINUX_312)),
+        Unresolved("plain==2.0", reason, str(LINUX_312)),
+    )
+
+    closure = await resolve(fixture, ["needs-ghost"], [LINUX_312])
+    assert closure.resolutions[0].unresolved == (
+        Unresolved(
+            "ghost>=1",
+            "ghost is not on the index: ghost>=1 (required by needs-ghost 1.0)",
+            str(LINUX_312),
+        ),
+    )
 
     closure = await resolve(fixture, ["plain", "no-such-project"], [LINUX_312])
     (resolution,) = closure.resolutions
@@ -306,4 +322,35 @@ async def test_same_versions_as_pip_for_each_target(tree: str, tmp_path: Path) -
         pip = _pip_on_replay(index, recorded["requirements"], tmp_path)
     assert pip == recorded["pip"]
     assert by_env(closure) == pip
+    assert closure.unresolved == ()
+
+
+async def test_target_markers_differ_from_pip_only_where_pip_reads_the_host(
+    tmp_path: Path,
+) -> None:
+    """With the target's own markers, the jupyterlab closure differs from pip's answer
+    exactly by the dependencies whose markers pip evaluated on the host (CPython 3.11
+    on Linux): pip's answer is wrong for these targets, ours is right."""
+    recorded = load_recording("jupyterlab")
+    with serving(recorded_index("jupyterlab")) as index:
+        async with IndexClient(f"{index.url}simple/") as client:
+            closure = await resolve_closure(
+                [Requirement("jupyterlab")], client, ENVIRONMENTS, only_binary=True
+            )
+    differences = {}
+    for env, ours in by_env(closure).items():
+        pip = recorded["pip"][env]
+        assert {p: v for p, v in ours.items() if p in pip} == {
+            p: v for p, v in pip.items() if p in ours
+        }
+        differences[env] = (sorted(set(ours) - set(pip)), sorted(set(pip) - set(ours)))
+    assert differences == {
+        # overrides; python_version < "3.12" (jupyter-server)
+        str(LINUX_312): ([], ["overrides"]),
+        str(MUSL_313): ([], ["overrides"]),
+        # colorama and pywinpty for Windows; pexpect; sys_platform != "win32" (ipython)
+        str(WINDOWS_311): (["colorama", "pywinpty"], ["pexpect", "ptyprocess"]),
+        # appnope on Darwin; exceptiongroup and tomli; python_version < "3.11"
+        str(MAC_310): (["appnope", "exceptiongroup", "tomli"], []),
+    }
     assert closure.unresolved == ()
