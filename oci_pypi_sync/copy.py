@@ -129,6 +129,8 @@ class _Copier:
     # (repo, digest) -> the transfer in flight or done, shared by tags that need the same blob.
     _blobs: dict[tuple[str, str], asyncio.Future[None]] = field(default_factory=dict)
     _manifests: dict[tuple[str, str], asyncio.Future[None]] = field(default_factory=dict)
+    # digest -> the first transfer of those bytes, which copies into other repositories await.
+    _by_digest: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     # digest -> a destination repository known to hold it, for cross-repository mounts.
     _located: dict[str, str] = field(default_factory=dict)
 
@@ -212,17 +214,26 @@ class _Copier:
             self.totals.blobs_present += 1
             self._located.setdefault(digest, repo)
             return
-        if await self._mount(repo, digest):
-            self.totals.blobs_mounted += 1
-            return
+        mine = self._blobs.get((repo, digest))
+        elsewhere = self._by_digest.setdefault(digest, mine) if mine is not None else None
+        try:
+            if elsewhere is not mine and elsewhere is not None and hasattr(self.dst, "mount_blob"):
+                # The same bytes are on their way into another repository: mount them after.
+                await asyncio.wait([elsewhere])
+            if await self._mount(repo, digest):
+                self.totals.blobs_mounted += 1
+                return
 
-        def chunks() -> AsyncIterator[bytes]:
-            return self.src.open_blob(repo, digest)
+            def chunks() -> AsyncIterator[bytes]:
+                return self.src.open_blob(repo, digest)
 
-        await self.step(
-            f"{where}: copy",
-            lambda: self.dst.put_blob(repo, digest, size, chunks(), reopen=chunks),
-        )
+            await self.step(
+                f"{where}: copy",
+                lambda: self.dst.put_blob(repo, digest, size, chunks(), reopen=chunks),
+            )
+        finally:
+            if mine is not None and self._by_digest.get(digest) is mine:
+                del self._by_digest[digest]
         self._located.setdefault(digest, repo)
         self.totals.blobs_copied += 1
         self.totals.bytes_copied += size
@@ -271,6 +282,7 @@ class _Copier:
             else:
                 future.cancel()
             raise
+        del pending[key]  # done: the destination now answers for it
         future.set_result(None)
 
 
