@@ -1,0 +1,740 @@
+"""Check a mirror against the format, and mend what the index can give back.
+
+A mirror can be damaged after it was written: a blob deleted from a
+registry's storage or a layout's ``blobs/``, a file truncated, a tag pointed
+at another index by hand. :func:`verify` walks every tag (index, child
+manifests, config and layers) and reports each fault as a :class:`Finding`;
+:func:`repair` fetches from the package index what the mirror was made of
+and writes it back, children first and the tag last, checking every byte
+against the digest the mirror expects. Nothing is rewritten that would
+change a digest the mirror already records, except a tag whose index is
+not a valid index of this format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from packaging.utils import canonicalize_name
+
+from oci_pypi_sync.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    OciPypiError,
+    RegistryUnreachableError,
+)
+from oci_pypi_sync.index.client import IndexClient, verified_chunks
+from oci_pypi_sync.index.records import DistributionFile
+from oci_pypi_sync.oci.format import (
+    A_FORMAT,
+    A_METADATA_SHA256,
+    A_PROJECT,
+    A_SHA256,
+    A_SIZE,
+    DISTRIBUTION_ARTIFACT,
+    FORMAT_VERSION,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    OCI_VERSION,
+    RELEASE_ARTIFACT,
+    TITLE,
+    Descriptor,
+    FileArtifact,
+    UnsupportedFileError,
+    build_file_artifact,
+    build_release_index,
+    empty_config,
+    normalize_version,
+    parse_filename,
+    version_tag,
+)
+from oci_pypi_sync.oci.layout import LayoutStore
+from oci_pypi_sync.oci.registry import RegistryStore, repository_name
+from oci_pypi_sync.oci.store import Store, StoredManifest
+from oci_pypi_sync.oci.tarball import TarReadStore
+from oci_pypi_sync.retry import RetryPolicy, with_retries
+
+__all__ = [
+    "Finding",
+    "FindingKind",
+    "RepairAction",
+    "RepairReport",
+    "VerifyReport",
+    "repair",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError)
+_HASH_CHUNK = 1 << 20
+
+FindingKind = Literal[
+    "missing-manifest",
+    "missing-blob",
+    "digest-mismatch",
+    "size-mismatch",
+    "bad-index",
+    "bad-manifest",
+    "annotation-mismatch",
+    "unreadable",
+]
+Role = Literal["index", "manifest", "config", "file", "metadata", "blob"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One fault under one tag.
+
+    ``digest`` is what the mirror expects (the descriptor's digest);
+    ``role`` says what the content is (``index``, ``manifest``, ``config``,
+    ``file``, ``metadata`` or ``blob`` for other artifacts); ``title`` is
+    the distribution filename when the fault belongs to one file.
+    """
+
+    kind: FindingKind
+    repository: str
+    tag: str
+    digest: str | None
+    detail: str
+    role: Role = "blob"
+    title: str | None = None
+
+
+class _Add(Protocol):
+    def __call__(
+        self,
+        kind: FindingKind,
+        digest: str | None,
+        detail: str,
+        role: Role,
+        title: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What was checked and what was found."""
+
+    target: str
+    tags_checked: int = 0
+    manifests_checked: int = 0
+    blobs_checked: int = 0
+    findings: tuple[Finding, ...] = ()
+    deep: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def kinds(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for finding in self.findings:
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
+        return counts
+
+
+# --- verify ---------------------------------------------------------------------
+
+
+@dataclass
+class _Verifier:
+    store: Store
+    deep: bool
+    manifests_checked: int = 0
+    blobs_checked: int = 0
+    _blob_cache: dict[tuple[str, str], tuple[FindingKind, str] | None] = field(default_factory=dict)
+
+    async def check_tag(self, repo: str, tag: str) -> list[Finding]:
+        found: list[Finding] = []
+
+        def add(
+            kind: FindingKind,
+            digest: str | None,
+            detail: str,
+            role: Role,
+            title: str | None = None,
+        ) -> None:
+            found.append(Finding(kind, repo, tag, digest, detail, role, title))
+
+        try:
+            top = await self.store.get_manifest(repo, tag)
+        except DigestMismatchError as exc:
+            add("digest-mismatch", exc.expected, str(exc), "index")
+            return found
+        except FATAL_ERRORS:
+            raise
+        except OciPypiError as exc:
+            add("unreadable", None, str(exc), "index")
+            return found
+        if top is None:
+            add("missing-manifest", _tagged_digest(self.store, repo, tag), "tag", "index")
+            return found
+        self.manifests_checked += 1
+        if "." in repo:
+            # Not a project: a catalog or another artifact. Structure only.
+            await self._check_tree(repo, tag, top, found, 0)
+            return found
+        problem, entries = release_index_problem(top, repo, tag)
+        if problem is not None:
+            add("bad-index", top.digest, problem, "index")
+        if entries is None:
+            return found
+        by_digest: dict[str, list[Descriptor]] = {}
+        for entry in entries:
+            by_digest.setdefault(entry.digest, []).append(entry)
+        for digest, group in by_digest.items():
+            await self._check_file(repo, tag, digest, group, add)
+        return found
+
+    async def _check_file(
+        self, repo: str, tag: str, digest: str, group: list[Descriptor], add: _Add
+    ) -> None:
+        entry = group[0]
+        title = entry.annotations.get(TITLE)
+        try:
+            manifest = await self.store.get_manifest(repo, digest)
+        except DigestMismatchError as exc:
+            add("digest-mismatch", digest, str(exc), "manifest", title)
+            return
+        if manifest is None:
+            add("missing-manifest", digest, f"manifest of {title}", "manifest", title)
+            return
+        self.manifests_checked += 1
+        if len(manifest.body) != entry.size:
+            add(
+                "size-mismatch",
+                digest,
+                f"manifest of {title}: {len(manifest.body)} bytes, the index says {entry.size}",
+                "manifest",
+                title,
+            )
+        try:
+            data = json.loads(manifest.body)
+            config = Descriptor.from_json(data["config"])
+            layers = [Descriptor.from_json(layer) for layer in data["layers"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            add("bad-manifest", digest, f"manifest of {title} unreadable: {exc}", "manifest", title)
+            return
+        if (
+            data.get("mediaType") != OCI_MANIFEST
+            or data.get("artifactType") != DISTRIBUTION_ARTIFACT
+            or not layers
+        ):
+            add("bad-manifest", digest, f"{title}: not a distribution manifest", "manifest", title)
+            return
+        for one in group:
+            for problem in _entry_problems(one, layers):
+                add("annotation-mismatch", digest, problem, "manifest", title)
+        roles: list[tuple[Descriptor, Role]] = [(config, "config"), (layers[0], "file")]
+        roles.extend((layer, "metadata") for layer in layers[1:])
+        for descriptor, role in roles:
+            fault = await self.check_blob(repo, descriptor)
+            if fault is not None:
+                add(fault[0], descriptor.digest, f"{title}: {fault[1]}", role, title)
+
+    async def _check_tree(
+        self, repo: str, tag: str, manifest: StoredManifest, found: list[Finding], depth: int
+    ) -> None:
+        try:
+            data = json.loads(manifest.body)
+        except ValueError:
+            found.append(
+                Finding("bad-manifest", repo, tag, manifest.digest, "not JSON", "manifest")
+            )
+            return
+        if depth > 8 or not isinstance(data, dict):
+            return
+        for child in data.get("manifests") or ():
+            digest = str(child.get("digest"))
+            try:
+                stored = await self.store.get_manifest(repo, digest)
+            except DigestMismatchError as exc:
+                found.append(Finding("digest-mismatch", repo, tag, digest, str(exc), "manifest"))
+                continue
+            if stored is None:
+                found.append(Finding("missing-manifest", repo, tag, digest, "child", "manifest"))
+                continue
+            self.manifests_checked += 1
+            await self._check_tree(repo, tag, stored, found, depth + 1)
+        blobs = [data["config"]] if isinstance(data.get("config"), dict) else []
+        blobs.extend(data.get("layers") or ())
+        for blob in blobs:
+            descriptor = Descriptor.from_json(blob)
+            fault = await self.check_blob(repo, descriptor)
+            if fault is not None:
+                found.append(Finding(fault[0], repo, tag, descriptor.digest, fault[1], "blob"))
+
+    async def check_blob(self, repo: str, descriptor: Descriptor) -> tuple[FindingKind, str] | None:
+        """A blob's fault (kind, detail), or ``None``; each blob is checked once per run."""
+        key = (repo if isinstance(self.store, RegistryStore) else "", descriptor.digest)
+        if key in self._blob_cache:
+            return self._blob_cache[key]
+        self.blobs_checked += 1
+        fault = await self._blob_fault(repo, descriptor)
+        self._blob_cache[key] = fault
+        return fault
+
+    async def _blob_fault(
+        self, repo: str, descriptor: Descriptor
+    ) -> tuple[FindingKind, str] | None:
+        digest, size = descriptor.digest, descriptor.size
+        store = self.store
+        if isinstance(store, LayoutStore):
+            path = store.blob_path(digest)
+            return await asyncio.to_thread(_file_fault, path, digest, size)
+        if isinstance(store, TarReadStore):
+            stored_size = store.blob_size(digest)
+            if stored_size is None:
+                return ("missing-blob", f"blob {digest} is missing")
+            if stored_size != size:
+                return ("size-mismatch", f"blob {digest} has {stored_size} bytes, not {size}")
+            return await self._stream_fault(repo, digest, size)
+        if self.deep:
+            if not await store.has_blob(repo, digest):
+                return ("missing-blob", f"blob {digest} is missing")
+            return await self._stream_fault(repo, digest, size)
+        if isinstance(store, RegistryStore):
+            stored_size = await _registry_blob_size(store, repo, digest)
+            if stored_size is None:
+                return ("missing-blob", f"blob {digest} is missing")
+            if stored_size >= 0 and stored_size != size:
+                return ("size-mismatch", f"blob {digest} has {stored_size} bytes, not {size}")
+            return None
+        if not await store.has_blob(repo, digest):
+            return ("missing-blob", f"blob {digest} is missing")
+        return None
+
+    async def _stream_fault(
+        self, repo: str, digest: str, size: int
+    ) -> tuple[FindingKind, str] | None:
+        hasher = hashlib.sha256()
+        count = 0
+        try:
+            async for chunk in self.store.open_blob(repo, digest):
+                hasher.update(chunk)
+                count += len(chunk)
+        except DigestMismatchError as exc:
+            return ("digest-mismatch", str(exc))
+        if count != size:
+            return ("size-mismatch", f"blob {digest} has {count} bytes, not {size}")
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            return ("digest-mismatch", f"blob {digest} holds bytes with digest {actual}")
+        return None
+
+
+def _file_fault(path: Path, digest: str, size: int) -> tuple[FindingKind, str] | None:
+    """A layout blob hashed from disk."""
+    try:
+        actual_size = path.stat().st_size
+    except FileNotFoundError:
+        return ("missing-blob", f"blob {digest} is missing")
+    if actual_size != size:
+        return ("size-mismatch", f"blob {digest} has {actual_size} bytes, not {size}")
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            hasher.update(chunk)
+    actual = "sha256:" + hasher.hexdigest()
+    if actual != digest:
+        return ("digest-mismatch", f"blob {digest} holds bytes with digest {actual}")
+    return None
+
+
+async def _registry_blob_size(store: RegistryStore, repo: str, digest: str) -> int | None:
+    """``HEAD`` a blob: its ``Content-Length``, -1 when not given, ``None`` when absent."""
+    name = repository_name(store.prefix, repo)
+    response = await store._send("HEAD", store._url(name, "blobs", digest))
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise await store._failure(response, "blob", f"{name}@{digest}")
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else -1
+
+
+def _tagged_digest(store: Store, repo: str, tag: str) -> str | None:
+    if isinstance(store, LayoutStore | TarReadStore):
+        entry = store.tags().get(f"{repo}:{tag}")
+        return str(entry["digest"]) if entry else None
+    return None
+
+
+def release_index_problem(
+    manifest: StoredManifest, repo: str, tag: str
+) -> tuple[str | None, tuple[Descriptor, ...] | None]:
+    """Why a tag's manifest is not the version index this format writes, and its entries.
+
+    Entries are ``None`` when they cannot be read at all.
+    """
+    try:
+        data = json.loads(manifest.body)
+    except ValueError:
+        return "not JSON", None
+    if not isinstance(data, dict):
+        return "not a JSON object", None
+    if data.get("mediaType") != OCI_INDEX:
+        return f"not an image index (mediaType {data.get('mediaType')!r})", None
+    try:
+        entries = tuple(Descriptor.from_json(item) for item in data.get("manifests") or ())
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"unreadable entries: {exc}", None
+    notes = data.get("annotations") or {}
+    problems = []
+    if data.get("artifactType") != RELEASE_ARTIFACT:
+        problems.append(f"artifactType {data.get('artifactType')!r}")
+    if notes.get(A_FORMAT) != FORMAT_VERSION:
+        problems.append(f"{A_FORMAT} {notes.get(A_FORMAT)!r}")
+    if notes.get(A_PROJECT) != repo:
+        problems.append(f"{A_PROJECT} {notes.get(A_PROJECT)!r} in repository {repo}")
+    version = notes.get(OCI_VERSION)
+    if not isinstance(version, str) or version_tag(version) != tag:
+        problems.append(f"version {version!r} under tag {tag}")
+    if not entries:
+        problems.append("no entries")
+    return ("; ".join(problems) or None), entries
+
+
+def _entry_problems(entry: Descriptor, layers: Sequence[Descriptor]) -> list[str]:
+    """Where an index entry disagrees with the manifest it points at."""
+    title = entry.annotations.get(TITLE)
+    layer = layers[0]
+    problems = []
+    if entry.annotations.get(A_SHA256) != layer.digest.removeprefix("sha256:"):
+        problems.append(f"{title}: {A_SHA256} is not the file layer's digest {layer.digest}")
+    if title != layer.annotations.get(TITLE):
+        problems.append(
+            f"entry title {title!r} is not the layer's {layer.annotations.get(TITLE)!r}"
+        )
+    if entry.annotations.get(A_SIZE) != str(layer.size):
+        problems.append(f"{title}: {A_SIZE} is not the file layer's size {layer.size}")
+    metadata = layers[1].digest.removeprefix("sha256:") if len(layers) > 1 else None
+    if entry.annotations.get(A_METADATA_SHA256) != metadata:
+        problems.append(f"{title}: {A_METADATA_SHA256} does not match the metadata layer")
+    return problems
+
+
+async def verify(
+    store: Store,
+    *,
+    repositories: Sequence[str] | None = None,
+    deep: bool = False,
+    jobs: int = 8,
+) -> VerifyReport:
+    """Check every tag of ``repositories`` (default: every repository the store lists).
+
+    Layouts and tars are hashed blob by blob; registries answer a ``HEAD``
+    per blob (presence and size), or with ``deep`` every blob is read back
+    and hashed.
+    """
+    verifier = _Verifier(store, deep)
+    names = (
+        sorted(set(repositories)) if repositories is not None else await store.list_repositories()
+    )
+    pairs = [(repo, tag) for repo in names for tag in await store.list_tags(repo)]
+    slots = asyncio.Semaphore(max(1, jobs))
+
+    async def one(repo: str, tag: str) -> list[Finding]:
+        async with slots:
+            return await verifier.check_tag(repo, tag)
+
+    results = await asyncio.gather(*(one(repo, tag) for repo, tag in pairs))
+    return VerifyReport(
+        target=store.display_name,
+        tags_checked=len(pairs),
+        manifests_checked=verifier.manifests_checked,
+        blobs_checked=verifier.blobs_checked,
+        findings=tuple(finding for found in results for finding in found),
+        deep=deep,
+    )
+
+
+# --- repair -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepairAction:
+    """Something written back (or, with ``reason``, something that could not be)."""
+
+    repository: str
+    tag: str
+    what: Literal["blob", "manifest", "index"]
+    digest: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What was mended, and what could not be, with the reason."""
+
+    target: str
+    repaired: tuple[RepairAction, ...] = ()
+    unrepaired: tuple[RepairAction, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.unrepaired
+
+
+class _UnrepairableError(Exception):
+    """This tag cannot be mended from the index; the message says why."""
+
+
+@dataclass
+class _Repairer:
+    store: Store
+    index: IndexClient
+    retry: RetryPolicy
+    repaired: list[RepairAction] = field(default_factory=list)
+    _pages: dict[str, dict[str, DistributionFile]] = field(default_factory=dict)
+
+    async def files(self, repo: str) -> dict[str, DistributionFile]:
+        if repo not in self._pages:
+            page = await with_retries(
+                self.retry, f"{repo}: project page", lambda: self.index.get_project_page(repo)
+            )
+            self._pages[repo] = {f.filename: f for f in page.files}
+        return self._pages[repo]
+
+    def discard(self, digest: str) -> None:
+        """Remove a corrupt blob where the store allows it, so it can be written again."""
+        if isinstance(self.store, LayoutStore):
+            self.store.blob_path(digest).unlink(missing_ok=True)
+
+    async def repair_tag(self, repo: str, tag: str, findings: Sequence[Finding]) -> None:
+        bad = {f.digest for f in findings if f.digest is not None and f.kind != "bad-index"}
+        rebuild = any(
+            f.role == "index" or f.kind in ("bad-index", "annotation-mismatch", "bad-manifest")
+            for f in findings
+        )
+        if not rebuild:
+            current = await self.store.get_manifest(repo, tag)
+            if current is None:
+                raise _UnrepairableError("the tag is gone")
+            _, entries = release_index_problem(current, repo, tag)
+            if entries is None:
+                raise _UnrepairableError("the tag's index cannot be read")
+            done: set[str] = set()
+            for entry in entries:
+                if entry.digest not in done:
+                    done.add(entry.digest)
+                    await self.restore_entry(repo, tag, entry, bad)
+            return
+        await self.rebuild_release(repo, tag, bad)
+
+    async def restore_entry(self, repo: str, tag: str, entry: Descriptor, bad: set[str]) -> None:
+        """Write back what one file's manifest needs, and the manifest itself if it is gone."""
+        title = entry.annotations.get(TITLE, "")
+        stored: StoredManifest | None = None
+        if entry.digest not in bad:
+            stored = await self.store.get_manifest(repo, entry.digest)
+        if stored is not None:
+            data = json.loads(stored.body)
+            layers = tuple(Descriptor.from_json(layer) for layer in data["layers"])
+            config = Descriptor.from_json(data["config"])
+            await self.ensure_blobs(repo, tag, title, config, layers, bad)
+            return
+        file = (await self.files(repo)).get(title)
+        if file is None:
+            raise _UnrepairableError(
+                f"the index no longer lists {title}, whose manifest is missing"
+            )
+        size_text = entry.annotations.get(A_SIZE, "")
+        size = int(size_text) if size_text.isdigit() else await self.index.get_file_size(file)
+        metadata = None
+        if entry.annotations.get(A_METADATA_SHA256):
+            metadata = await self.metadata(file, entry.annotations[A_METADATA_SHA256])
+        artifact = build_file_artifact(file, repo, size, metadata)
+        if artifact.manifest.descriptor.digest != entry.digest:
+            raise _UnrepairableError(
+                f"the manifest of {title} rebuilt from the index has digest "
+                f"{artifact.manifest.descriptor.digest}, not {entry.digest}"
+            )
+        await self.write_artifact(repo, tag, artifact, file, metadata, bad)
+
+    async def write_artifact(
+        self,
+        repo: str,
+        tag: str,
+        artifact: FileArtifact,
+        file: DistributionFile,
+        metadata: bytes | None,
+        bad: set[str],
+    ) -> None:
+        await self.ensure_blobs(
+            repo, tag, file.filename, empty_config().descriptor, artifact.layers, bad, metadata
+        )
+        digest = artifact.manifest.descriptor.digest
+        if digest in bad or not await self.store.has_manifest(repo, digest):
+            self.discard(digest)
+            await self.store.put_manifest(repo, digest, OCI_MANIFEST, artifact.manifest.data)
+            self.repaired.append(RepairAction(repo, tag, "manifest", digest, artifact.filename))
+
+    async def ensure_blobs(
+        self,
+        repo: str,
+        tag: str,
+        title: str,
+        config: Descriptor,
+        layers: Sequence[Descriptor],
+        bad: set[str],
+        metadata: bytes | None = None,
+    ) -> None:
+        for role, descriptor in [("config", config), ("file", layers[0])] + [
+            ("metadata", layer) for layer in layers[1:]
+        ]:
+            digest = descriptor.digest
+            if digest not in bad and await self.store.has_blob(repo, digest):
+                continue
+            self.discard(digest)
+            if role == "config":
+                empty = empty_config()
+                if digest != empty.descriptor.digest:
+                    raise _UnrepairableError(f"{title}: config {digest} is not the empty config")
+                await self.store.put_blob_bytes(repo, digest, empty.data)
+            elif role == "metadata":
+                data = metadata
+                if data is None:
+                    file = (await self.files(repo)).get(title)
+                    if file is None:
+                        raise _UnrepairableError(f"the index no longer lists {title}")
+                    data = await self.metadata(file, digest.removeprefix("sha256:"))
+                await self.store.put_blob_bytes(repo, digest, data)
+            else:
+                await self.fetch_file(repo, title, descriptor)
+            self.repaired.append(RepairAction(repo, tag, "blob", digest, f"{title} ({role})"))
+
+    async def fetch_file(self, repo: str, title: str, layer: Descriptor) -> None:
+        file = (await self.files(repo)).get(title)
+        if file is None:
+            raise _UnrepairableError(f"the index no longer lists {title}")
+        if f"sha256:{file.sha256}" != layer.digest:
+            raise _UnrepairableError(
+                f"the index now gives {title} the sha256 {file.sha256}, not {layer.digest}"
+            )
+
+        async def attempt() -> None:
+            async with self.index.stream_file(file) as chunks:
+                await self.store.put_blob(
+                    repo, layer.digest, layer.size, verified_chunks(chunks, file)
+                )
+
+        await with_retries(self.retry, f"{repo}: {title}: download", attempt)
+
+    async def metadata(self, file: DistributionFile, sha256: str) -> bytes:
+        found = await self.index.get_core_metadata(file, probe=True)
+        if found is None:
+            raise _UnrepairableError(f"the index no longer serves {file.filename}.metadata")
+        if hashlib.sha256(found.raw).hexdigest() != sha256:
+            raise _UnrepairableError(f"{file.filename}.metadata no longer has the sha256 {sha256}")
+        return found.raw
+
+    async def rebuild_release(self, repo: str, tag: str, bad: set[str]) -> None:
+        """A new index for the version from the files of the index whose manifests are stored.
+
+        When none is stored (the version's files are all gone), every file of
+        the version is synced again.
+        """
+        candidates: list[tuple[DistributionFile, str]] = []
+        for file in (await self.files(repo)).values():
+            try:
+                name = parse_filename(file.filename, repo)
+            except UnsupportedFileError:
+                continue
+            if file.sha256 and version_tag(name.version) == tag:
+                candidates.append((file, name.version))
+        if not candidates:
+            raise _UnrepairableError(f"the index lists no file of the version tagged {tag}")
+        built: list[tuple[FileArtifact, DistributionFile, bytes | None]] = []
+        for file, _ in sorted(candidates, key=lambda c: c[0].filename):
+            size = await self.index.get_file_size(file)
+            metadata = await self.sync_metadata(file, repo)
+            built.append((build_file_artifact(file, repo, size, metadata), file, metadata))
+        present = [
+            item
+            for item in built
+            if item[0].manifest.descriptor.digest not in bad
+            and await self.store.has_manifest(repo, item[0].manifest.descriptor.digest)
+        ]
+        chosen = present or built
+        for artifact, file, metadata in chosen:
+            await self.write_artifact(repo, tag, artifact, file, metadata, bad)
+        version = candidates[0][1]
+        release = build_release_index(
+            repo, version, [entry for artifact, _, _ in chosen for entry in artifact.entries]
+        )
+        self.discard_if_bad(release.descriptor.digest, bad)
+        await self.store.put_manifest(repo, tag, OCI_INDEX, release.data)
+        files = ", ".join(artifact.filename for artifact, _, _ in chosen)
+        self.repaired.append(
+            RepairAction(repo, tag, "index", release.descriptor.digest, f"rebuilt from {files}")
+        )
+
+    def discard_if_bad(self, digest: str, bad: set[str]) -> None:
+        if digest in bad:
+            self.discard(digest)
+
+    async def sync_metadata(self, file: DistributionFile, repo: str) -> bytes | None:
+        """The metadata a sync would have stored: advertised and verified, or probed for wheels."""
+        name = parse_filename(file.filename, repo)
+        found = await self.index.get_core_metadata(file, probe=name.is_wheel)
+        if found is None:
+            return None
+        if file.core_metadata is None and (
+            found.name is None
+            or found.version is None
+            or canonicalize_name(found.name) != name.project
+            or normalize_version(found.version) != normalize_version(name.version)
+        ):
+            return None
+        return found.raw
+
+
+async def repair(
+    store: Store,
+    report: VerifyReport,
+    index: IndexClient,
+    *,
+    retry: RetryPolicy | None = None,
+) -> RepairReport:
+    """Mend the tags ``report`` found faulty from ``index``, children first, tag last.
+
+    Files come back streamed and checked against the sha256 the mirror
+    records; metadata against its layer digest; a missing manifest is
+    rebuilt and written only when its digest comes out the same. A tag
+    whose index is not a valid index of this format (or whose entries
+    disagree with their manifests) gets an index rebuilt from the
+    version's files the mirror still holds, or the whole version synced
+    again when it holds none. Every tag that cannot be mended is listed
+    with the reason.
+    """
+    repairer = _Repairer(store, index, retry or RetryPolicy())
+    by_tag: dict[tuple[str, str], list[Finding]] = {}
+    for finding in report.findings:
+        by_tag.setdefault((finding.repository, finding.tag), []).append(finding)
+    unrepaired: list[RepairAction] = []
+    for (repo, tag), findings in sorted(by_tag.items()):
+        if "." in repo:
+            unrepaired.append(
+                RepairAction(
+                    repo, tag, "index", None, "not a project: the index cannot give it back"
+                )
+            )
+            continue
+        try:
+            await repairer.repair_tag(repo, tag, findings)
+        except FATAL_ERRORS:
+            raise
+        except (_UnrepairableError, OciPypiError) as exc:
+            log.warning("%s:%s cannot be repaired: %s", repo, tag, exc)
+            digest = findings[0].digest
+            unrepaired.append(RepairAction(repo, tag, "index", digest, str(exc)))
+    return RepairReport(store.display_name, tuple(repairer.repaired), tuple(unrepaired))
