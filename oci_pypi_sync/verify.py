@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from packaging.utils import canonicalize_name
 
@@ -150,7 +150,9 @@ class _Verifier:
     deep: bool
     manifests_checked: int = 0
     blobs_checked: int = 0
-    _blob_cache: dict[tuple[str, str], tuple[FindingKind, str] | None] = field(default_factory=dict)
+    _blob_cache: dict[tuple[str, str], asyncio.Future[tuple[FindingKind, str] | None]] = field(
+        default_factory=dict
+    )
 
     async def check_tag(self, repo: str, tag: str) -> list[Finding]:
         found: list[Finding] = []
@@ -275,12 +277,12 @@ class _Verifier:
     async def check_blob(self, repo: str, descriptor: Descriptor) -> tuple[FindingKind, str] | None:
         """A blob's fault (kind, detail), or ``None``; each blob is checked once per run."""
         key = (repo if isinstance(self.store, RegistryStore) else "", descriptor.digest)
-        if key in self._blob_cache:
-            return self._blob_cache[key]
-        self.blobs_checked += 1
-        fault = await self._blob_fault(repo, descriptor)
-        self._blob_cache[key] = fault
-        return fault
+        task = self._blob_cache.get(key)
+        if task is None:
+            self.blobs_checked += 1
+            task = asyncio.ensure_future(self._blob_fault(repo, descriptor))
+            self._blob_cache[key] = task
+        return await task
 
     async def _blob_fault(
         self, repo: str, descriptor: Descriptor
