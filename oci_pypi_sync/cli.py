@@ -85,35 +85,69 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("requirements", nargs=-1, required=True, metavar="REQ...")
+@click.argument("requirements", nargs=-1, metavar="[REQ]...")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="OCI_PYPI_CONFIG",
+    help="A TOML file declaring the sync ([sync] table); flags and OCI_PYPI_* win over it.",
+)
 @click.option(
     "--to",
     "target",
     metavar="TARGET",
-    envvar="OCI_PYPI_TO",
+    default=None,
     help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
-    "(default: oci:./oci-pypi-mirror).",
+    "(a PATH ending in .tar is a packed layout; default: oci:./oci-pypi-mirror).",
 )
 @index_url_option
-@click.option("--pre", is_flag=True, help="Include pre-release versions.")
-@click.option("--include-yanked", is_flag=True, help="Include yanked files (PEP 592).")
-@click.option("--only-binary", is_flag=True, help="Mirror wheels only, no sdists.")
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    metavar="FILE",
+    help="A pip requirements file (-r/-c includes, hashes, markers); repeatable.",
+)
+@click.option(
+    "--pylock", metavar="FILE", default=None, help="Mirror the files a pylock.toml names."
+)
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    metavar="X.Y",
+    help="Target Python version; repeatable. Needs --platform.",
+)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="TAG",
+    help="Target wheel platform tag (manylinux_2_28_x86_64, win_amd64...) or shorthand "
+    "(linux/amd64, darwin/arm64...); repeatable.",
+)
+@click.option("--with-deps", is_flag=True, default=None, help="Add the dependency closure.")
+@click.option("--all", "all_projects", is_flag=True, help="Every project of the index.")
+@click.option("--latest", type=click.IntRange(1), default=None, help="Keep the N newest versions.")
+@click.option("--allow", multiple=True, metavar="NAME|re:PATTERN", help="Only these projects.")
+@click.option("--deny", multiple=True, metavar="NAME|re:PATTERN", help="Never these projects.")
+@click.option("--pre", is_flag=True, default=None, help="Include pre-release versions.")
+@click.option(
+    "--include-yanked", is_flag=True, default=None, help="Include yanked files (PEP 592)."
+)
+@click.option("--only-binary", is_flag=True, default=None, help="Mirror wheels only, no sdists.")
 @click.option("--dry-run", is_flag=True, help="Show what would be mirrored; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 @click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 256),
-    default=8,
-    show_default=True,
-    envvar="OCI_PYPI_JOBS",
-    help="Files transferred at once.",
+    "--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Files at once (default 8)."
 )
 @click.option(
     "--state",
     "state_path",
     metavar="PATH",
-    envvar="OCI_PYPI_STATE",
+    default=None,
     help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
     "or one per registry under $XDG_STATE_HOME/oci-pypi.",
 )
@@ -121,10 +155,12 @@ def main() -> None:
 @click.option(
     "--shard",
     metavar="K/N",
-    envvar="OCI_PYPI_SHARD",
+    default=None,
     help="Take only the projects of shard K (0-based) of N, by normalized name.",
 )
-@click.option("--prune", is_flag=True, help="Take files the index no longer has out of indexes.")
+@click.option(
+    "--prune", is_flag=True, default=None, help="Take files the index dropped out of indexes."
+)
 @click.option(
     "--recheck", is_flag=True, help="Check every project against the target, even unchanged ones."
 )
@@ -134,9 +170,8 @@ def main() -> None:
 @click.option(
     "--retries",
     type=click.IntRange(0, 20),
-    default=4,
-    show_default=True,
-    help="Retries of a step after a transient fault (backoff with jitter).",
+    default=None,
+    help="Retries of a step after a transient fault (default 4).",
 )
 @click.option(
     "--timeout",
@@ -161,21 +196,31 @@ def main() -> None:
 @quiet_option
 def sync(
     requirements: tuple[str, ...],
+    config_path: str | None,
     target: str | None,
     index_url: str | None,
-    pre: bool,
-    include_yanked: bool,
-    only_binary: bool,
+    requirement_files: tuple[str, ...],
+    pylock: str | None,
+    pythons: tuple[str, ...],
+    platforms: tuple[str, ...],
+    with_deps: bool | None,
+    all_projects: bool,
+    latest: int | None,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    pre: bool | None,
+    include_yanked: bool | None,
+    only_binary: bool | None,
     dry_run: bool,
     as_json: bool,
-    jobs: int,
+    jobs: int | None,
     state_path: str | None,
     no_state: bool,
     shard: str | None,
-    prune: bool,
+    prune: bool | None,
     recheck: bool,
     retry_quarantined: bool,
-    retries: int,
+    retries: int | None,
     timeout: float | None,
     plain_http: bool,
     probe_metadata: bool,
@@ -185,64 +230,99 @@ def sync(
 ) -> None:
     """Mirror the files that REQ... select (PEP 508, e.g. 'scipy>=1.11,<1.13') into TARGET.
 
+    Every option can also come from OCI_PYPI_<OPTION> (e.g. OCI_PYPI_ONLY_BINARY=1)
+    or from the [sync] table of --config FILE; flags win, then the environment.
+
     \b
     Examples:
       oci-pypi sync six                          # into ./oci-pypi-mirror
       oci-pypi sync 'scipy>=1.11,<1.13' --to registry.example.com/pypi
-      oci-pypi sync six==1.17.0 --to oci:/srv/mirror --dry-run --json
-      oci-pypi sync numpy scipy pandas --to registry.example.com/pypi --shard 0/4
+      oci-pypi sync requests --with-deps --python 3.12 --platform linux/amd64
+      oci-pypi sync -r requirements.txt --to oci:/srv/mirror --dry-run --json
+      oci-pypi sync --config mirror.toml --shard 0/4
     """
+    import os
+
+    from oci_pypi_sync.config import load_config, merge_settings
     from oci_pypi_sync.index.location import resolve_index_url
+    from oci_pypi_sync.job import JobFlags, run_job
     from oci_pypi_sync.report import report_json, summary_line
-    from oci_pypi_sync.retry import RetryPolicy
-    from oci_pypi_sync.select import SelectionOptions, parse_requirements
-    from oci_pypi_sync.shard import parse_shard
-    from oci_pypi_sync.sync import SyncOptions
-    from oci_pypi_sync.sync import sync as run_sync
-    from oci_pypi_sync.targets import open_store, parse_target
+    from oci_pypi_sync.targets import open_store, parse_target, planning_store
 
     _configure_logging(-1 if quiet else verbose)
     try:
-        reqs = parse_requirements(requirements)
-        parsed_target = parse_target(target, plain_http=plain_http)
-        location = resolve_index_url(index_url)
-        parsed_shard = parse_shard(shard) if shard else None
+        config = load_config(config_path) if config_path else None
+        settings = merge_settings(
+            {
+                "to": target,
+                "index_url": index_url,
+                "requirements": requirements,
+                "requirement_files": requirement_files,
+                "pylock": pylock,
+                "python": pythons,
+                "platform": platforms,
+                "pre": pre,
+                "include_yanked": include_yanked,
+                "only_binary": only_binary,
+                "latest": latest,
+                "allow": allow,
+                "deny": deny,
+                "with_deps": with_deps,
+                "jobs": jobs,
+                "state": state_path,
+                "shard": shard,
+                "prune": prune,
+                "retries": retries,
+                "timeout": timeout,
+            },
+            os.environ,
+            config,
+        )
+        parsed_target = parse_target(settings.to, plain_http=plain_http)
+        location = resolve_index_url(settings.index_url)
+        if not (settings.requirements or settings.requirement_files or settings.pylock) and not (
+            all_projects
+        ):
+            raise UsageError(
+                "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
+            )
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
-    options = SyncOptions(
-        selection=SelectionOptions(pre=pre, include_yanked=include_yanked, only_binary=only_binary),
+    flags = JobFlags(
         dry_run=dry_run,
-        jobs=jobs,
-        probe_metadata=probe_metadata,
-        retry=RetryPolicy(attempts=retries + 1),
-        prune=prune,
-        shard=parsed_shard,
+        all_projects=all_projects,
         recheck=recheck,
         retry_quarantined=retry_quarantined,
+        probe_metadata=probe_metadata,
     )
     show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
+    connections = settings.jobs * 2
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
         from oci_pypi_sync.journal import Journal, default_journal_path
         from oci_pypi_sync.progress import LogObserver, RichObserver
 
-        store = open_store(parsed_target, timeout=timeout, max_connections=jobs * 2)
+        store = (
+            planning_store(parsed_target)
+            if dry_run
+            else open_store(parsed_target, timeout=settings.timeout, max_connections=connections)
+        )
         journal = None
         try:
             if not dry_run and not no_state:
-                path = state_path or default_journal_path(parsed_target)
+                path = settings.state or default_journal_path(parsed_target)
                 journal = Journal.open(path, target=parsed_target)
             async with IndexClient(
-                location.url, timeout=timeout, max_connections=jobs * 2
+                location.url, timeout=settings.timeout, max_connections=connections
             ) as index:
                 if show_progress:
                     with RichObserver() as observer:
-                        return await run_sync(
-                            reqs, index, store, options, journal=journal, observer=observer
+                        return await run_job(
+                            settings, flags, index, store, journal=journal, observer=observer
                         )
-                return await run_sync(
-                    reqs, index, store, options, journal=journal, observer=LogObserver()
+                return await run_job(
+                    settings, flags, index, store, journal=journal, observer=LogObserver()
                 )
         finally:
             await store.aclose()

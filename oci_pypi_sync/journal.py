@@ -614,14 +614,21 @@ def default_journal_path(target: str | Target) -> Path:
     after host and prefix plus a short hash that keeps distinct targets apart.
     """
     if isinstance(target, LayoutTarget):
-        return target.path / LAYOUT_STATE_FILE
+        return _layout_state_path(target.path)
     text = str(target).strip()
     if text.startswith("oci:"):
-        return Path(text[len("oci:") :]) / LAYOUT_STATE_FILE
+        return _layout_state_path(Path(text[len("oci:") :]))
     key = target_key(text)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", key.replace("/", "__"))[:80]
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return _state_home() / "oci-pypi" / f"{safe}-{digest}.sqlite"
+
+
+def _layout_state_path(path: Path) -> Path:
+    """Inside a layout directory; beside a packed layout (``mirror.tar.oci-pypi-state.sqlite``)."""
+    if path.name.endswith(".tar"):
+        return path.with_name(path.name + LAYOUT_STATE_FILE)
+    return path / LAYOUT_STATE_FILE
 
 
 def _state_home() -> Path:

@@ -136,6 +136,7 @@ class Syncer:
         self._file_slots = asyncio.Semaphore(jobs)
         self._project_slots = asyncio.Semaphore(max(4, jobs))
         self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._uploads: dict[tuple[str, str], asyncio.Future[int]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -423,7 +424,6 @@ class Syncer:
         except OciPypiError as exc:
             log.warning("%s:%s: %s", repo, tag, exc)
             return ReleaseResult(repo, version, tag, None, "failed", str(exc), removed, pruned)
-        log.info("tagged %s:%s (%s)", repo, tag, stored)
         self._record_release(repo, version, tag, stored)
         return ReleaseResult(repo, version, tag, stored, "pushed", None, removed, pruned)
 
@@ -504,8 +504,14 @@ class Syncer:
             if size is None:
                 size = await self._retry(f"{what}: size", lambda: self.index.get_file_size(file))
         else:
-            size = await self._upload(repo, digest, selected)
-            uploaded = True
+            key = (repo, digest)
+            upload = self._uploads.get(key)
+            if upload is None or (upload.done() and upload.exception() is not None):
+                # Identical bytes published under two filenames are uploaded once.
+                upload = asyncio.ensure_future(self._upload(repo, digest, selected))
+                self._uploads[key] = upload
+                uploaded = True
+            size = await asyncio.shield(upload)
         if self.journal is not None:
             self.journal.record_blob(repo, digest)
         metadata_raw = await self._retry(
@@ -708,13 +714,10 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def selection_key(requirements: Sequence[Requirement], options: SyncOptions) -> str:
     """A digest of what decides the selection and the bytes written, the page aside."""
-    selection = options.selection
     document = {
         "format": FORMAT_VERSION,
         "requirements": sorted(str(r) for r in requirements),
-        "pre": selection.pre,
-        "include_yanked": selection.include_yanked,
-        "only_binary": selection.only_binary,
+        **options.selection.key(),
         "probe_metadata": options.probe_metadata,
         "prune": options.prune,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from oci_pypi_sync.errors import UsageError
 
@@ -26,7 +26,7 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 @dataclass(frozen=True, slots=True)
 class LayoutTarget:
-    """An OCI image layout directory."""
+    """An OCI image layout directory, or a layout packed as a ``.tar`` file."""
 
     path: Path
 
@@ -112,6 +112,11 @@ def open_store(
 ) -> Store:
     """A store for the target: a layout on disk or a registry client."""
     if isinstance(target, LayoutTarget):
+        from oci_pypi_sync.oci.tarball import is_tar_path, open_tar_store
+
+        if is_tar_path(target.path):
+            # A packed layout: read in place, or staged and packed on close.
+            return open_tar_store(target.path, writable=create)
         from oci_pypi_sync.oci.layout import LayoutStore
 
         return LayoutStore(target.path, create=create)
@@ -126,3 +131,25 @@ def open_store(
         timeout=timeout,
         max_connections=max_connections,
     )
+
+
+class PlanningStore:
+    """The store of a dry run: it names the target and refuses every access.
+
+    A dry run plans from the index alone; touching the target (or creating
+    a layout, or staging a tar) would break its promise to write nothing.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.display_name = str(target)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"a dry run does not access its target (tried {name})")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def planning_store(target: Target) -> Store:
+    """A store for ``--dry-run``: see :class:`PlanningStore`."""
+    return cast("Store", PlanningStore(target))

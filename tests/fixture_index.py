@@ -131,7 +131,8 @@ def make_wheel(
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(f"{dist}.dist-info/METADATA", metadata)
-        archive.writestr(f"{dist}.dist-info/WHEEL", b"Wheel-Version: 1.0\n")
+        wheel_info = f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        archive.writestr(f"{dist}.dist-info/WHEEL", wheel_info.encode())
         if payload:
             seed = hashlib.sha256(f"{dist}-{tag}".encode()).digest()
             archive.writestr(

@@ -1,0 +1,163 @@
+"""A whole sync job from settings: inputs read, closure resolved, target opened, sync run.
+
+This is what ``oci-pypi sync`` does between parsing its flags and rendering
+the report, kept here so that a program can run the same job from a
+:class:`~oci_pypi_sync.config.Settings` without the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from oci_pypi_sync.config import Settings
+from oci_pypi_sync.inputs import read_pylock, read_requirements_file
+from oci_pypi_sync.results import ProjectError, SyncObserver, SyncReport
+from oci_pypi_sync.retry import RetryPolicy
+from oci_pypi_sync.select import SelectionOptions, parse_requirements, project_allowed
+from oci_pypi_sync.shard import parse_shard
+from oci_pypi_sync.sync import SyncOptions, sync
+
+if TYPE_CHECKING:
+    from oci_pypi_sync.index.client import IndexClient
+    from oci_pypi_sync.journal import Journal
+    from oci_pypi_sync.oci.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFlags:
+    """What a run does beyond the declarative settings (one-off choices of the caller)."""
+
+    dry_run: bool = False
+    all_projects: bool = False
+    recheck: bool = False
+    retry_quarantined: bool = False
+    probe_metadata: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JobInputs:
+    """The requirements to sync and the hashes that restrict their files."""
+
+    requirements: tuple[Requirement, ...]
+    hashes: dict[NormalizedName, frozenset[str]]
+
+
+def read_inputs(settings: Settings) -> JobInputs:
+    """Requirements from the settings, the requirements files and the lock file (no network)."""
+    envs = settings.environments()
+    requirements = list(parse_requirements(settings.requirements))
+    hashes: dict[NormalizedName, frozenset[str]] = {}
+
+    def add_hashes(more: dict[NormalizedName, frozenset[str]]) -> None:
+        for name, values in more.items():
+            hashes[name] = hashes.get(name, frozenset()) | values
+
+    for path in settings.requirement_files:
+        found = read_requirements_file(path)
+        for warning in found.warnings:
+            log.warning("%s", warning)
+        requirements.extend(found.for_environments(envs))
+        add_hashes(dict(found.hashes))
+    if settings.pylock is not None:
+        lock = read_pylock(settings.pylock)
+        for warning in lock.warnings:
+            log.warning("%s", warning)
+        requirements.extend(lock.requirements(envs))
+        add_hashes(dict(lock.hashes(envs)))
+    return JobInputs(tuple(requirements), hashes)
+
+
+def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOptions) -> SyncOptions:
+    return SyncOptions(
+        selection=selection,
+        dry_run=flags.dry_run,
+        jobs=settings.jobs,
+        probe_metadata=flags.probe_metadata,
+        retry=RetryPolicy(attempts=settings.retries + 1),
+        prune=settings.prune,
+        shard=parse_shard(settings.shard) if settings.shard else None,
+        recheck=flags.recheck,
+        retry_quarantined=flags.retry_quarantined,
+    )
+
+
+async def run_job(
+    settings: Settings,
+    flags: JobFlags,
+    index: IndexClient,
+    store: Store,
+    *,
+    journal: Journal | None = None,
+    observer: SyncObserver | None = None,
+) -> SyncReport:
+    """Read the inputs, take every project when asked, resolve the closure when asked, sync."""
+    inputs = read_inputs(settings)
+    selection = settings.selection_options(hashes=inputs.hashes)
+    options = sync_options(settings, flags, selection)
+    requirements = list(inputs.requirements)
+    if flags.all_projects:
+        names = await index.get_project_names()
+        if options.shard is not None:
+            names = [name for name in names if options.shard.owns(name)]
+        requirements.extend(Requirement(str(canonicalize_name(name))) for name in names)
+        log.info("%d projects from the index", len(names))
+    requirements = [r for r in requirements if project_allowed(r.name, selection)]
+    if not requirements:
+        from oci_pypi_sync.errors import UsageError
+
+        raise UsageError(
+            "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
+        )
+    unresolved: list[ProjectError] = []
+    if settings.with_deps:
+        requirements, unresolved = await _closure(requirements, index, selection, flags)
+    report = await sync(requirements, index, store, options, journal=journal, observer=observer)
+    if unresolved:
+        report = replace(report, project_errors=report.project_errors + tuple(unresolved))
+    return report
+
+
+async def _closure(
+    requirements: Sequence[Requirement],
+    index: IndexClient,
+    selection: SelectionOptions,
+    flags: JobFlags,
+) -> tuple[list[Requirement], list[ProjectError]]:
+    """The requirements pinned as pip would install them, per target, and what failed."""
+    from oci_pypi_sync.resolve import resolve_closure
+
+    closure = await resolve_closure(
+        requirements,
+        index,
+        selection.environments,
+        pre=selection.pre,
+        only_binary=selection.only_binary,
+        probe_metadata=flags.probe_metadata,
+    )
+    errors = [
+        ProjectError(
+            str(canonicalize_name(_requirement_name(u.requirement))),
+            f"not resolved for {u.environment}: {u.reason}",
+        )
+        for u in closure.unresolved
+    ]
+    for error in errors:
+        log.warning("%s: %s", error.project, error.error)
+    pinned = closure.requirements()
+    log.info("dependency closure: %d releases", len(pinned))
+    return list(pinned), errors
+
+
+def _requirement_name(text: str) -> str:
+    try:
+        return Requirement(text).name
+    except Exception:  # a reason may quote something that is not a requirement
+        return text.split()[0] if text.split() else text
