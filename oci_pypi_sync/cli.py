@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
@@ -340,6 +341,240 @@ def sync(
             if failed.action == "failed":
                 click.echo(f"error: {failed.filename}: {failed.error}", err=True)
     sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)
+
+
+@main.command(name="ls")
+@click.argument("project", required=False)
+@click.option(
+    "--from",
+    "--to",
+    "target",
+    metavar="TARGET",
+    help="The mirror to list (default: oci:./oci-pypi-mirror).",
+)
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls(project: str | None, target: str | None, plain_http: bool, as_json: bool) -> None:
+    """List the mirrored projects, or one PROJECT's versions and files.
+
+    \b
+    Examples:
+      oci-pypi ls                                # projects in ./oci-pypi-mirror
+      oci-pypi ls numpy --from registry.example.com/pypi
+    """
+    import json
+
+    from oci_pypi_sync.listing import list_projects, list_releases
+    from oci_pypi_sync.targets import open_store, parse_target
+
+    try:
+        parsed = parse_target(target, plain_http=plain_http)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def go() -> Any:
+        store = open_store(parsed, create=False)
+        try:
+            if project is None:
+                return await list_projects(store)
+            return await list_releases(store, project)
+        finally:
+            await store.aclose()
+
+    result = _run(go)
+    if project is None:
+        projects, source = result
+        if as_json:
+            document = {"source": source, "projects": [asdict(p) for p in projects]}
+            click.echo(json.dumps(document, indent=2))
+            return
+        for listing in projects:
+            click.echo(f"{listing.name}\t{listing.versions}")
+        if source != "catalog":
+            click.echo("note: no catalog in this mirror; listed its repositories", err=True)
+        return
+    releases = result
+    if not releases:
+        click.echo(f"error: {project} is not in {parsed}", err=True)
+        sys.exit(EXIT_FAILURES)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "version": r.version,
+                        "tag": r.tag,
+                        "digest": r.digest,
+                        "files": [asdict(f) for f in r.files],
+                    }
+                    for r in releases
+                ],
+                indent=2,
+            )
+        )
+        return
+    for release in releases:
+        click.echo(f"{release.version}  (tag {release.tag}, {release.digest})")
+        for file in release.files:
+            notes = ", ".join(file.platforms) or "any"
+            yanked = "  [yanked]" if file.yanked else ""
+            click.echo(f"  {file.filename}  {file.size or '?'} B  {notes}{yanked}")
+
+
+@main.command()
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True, help="Blobs at once."
+)
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to non-loopback registries.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@verbose_option
+def copy(
+    source: str, destination: str, jobs: int, plain_http: bool, as_json: bool, verbose: int
+) -> None:
+    """Copy a mirror between targets, digests unchanged; what exists is skipped.
+
+    SRC and DST are oci:PATH (a directory, or PATH.tar for a packed layout)
+    or HOST[:PORT]/PREFIX. An interrupted copy resumes where it stopped.
+
+    \b
+    Examples:
+      oci-pypi copy oci:./oci-pypi-mirror oci:mirror.tar      # pack for the air gap
+      oci-pypi copy oci:mirror.tar registry.internal/pypi     # unpack inside
+    """
+    import json
+
+    from oci_pypi_sync.copy import copy as run_copy
+    from oci_pypi_sync.targets import open_store, parse_target
+
+    _configure_logging(verbose)
+    try:
+        src_target = parse_target(source, plain_http=plain_http)
+        dst_target = parse_target(destination, plain_http=plain_http)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def go() -> Any:
+        src = open_store(src_target, create=False)
+        try:
+            dst = open_store(dst_target)
+            try:
+                return await run_copy(src, dst, jobs=jobs)
+            finally:
+                await dst.aclose()
+        finally:
+            await src.aclose()
+
+    report = _run(go)
+    if as_json:
+        document = {
+            "source": report.source,
+            "destination": report.destination,
+            "ok": not report.failed,
+            "tags": [asdict(t) for t in report.tags],
+            "blobs_copied": report.blobs_copied,
+            "blobs_mounted": report.blobs_mounted,
+            "blobs_present": report.blobs_present,
+            "bytes_copied": report.bytes_copied,
+        }
+        click.echo(json.dumps(document, indent=2))
+    click.echo(
+        f"{report.destination}: {report.count('copied')} tags copied, "
+        f"{report.count('unchanged')} unchanged, {report.count('failed')} failed; "
+        f"{report.blobs_copied} blobs copied ({report.bytes_copied} bytes), "
+        f"{report.blobs_present} already there",
+        err=as_json,
+    )
+    for tag in report.tags:
+        if tag.action == "failed":
+            click.echo(f"error: {tag.repository}:{tag.tag}: {tag.reason}", err=True)
+    sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("target", metavar="TARGET", required=False)
+@click.option("--repair", is_flag=True, help="Re-fetch what is missing or wrong from the index.")
+@click.option("--deep", is_flag=True, help="Read back and hash every blob (registries too).")
+@index_url_option
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@verbose_option
+def verify(
+    target: str | None,
+    repair: bool,
+    deep: bool,
+    index_url: str | None,
+    plain_http: bool,
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """Check that every tag's index, manifest and blob is present with the right digest and size.
+
+    Exits 0 when the mirror is sound (or was fully repaired), 1 otherwise.
+
+    \b
+    Examples:
+      oci-pypi verify                            # ./oci-pypi-mirror
+      oci-pypi verify registry.example.com/pypi --repair
+    """
+    import json
+
+    from oci_pypi_sync.index.location import resolve_index_url
+    from oci_pypi_sync.targets import open_store, parse_target
+    from oci_pypi_sync.verify import repair as run_repair
+    from oci_pypi_sync.verify import verify as run_verify
+
+    _configure_logging(verbose)
+    try:
+        parsed = parse_target(target, plain_http=plain_http)
+        location = resolve_index_url(index_url) if repair else None
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def go() -> Any:
+        from oci_pypi_sync.index.client import IndexClient
+
+        store = open_store(parsed, create=repair)
+        try:
+            report = await run_verify(store, deep=deep)
+            mended = None
+            if repair and not report.ok and location is not None:
+                async with IndexClient(location.url) as index:
+                    mended = await run_repair(store, report, index)
+                report = await run_verify(store, deep=deep)
+            return report, mended
+        finally:
+            await store.aclose()
+
+    report, mended = _run(go)
+    if as_json:
+        document = {
+            "target": report.target,
+            "ok": report.ok,
+            "tags_checked": report.tags_checked,
+            "manifests_checked": report.manifests_checked,
+            "blobs_checked": report.blobs_checked,
+            "findings": [asdict(f) for f in report.findings],
+            "repaired": [asdict(a) for a in mended.repaired] if mended else [],
+            "unrepaired": [asdict(a) for a in mended.unrepaired] if mended else [],
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        if mended is not None:
+            for action in mended.repaired:
+                click.echo(f"repaired {action.repository}:{action.tag}: {action.detail}")
+            for action in mended.unrepaired:
+                click.echo(f"not repaired {action.repository}:{action.tag}: {action.detail}")
+        for finding in report.findings:
+            click.echo(f"{finding.kind} {finding.repository}:{finding.tag}: {finding.detail}")
+        click.echo(
+            f"{report.target}: {report.tags_checked} tags, {report.manifests_checked} manifests, "
+            f"{report.blobs_checked} blobs checked; "
+            + ("sound" if report.ok else f"{len(report.findings)} findings"),
+            err=True,
+        )
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILURES)
 
 
 @main.command()

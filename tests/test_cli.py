@@ -131,3 +131,44 @@ def test_dry_run_writes_nothing(index: FixtureIndex, tmp_path: Path) -> None:
     assert report["totals"]["bytes_planned"] == sum(f["size"] for f in report["files"])
     assert not (tmp_path / "oci-pypi-mirror").exists()
     assert not (tmp_path / "state-home").exists()
+
+
+def test_ls_copy_and_verify_round_trip(index: FixtureIndex, tmp_path: Path) -> None:
+    assert oci_pypi("sync", "tool", cwd=tmp_path, index=index).returncode == 0
+    listing = oci_pypi("ls", "--json", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout) == {
+        "source": "catalog",
+        "projects": [{"name": "tool", "versions": 1}],
+    }
+    releases = json.loads(oci_pypi("ls", "Tool", "--json", cwd=tmp_path).stdout)
+    assert [r["version"] for r in releases] == ["1.0"]
+    assert sorted(f["filename"] for f in releases[0]["files"]) == [
+        "tool-1.0-py3-none-any.whl",
+        "tool-1.0.tar.gz",
+    ]
+    assert oci_pypi("ls", "absent", cwd=tmp_path).returncode == 1
+
+    packed = oci_pypi("copy", "oci:oci-pypi-mirror", "oci:carry.tar", "--json", cwd=tmp_path)
+    assert packed.returncode == 0, packed.stderr
+    assert json.loads(packed.stdout)["ok"] is True
+    unpacked = oci_pypi("copy", "oci:carry.tar", "oci:inside", cwd=tmp_path)
+    assert unpacked.returncode == 0, unpacked.stderr
+    original = json.loads((tmp_path / "oci-pypi-mirror" / "index.json").read_bytes())
+    copied = json.loads((tmp_path / "inside" / "index.json").read_bytes())
+    assert copied["manifests"] == original["manifests"]
+
+    verified = oci_pypi("verify", "oci:inside", "--json", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+    wheel_digest = releases[0]["files"][0]
+    assert wheel_digest["filename"] == "tool-1.0-py3-none-any.whl"
+    sha256 = index.files_by_name()["tool-1.0-py3-none-any.whl"].sha256
+    (tmp_path / "inside" / "blobs" / "sha256" / sha256).unlink()
+    damaged = oci_pypi("verify", "oci:inside", "--json", cwd=tmp_path)
+    assert damaged.returncode == 1
+    findings = json.loads(damaged.stdout)["findings"]
+    assert [(f["kind"], f["digest"]) for f in findings] == [("missing-blob", f"sha256:{sha256}")]
+    mended = oci_pypi("verify", "oci:inside", "--repair", "--json", cwd=tmp_path, index=index)
+    assert mended.returncode == 0, mended.stdout + mended.stderr
+    assert (tmp_path / "inside" / "blobs" / "sha256" / sha256).is_file()
