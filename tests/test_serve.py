@@ -490,6 +490,36 @@ async def test_a_warm_page_needs_no_store_reads_and_concurrent_requests_share_on
         assert store.calls[1:] == [f"blob sha256:{file.core_metadata.sha256}"]
 
 
+async def test_a_layout_is_read_once_per_ttl(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``index.json`` gives every tag's digest in one read; warm pages read nothing."""
+    layout = LayoutStore(mirror.layout, create=False)
+    reads = {"index.json": 0, "manifests": 0}
+    tags, get_manifest = layout.tags, layout.get_manifest
+
+    def counted_tags() -> dict[str, dict[str, object]]:
+        reads["index.json"] += 1
+        return tags()
+
+    async def counted_get_manifest(repo: str, reference: str) -> StoredManifest | None:
+        reads["manifests"] += 1
+        return await get_manifest(repo, reference)
+
+    monkeypatch.setattr(layout, "tags", counted_tags)
+    monkeypatch.setattr(layout, "get_manifest", counted_get_manifest)
+    now = [0.0]
+    async with client_for(create_app(layout, clock=lambda: now[0])) as http:
+        for _ in range(3):
+            assert (await http.get(f"/simple/{NAME}/")).status_code == 200
+            assert (await http.get("/simple/other-project/")).status_code == 200
+        assert reads == {"index.json": 1, "manifests": 6}  # 5 versions + 1
+        now[0] += 61
+        assert (await http.get(f"/simple/{NAME}/")).status_code == 200
+        # Tags re-read; the indexes they point at are known by digest already.
+        assert reads == {"index.json": 2, "manifests": 6}
+
+
 async def test_a_failing_store_answers_502(mirror: Mirror) -> None:
     store = CountingStore(LayoutStore(mirror.layout, create=False))
     store.fail = True

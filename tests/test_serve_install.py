@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import json
 import logging
 import os
 import socket
@@ -311,3 +312,38 @@ def test_uv_resolves_from_metadata_without_downloading_wheels(served: Served, ho
     assert [r for r in files if not r.path.endswith(".metadata")] == []  # no wheel fetched
     pages = {r.path for r in seen if r.path.startswith("/simple/")}
     assert pages == {f"/simple/{n}/" for n in ("alpha", "beta", "gamma", "delta", "yankme")}
+
+
+def test_pip_dry_run_resolves_from_metadata_without_downloading_wheels(
+    served: Served, home: Path
+) -> None:
+    mark = served.mark()
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--dry-run",
+            "--quiet",
+            "--report",
+            "-",
+            "--index-url",
+            served.url,
+            "alpha",
+        ],
+        home,
+    )
+    report = json.loads(result.stdout)
+    assert {
+        item["metadata"]["name"]: item["metadata"]["version"] for item in report["install"]
+    } == {
+        "alpha": "1.0",
+        "beta": "2.0",
+    }
+    files = [r.path for r in served.since(mark) if r.path.startswith("/files/")]
+    assert sorted(path.rsplit("/", 1)[1] for path in files) == [
+        "alpha-1.0-py3-none-any.whl.metadata",
+        "beta-2.0-py3-none-any.whl.metadata",
+    ]
