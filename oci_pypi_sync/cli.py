@@ -9,6 +9,7 @@ proceed at all (index or registry unreachable, credentials refused).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -575,6 +576,57 @@ def verify(
             err=True,
         )
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURES)
+
+
+@main.command()
+@click.option(
+    "--from",
+    "--to",
+    "target",
+    metavar="TARGET",
+    help="The mirror to serve (default: oci:./oci-pypi-mirror).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds a project's tag list is cached before the mirror is asked again.",
+)
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@verbose_option
+def serve(
+    target: str | None, host: str, port: int, ttl: float, plain_http: bool, verbose: int
+) -> None:
+    """Serve the mirror as a simple repository (PEP 503 HTML, PEP 691 JSON, PEP 658 metadata).
+
+    \b
+    Examples:
+      oci-pypi serve                             # ./oci-pypi-mirror on 127.0.0.1:8080
+      oci-pypi serve --from registry.example.com/pypi --host 0.0.0.0
+      pip install --index-url http://127.0.0.1:8080/simple/ requests
+    """
+    from oci_pypi_sync.serve.server import serve as run_server
+    from oci_pypi_sync.targets import open_store, parse_target
+
+    _configure_logging(max(verbose, 1))
+    try:
+        parsed = parse_target(target, plain_http=plain_http)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def go() -> None:
+        store = open_store(parsed, create=False)
+        try:
+            await run_server(store, host=host, port=port, ttl=ttl)
+        finally:
+            await store.aclose()
+
+    click.echo(f"serving {parsed} on http://{host}:{port}/simple/", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
 
 
 @main.command()

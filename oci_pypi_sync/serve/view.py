@@ -55,9 +55,15 @@ FETCH_CONCURRENCY = 16
 async def list_projects(store: Store) -> list[str]:
     """The project names of a mirror, sorted.
 
-    The one place that knows where the list comes from: today the store's
-    repository list, keeping only names that are normalized project names.
+    The one place that knows where the list comes from: the mirror's
+    catalog (one read, and it works where ``/v2/_catalog`` is refused), else
+    the store's repository list, keeping only normalized project names.
     """
+    from oci_pypi_sync.catalog import read_catalog
+
+    catalog = await read_catalog(store)
+    if catalog is not None:
+        return sorted(catalog.projects)
     return sorted(name for name in await store.list_repositories() if is_project_repository(name))
 
 
