@@ -5,7 +5,9 @@ listens on 127.0.0.1 only. Basic auth uses an htpasswd file with bcrypt
 entries (the ``bcrypt`` package); bearer auth uses :class:`TokenServer`, a
 small token service in a thread that signs RS256 JWTs with a key and a
 self-signed certificate made on the spot, which the registry trusts through
-``auth.token.rootcertbundle``.
+``auth.token.rootcertbundle``. With :func:`make_tls` the registry serves
+HTTPS with a certificate signed by a CA made by the test, and may demand
+client certificates signed by a second one (``http.tls.clientcas``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -30,8 +34,8 @@ import bcrypt
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 REGISTRY_BINARY = "docker-registry"
 INSTALL_HINT = "apt-get update && apt-get install -y docker-registry skopeo"
@@ -205,6 +209,142 @@ class TokenServer:
             self._thread.join(timeout=5)
 
 
+# --- certificates -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM files for a TLS registry: a server CA and cert, a client CA and a client cert.
+
+    ``require_client_cert`` makes the registry refuse any client without a
+    certificate signed by ``client_ca`` (Distribution's ``http.tls.clientcas``).
+    """
+
+    directory: Path
+    ca: Path
+    cert: Path
+    key: Path
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+    require_client_cert: bool = False
+
+    def client_context(self, *, with_client_cert: bool | None = None) -> ssl.SSLContext:
+        """A client context trusting ``ca`` (and presenting the client cert when needed)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        send_cert = self.require_client_cert if with_client_cert is None else with_client_cert
+        if send_cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _make_leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    *,
+    server: bool,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def make_tls(directory: Path, *, require_client_cert: bool = False) -> TlsMaterial:
+    """A server CA and a cert for 127.0.0.1/localhost, a client CA and a client cert."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _make_ca("oci-pypi test registry CA")
+    key, cert = _make_leaf(ca_key, ca_cert, "127.0.0.1", server=True)
+    client_ca_key, client_ca_cert = _make_ca("oci-pypi test client CA")
+    client_key, client_cert = _make_leaf(client_ca_key, client_ca_cert, "alice", server=False)
+    return TlsMaterial(
+        directory=directory,
+        ca=_write_cert(directory / "ca.pem", ca_cert),
+        cert=_write_cert(directory / "server.pem", cert),
+        key=_write_key(directory / "server-key.pem", key),
+        client_ca=_write_cert(directory / "client-ca.pem", client_ca_cert),
+        client_cert=_write_cert(directory / "client.pem", client_cert),
+        client_key=_write_key(directory / "client-key.pem", client_key),
+        require_client_cert=require_client_cert,
+    )
+
+
 # --- the registry -----------------------------------------------------------------
 
 
@@ -216,10 +356,11 @@ class RegistryServer:
     root: Path
     log: Path
     process: subprocess.Popen[bytes]
+    tls: TlsMaterial | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -234,9 +375,20 @@ def htpasswd_lines(users: Mapping[str, str]) -> str:
 
 
 def registry_config(
-    root: Path, port: int, *, htpasswd: Path | None = None, token: tuple[str, Path] | None = None
+    root: Path,
+    port: int,
+    *,
+    htpasswd: Path | None = None,
+    token: tuple[str, Path] | None = None,
+    tls: TlsMaterial | None = None,
 ) -> str:
     """The registry's YAML config (JSON is YAML): loopback, temp storage, deletes on."""
+    http: dict[str, object] = {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)}
+    if tls is not None:
+        settings: dict[str, object] = {"certificate": str(tls.cert), "key": str(tls.key)}
+        if tls.require_client_cert:
+            settings["clientcas"] = [str(tls.client_ca)]
+        http["tls"] = settings
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text"},
@@ -245,7 +397,7 @@ def registry_config(
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
-        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+        "http": http,
     }
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "oci-pypi-test", "path": str(htpasswd)}}
@@ -270,8 +422,11 @@ def _wait_until_up(server: RegistryServer, timeout: float) -> None:
                 f"{REGISTRY_BINARY} exited with {server.process.returncode}:\n"
                 + server.log_text()[-3000:]
             )
+        verify: ssl.SSLContext | bool = True
+        if server.tls is not None:
+            verify = server.tls.client_context()
         try:
-            response = httpx.get(f"{server.url}/v2/", timeout=1.0)
+            response = httpx.get(f"{server.url}/v2/", timeout=1.0, verify=verify)
         except httpx.TransportError:
             time.sleep(0.05)
             continue
@@ -298,10 +453,12 @@ def running_registry(
     *,
     htpasswd: Mapping[str, str] | None = None,
     token_auth: TokenServer | None = None,
+    tls: TlsMaterial | None = None,
 ) -> Iterator[RegistryServer]:
     """Start ``docker-registry serve`` on a free loopback port; stop it afterwards.
 
-    With ``token_auth`` the token server is started (and stopped) here too.
+    With ``token_auth`` the token server is started (and stopped) here too;
+    with ``tls`` (see :func:`make_tls`) the registry speaks HTTPS only.
     """
     binary = registry_binary()
     if binary is None:
@@ -319,7 +476,9 @@ def running_registry(
         for attempt in range(3):
             port = free_port()
             config = tmp_path / "config.yml"
-            config.write_text(registry_config(tmp_path, port, htpasswd=htpasswd_file, token=token))
+            config.write_text(
+                registry_config(tmp_path, port, htpasswd=htpasswd_file, token=token, tls=tls)
+            )
             log = tmp_path / f"registry-{attempt}.log"
             with log.open("wb") as log_file:
                 process = subprocess.Popen(
@@ -328,7 +487,7 @@ def running_registry(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
-            server = RegistryServer(f"127.0.0.1:{port}", tmp_path, log, process)
+            server = RegistryServer(f"127.0.0.1:{port}", tmp_path, log, process, tls)
             try:
                 _wait_until_up(server, timeout=20.0)
             except RuntimeError:
