@@ -161,6 +161,14 @@ def main() -> None:
     help="Take only the projects of shard K (0-based) of N, by normalized name.",
 )
 @click.option(
+    "--shards",
+    type=click.IntRange(1),
+    envvar="OCI_PYPI_SHARDS",
+    default=None,
+    help="Split into N shards and take the one JOB_COMPLETION_INDEX (Kubernetes Indexed "
+    "Job) or CI_NODE_INDEX (GitLab parallel) names.",
+)
+@click.option(
     "--prune", is_flag=True, default=None, help="Take files the index dropped out of indexes."
 )
 @click.option(
@@ -219,6 +227,7 @@ def sync(
     state_path: str | None,
     no_state: bool,
     shard: str | None,
+    shards: int | None,
     prune: bool | None,
     recheck: bool,
     retry_quarantined: bool,
@@ -249,10 +258,13 @@ def sync(
     from oci_pypi_sync.index.location import resolve_index_url
     from oci_pypi_sync.job import JobFlags, run_job
     from oci_pypi_sync.report import report_json, summary_line
+    from oci_pypi_sync.shard import shard_from_environment
     from oci_pypi_sync.targets import open_store, parse_target, planning_store
 
     _configure_logging(-1 if quiet else verbose)
     try:
+        if shards is not None and shard is None:
+            shard = str(shard_from_environment(shards))
         config = load_config(config_path) if config_path else None
         settings = merge_settings(
             {

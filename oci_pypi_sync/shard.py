@@ -48,3 +48,30 @@ def parse_shard(value: str) -> Shard:
     if count < 1 or index >= count:
         raise UsageError(f"shard {value!r}: K must be between 0 and N-1, and N at least 1")
     return Shard(index, count)
+
+
+def shard_from_environment(count: int, environ: dict[str, str] | None = None) -> Shard:
+    """This process's shard of ``count``, from the job engine's index variable.
+
+    Kubernetes Indexed Jobs set ``JOB_COMPLETION_INDEX`` (0-based); GitLab's
+    ``parallel:`` sets ``CI_NODE_INDEX`` (1-based). A CI matrix can pass
+    ``--shard K/N`` instead.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    if count < 1:
+        raise UsageError(f"--shards {count}: the number of shards must be at least 1")
+    if env.get("JOB_COMPLETION_INDEX", "").isdigit():
+        index = int(env["JOB_COMPLETION_INDEX"])
+    elif env.get("CI_NODE_INDEX", "").isdigit():
+        index = int(env["CI_NODE_INDEX"]) - 1
+    else:
+        raise UsageError(
+            f"--shards {count} takes this process's shard from JOB_COMPLETION_INDEX "
+            "(Kubernetes Indexed Jobs) or CI_NODE_INDEX (GitLab parallel), and neither is set; "
+            "use --shard K/N elsewhere"
+        )
+    if not 0 <= index < count:
+        raise UsageError(f"shard index {index} is not below --shards {count}")
+    return Shard(index, count)

@@ -172,3 +172,37 @@ def test_ls_copy_and_verify_round_trip(index: FixtureIndex, tmp_path: Path) -> N
     mended = oci_pypi("verify", "oci:inside", "--repair", "--json", cwd=tmp_path, index=index)
     assert mended.returncode == 0, mended.stdout + mended.stderr
     assert (tmp_path / "inside" / "blobs" / "sha256" / sha256).is_file()
+
+
+def test_shards_come_from_the_job_engine_index() -> None:
+    from oci_pypi_sync.errors import UsageError
+    from oci_pypi_sync.shard import Shard, shard_from_environment
+
+    assert shard_from_environment(4, {"JOB_COMPLETION_INDEX": "3"}) == Shard(3, 4)
+    assert shard_from_environment(4, {"CI_NODE_INDEX": "1"}) == Shard(0, 4)  # 1-based
+    with pytest.raises(UsageError, match="JOB_COMPLETION_INDEX"):
+        shard_from_environment(4, {})
+    with pytest.raises(UsageError, match="not below --shards 4"):
+        shard_from_environment(4, {"JOB_COMPLETION_INDEX": "4"})
+
+
+def test_shards_flag_picks_up_the_indexed_job(index: FixtureIndex, tmp_path: Path) -> None:
+    index.add("other", make_wheel("other", "1.0"))
+    env_index = {"JOB_COMPLETION_INDEX": "0"}
+    reports = []
+    for k in ("0", "1"):
+        env_index["JOB_COMPLETION_INDEX"] = k
+        result = subprocess.run(
+            [sys.executable, "-m", "oci_pypi_sync", "sync", "tool", "other", "--shards", "2"]
+            + ["--dry-run", "--json", "--index-url", index.url],
+            cwd=tmp_path,
+            env={**os.environ, **env_index},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        reports.append({f["project"] for f in json.loads(result.stdout)["files"]})
+    assert reports[0].isdisjoint(reports[1])
+    assert reports[0] | reports[1] == {"tool", "other"}
