@@ -193,8 +193,10 @@ def test_shards_flag_picks_up_the_indexed_job(index: FixtureIndex, tmp_path: Pat
     for k in ("0", "1"):
         env_index["JOB_COMPLETION_INDEX"] = k
         result = subprocess.run(
-            [sys.executable, "-m", "oci_pypi_sync", "sync", "tool", "other", "--shards", "2"]
-            + ["--dry-run", "--json", "--index-url", index.url],
+            [
+                *(sys.executable, "-m", "oci_pypi_sync", "sync", "tool", "other"),
+                *("--shards", "2", "--dry-run", "--json", "--index-url", index.url),
+            ],
             cwd=tmp_path,
             env={**os.environ, **env_index},
             capture_output=True,
