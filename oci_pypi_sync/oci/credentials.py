@@ -1,10 +1,17 @@
-"""Where registry credentials come from: the environment, then the docker config.
+"""Where registry credentials come from, first match wins per registry host.
 
-The order follows what users already rely on: ``OCI_PYPI_REGISTRY_USERNAME`` /
-``OCI_PYPI_REGISTRY_PASSWORD`` (meant for CI, any host), then
-``$DOCKER_CONFIG/config.json`` (default ``~/.docker/config.json``) with its
-``credHelpers``, ``credsStore`` and inline ``auths`` entries, the way
-``docker login`` leaves them. Secrets never appear in a repr or a message.
+1. credentials given explicitly (``--username`` with ``--password-stdin``);
+2. ``OCI_PYPI_REGISTRY_USERNAME`` / ``OCI_PYPI_REGISTRY_PASSWORD`` (meant for CI, any host);
+3. the docker config, ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``:
+   ``credHelpers[host]``, then an ``auths`` entry, then ``credsStore``;
+4. the podman/skopeo auth file (``$REGISTRY_AUTH_FILE``, else
+   ``$XDG_RUNTIME_DIR/containers/auth.json`` and ``~/.config/containers/auth.json``):
+   ``credHelpers[host]``, then an ``auths`` entry.
+
+This is the order users already rely on with docker, then podman. Keys are
+compared by host (scheme and path dropped), so a key written for another
+registry, whatever its form, never matches. Secrets never appear in a repr
+or a message.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ __all__ = [
     "ENV_USERNAME",
     "CredentialStore",
     "Credentials",
+    "containers_auth_paths",
     "docker_config_path",
     "normalize_registry_key",
 ]
@@ -69,6 +77,27 @@ def docker_config_path(environ: Mapping[str, str] | None = None) -> Path:
     if directory:
         return Path(directory) / "config.json"
     return Path.home() / ".docker" / "config.json"
+
+
+def containers_auth_paths(environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The podman/skopeo auth files, in the order they are consulted.
+
+    ``$REGISTRY_AUTH_FILE`` alone when set (as podman does); otherwise
+    ``$XDG_RUNTIME_DIR/containers/auth.json`` (where ``podman login`` writes)
+    and then ``~/.config/containers/auth.json``.
+    """
+    env = os.environ if environ is None else environ
+    explicit = env.get("REGISTRY_AUTH_FILE")
+    if explicit:
+        return (Path(explicit),)
+    paths: list[Path] = []
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        paths.append(Path(runtime) / "containers" / "auth.json")
+    home = env.get("HOME")
+    base = Path(home) if home else Path.home()
+    paths.append(base / ".config" / "containers" / "auth.json")
+    return tuple(paths)
 
 
 def normalize_registry_key(key: str) -> str:
@@ -130,7 +159,7 @@ def run_credential_helper(helper: str, host: str) -> Credentials | None:
     path = shutil.which(program)
     if path is None:
         raise AuthenticationError(
-            f"credential helper {program!r} configured for {host} in the docker config "
+            f"credential helper {program!r} configured for {host} "
             "is not installed (not found on PATH)"
         )
     try:
@@ -154,9 +183,11 @@ def run_credential_helper(helper: str, host: str) -> Credentials | None:
 class CredentialStore:
     """Resolves credentials for a registry host; each host is looked up once.
 
-    ``environ`` and ``config_path`` default to the process environment and the
-    docker config it names; tests pass their own. ``run_helper`` runs a
-    credential helper (``helper name, host`` -> credentials).
+    ``environ``, ``config_path`` and ``auth_files`` default to the process
+    environment and the files it names; tests pass their own. ``explicit``
+    maps hosts to credentials given on the command line, which win over
+    everything. ``run_helper`` runs a credential helper (``helper name,
+    host`` -> credentials).
     """
 
     def __init__(
@@ -164,10 +195,16 @@ class CredentialStore:
         *,
         environ: Mapping[str, str] | None = None,
         config_path: Path | None = None,
+        auth_files: Sequence[Path] | None = None,
+        explicit: Mapping[str, Credentials] | None = None,
         run_helper: HelperRunner = run_credential_helper,
     ) -> None:
         self._environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
         self._config_path = config_path or docker_config_path(self._environ)
+        self._auth_files = tuple(
+            containers_auth_paths(self._environ) if auth_files is None else auth_files
+        )
+        self._explicit = {normalize_registry_key(h): c for h, c in (explicit or {}).items()}
         self._run_helper = run_helper
         self._cache: dict[str, Credentials | None] = {}
         self._static: Credentials | None = None
@@ -175,7 +212,7 @@ class CredentialStore:
     @classmethod
     def empty(cls) -> CredentialStore:
         """A store that never has credentials (anonymous access)."""
-        return cls(environ={}, config_path=Path(os.devnull))
+        return cls(environ={}, config_path=Path(os.devnull), auth_files=())
 
     @classmethod
     def static(cls, credentials: Credentials) -> CredentialStore:
@@ -185,7 +222,8 @@ class CredentialStore:
         return store
 
     def __repr__(self) -> str:
-        return f"CredentialStore(config_path={str(self._config_path)!r})"
+        files = ", ".join(repr(str(path)) for path in self._auth_files)
+        return f"CredentialStore(config_path={str(self._config_path)!r}, auth_files=[{files}])"
 
     def get(self, host: str) -> Credentials | None:
         """Credentials for ``host`` (``HOST[:PORT]``), or ``None`` for anonymous access."""
@@ -197,43 +235,71 @@ class CredentialStore:
         return self._cache[key]
 
     def _resolve(self, host: str) -> Credentials | None:
+        if host in self._explicit:
+            return self._explicit[host]
         username = self._environ.get(ENV_USERNAME)
         password = self._environ.get(ENV_PASSWORD)
         if username and password is not None:
             return Credentials(username=username, password=password)
-        config = self._read_config()
-        helpers = config.get("credHelpers")
-        if isinstance(helpers, dict):
-            for key, helper in helpers.items():
-                if normalize_registry_key(str(key)) == host and helper:
-                    return self._run_helper(str(helper), host)
-        store = config.get("credsStore")
-        if isinstance(store, str) and store:
-            found = self._run_helper(store, host)
+        found = self._from_file(host, self._config_path, "docker config", creds_store=True)
+        if found is not None:
+            return found
+        for path in self._auth_files:
+            found = self._from_file(host, path, "containers auth file", creds_store=False)
             if found is not None:
                 return found
+        return None
+
+    def _from_file(
+        self, host: str, path: Path, what: str, *, creds_store: bool
+    ) -> Credentials | None:
+        """``credHelpers[host]``, then ``auths[host]``, then (docker only) ``credsStore``.
+
+        An empty ``auths`` entry is the marker ``docker login`` leaves when
+        the secret went to ``credsStore``, so it does not stop the search.
+        """
+        config = read_config_file(path, what)
+        helper = config_helper(config, host, creds_store=False)
+        if helper is not None:
+            return self._run_helper(helper, host)
         auths = config.get("auths")
         if isinstance(auths, dict):
             for key, entry in auths.items():
                 if normalize_registry_key(str(key)) == host and isinstance(entry, dict):
-                    return credentials_from_auth_entry(entry)
+                    found = credentials_from_auth_entry(entry)
+                    if found is not None:
+                        return found
+        store = config_helper(config, host, creds_store=True) if creds_store else None
+        if store is not None:
+            return self._run_helper(store, host)
         return None
 
-    def _read_config(self) -> dict[str, Any]:
-        try:
-            text = self._config_path.read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return {}
-        except OSError as exc:
-            raise AuthenticationError(
-                f"cannot read docker config {self._config_path}: {exc.strerror}"
-            ) from None
-        if not text.strip():
-            return {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AuthenticationError(
-                f"docker config {self._config_path} is not valid JSON (line {exc.lineno})"
-            ) from None
-        return data if isinstance(data, dict) else {}
+
+def config_helper(config: Mapping[str, Any], host: str, *, creds_store: bool) -> str | None:
+    """The helper named for ``host`` in ``credHelpers`` or, with ``creds_store``, ``credsStore``."""
+    if creds_store:
+        store = config.get("credsStore")
+        return store if isinstance(store, str) and store else None
+    helpers = config.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, helper in helpers.items():
+            if normalize_registry_key(str(key)) == host and isinstance(helper, str) and helper:
+                return helper
+    return None
+
+
+def read_config_file(path: Path, what: str = "docker config") -> dict[str, Any]:
+    """A JSON config file as a dict; missing or empty is ``{}``, invalid JSON an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        raise AuthenticationError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AuthenticationError(f"{what} {path} is not valid JSON (line {exc.lineno})") from None
+    return data if isinstance(data, dict) else {}
