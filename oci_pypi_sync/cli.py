@@ -257,7 +257,7 @@ def sync(
     from oci_pypi_sync.config import load_config, merge_settings
     from oci_pypi_sync.index.location import resolve_index_url
     from oci_pypi_sync.job import JobFlags, run_job
-    from oci_pypi_sync.report import report_json, summary_line
+    from oci_pypi_sync.report import plan_table, report_json, summary_line
     from oci_pypi_sync.shard import shard_from_environment
     from oci_pypi_sync.targets import open_store, parse_target, planning_store
 
@@ -346,6 +346,8 @@ def sync(
     report = _run(go)
     if as_json:
         click.echo(report_json(report))
+    elif dry_run:
+        click.echo(plan_table(report))
     if not quiet:
         click.echo(summary_line(report), err=True)
         for project_error in report.project_errors:

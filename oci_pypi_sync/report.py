@@ -74,11 +74,11 @@ def summary_line(report: SyncReport) -> str:
     totals = report_document(report)["totals"]
     if report.dry_run:
         return (
-            f"dry run: {totals['planned']} files ({_human_bytes(totals['bytes_planned'])}) "
+            f"dry run: {totals['planned']} files ({human_bytes(totals['bytes_planned'])}) "
             f"would be mirrored to {report.target}"
         )
     parts = [
-        f"{totals['pushed']} pushed ({_human_bytes(totals['bytes_pushed'])})",
+        f"{totals['pushed']} pushed ({human_bytes(totals['bytes_pushed'])})",
         f"{totals['skipped']} already present",
         f"{totals['releases_tagged']} releases tagged",
     ]
@@ -89,10 +89,48 @@ def summary_line(report: SyncReport) -> str:
     return f"{report.target}: " + ", ".join(parts)
 
 
-def _human_bytes(count: int) -> str:
+def human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def plan_rows(report: SyncReport) -> list[tuple[str, str, int, int]]:
+    """Per project and version: how many files and bytes a dry run would mirror."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for f in report.files:
+        if f.action != "planned":
+            continue
+        row = rows.setdefault((f.project, f.version), [0, 0])
+        row[0] += 1
+        row[1] += f.size or 0
+    return [(project, version, n, size) for (project, version), (n, size) in rows.items()]
+
+
+def plan_table(report: SyncReport) -> str:
+    """The dry run's plan as a plain-text table, with the totals last."""
+    rows = plan_rows(report)
+    header = ("project", "version", "files", "size")
+    body = [(p, v, str(n), human_bytes(size)) for p, v, n, size in rows]
+    total_files = sum(n for _, _, n, _ in rows)
+    total_bytes = sum(size for _, _, _, size in rows)
+    projects = len({p for p, _, _, _ in rows})
+    footer = (
+        f"{projects} projects",
+        f"{len(rows)} versions",
+        str(total_files),
+        human_bytes(total_bytes),
+    )
+    widths = [max(len(r[i]) for r in [header, *body, footer]) for i in range(4)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i >= 2 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body), rule, line(footer)])

@@ -208,3 +208,13 @@ def test_shards_flag_picks_up_the_indexed_job(index: FixtureIndex, tmp_path: Pat
         reports.append({f["project"] for f in json.loads(result.stdout)["files"]})
     assert reports[0].isdisjoint(reports[1])
     assert reports[0] | reports[1] == {"tool", "other"}
+
+
+def test_dry_run_prints_a_plan_table(index: FixtureIndex, tmp_path: Path) -> None:
+    result = oci_pypi("sync", "tool", "--dry-run", cwd=tmp_path, index=index)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split() == ["project", "version", "files", "size"]
+    assert lines[2].split()[:3] == ["tool", "1.0", "2"]
+    assert lines[-1].split()[:5] == ["1", "projects", "1", "versions", "2"]
+    assert not (tmp_path / "oci-pypi-mirror").exists()
