@@ -1,3 +1,3 @@
 from oci_pypi_sync.cli import main
 
-main()
+main(prog_name="oci-pypi")

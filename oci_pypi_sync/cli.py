@@ -82,8 +82,50 @@ index_url_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oci-pypi")
-def main() -> None:
-    """Mirror Python packages from a simple repository index into OCI registries and layouts."""
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colour and live displays on stderr; NO_COLOR in the environment means never.",
+)
+def main(color: str) -> None:
+    """Mirror Python packages from a simple repository index into OCI registries and layouts.
+
+    \b
+    Start here:
+      oci-pypi sync six                      # mirror into ./oci-pypi-mirror
+      oci-pypi serve                         # install from it with pip or uv
+      oci-pypi COMMAND --help                # every option, with examples
+    """
+    import os
+
+    if color == "never" or (color == "auto" and os.environ.get("NO_COLOR")):
+        os.environ["NO_COLOR"] = "1"  # rich and click honour it
+        os.environ.pop("FORCE_COLOR", None)
+    elif color == "always":
+        os.environ.pop("NO_COLOR", None)
+        os.environ["FORCE_COLOR"] = "1"
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      eval "$(oci-pypi completion bash)"          # in ~/.bashrc
+      oci-pypi completion zsh > ~/.zfunc/_oci-pypi
+      oci-pypi completion fish > ~/.config/fish/completions/oci-pypi.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completion_class = get_completion_class(shell)
+    if completion_class is None:  # pragma: no cover - click knows all three
+        raise click.UsageError(f"no completion for {shell}")
+    script = completion_class(main, {}, "oci-pypi", "_OCI_PYPI_COMPLETE").source()
+    click.echo(script)
 
 
 @main.command()

@@ -218,3 +218,34 @@ def test_dry_run_prints_a_plan_table(index: FixtureIndex, tmp_path: Path) -> Non
     assert lines[2].split()[:3] == ["tool", "1.0", "2"]
     assert lines[-1].split()[:5] == ["1", "projects", "1", "versions", "2"]
     assert not (tmp_path / "oci-pypi-mirror").exists()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell: str, tmp_path: Path) -> None:
+    result = oci_pypi("completion", shell, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "_OCI_PYPI_COMPLETE" in result.stdout
+    assert f"{shell}_complete" in result.stdout
+
+
+def test_completion_completes_commands_and_options(tmp_path: Path) -> None:
+    env = {**os.environ, "_OCI_PYPI_COMPLETE": "bash_complete"}
+    env.update(COMP_WORDS="oci-pypi sync --only-b", COMP_CWORD="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "oci_pypi_sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "--only-binary" in result.stdout
+
+
+def test_version_and_help_examples(tmp_path: Path) -> None:
+    from oci_pypi_sync import __version__
+
+    assert oci_pypi("--version", cwd=tmp_path).stdout.strip() == f"oci-pypi, version {__version__}"
+    for command in ("sync", "serve", "copy", "verify", "ls", "status", "completion"):
+        text = oci_pypi(command, "--help", cwd=tmp_path).stdout
+        assert "Examples:" in text, command
