@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import nox
 
@@ -65,6 +68,91 @@ def memory(session: nox.Session) -> None:
     ensure_system_tools(session)
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/memory.py", *session.posargs)
+
+
+DOCS_REQUIREMENTS = ("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocs-click>=0.8")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with ``mkdocs build --strict``.
+
+    Not run by default. The command reference is generated from the click
+    commands, so the package is installed too. ``-- serve`` previews instead.
+    """
+    session.install("-e", ".", *DOCS_REQUIREMENTS)
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+        return
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
+
+
+def _package_version() -> str:
+    """``__version__`` as written in oci_pypi_sync/__init__.py, the one place it lives."""
+    text = (Path(__file__).parent / "oci_pypi_sync" / "__init__.py").read_text("utf-8")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no __version__ in oci_pypi_sync/__init__.py")
+    return match.group(1)
+
+
+def _wheel_metadata_version(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode("utf-8")
+    match = re.search(r"^Version: (.+)$", metadata, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no Version in the METADATA of {wheel.name}")
+    return match.group(1).strip()
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, ``twine check`` them, install the wheel with pipx and uv.
+
+    Not run by default (the tool installs fetch the dependencies from the
+    index). Each install goes into a temporary tool home, and its
+    ``oci-pypi --version`` must print the version of oci_pypi_sync/__init__.py.
+    """
+    session.install("build>=1.2", "twine>=5", "pipx>=1.5", "uv>=0.5")
+    version = _package_version()
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    wheels = sorted(dist.glob("*.whl"))
+    sdists = sorted(dist.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, found {wheels + sdists}")
+    session.run("twine", "check", "--strict", str(wheels[0]), str(sdists[0]))
+    built = _wheel_metadata_version(wheels[0])
+    if built != version:
+        session.error(f"the wheel says version {built}, oci_pypi_sync says {version}")
+    expected = f"oci-pypi, version {version}"
+
+    installs = {
+        "pipx": (
+            ["pipx", "install", "--force", str(wheels[0])],
+            {"PIPX_HOME": "pipx-home", "PIPX_BIN_DIR": "pipx-bin", "PIPX_MAN_DIR": "pipx-man"},
+            "pipx-bin",
+        ),
+        "uv tool": (
+            ["uv", "tool", "install", "--force", str(wheels[0])],
+            {"UV_TOOL_DIR": "uv-tools", "UV_TOOL_BIN_DIR": "uv-bin"},
+            "uv-bin",
+        ),
+    }
+    for label, (command, dirs, bin_dir) in installs.items():
+        env = {name: str(tmp / folder) for name, folder in dirs.items()}
+        for folder in dirs.values():
+            shutil.rmtree(tmp / folder, ignore_errors=True)
+        session.run(*command, env=env)
+        executable = tmp / bin_dir / "oci-pypi"
+        output = session.run(str(executable), "--version", external=True, silent=True)
+        printed = str(output).strip()
+        if printed != expected:
+            session.error(f"{label}: oci-pypi --version printed {printed!r}, not {expected!r}")
+        session.log(f"{label}: {printed}")
 
 
 if __name__ == "__main__":
