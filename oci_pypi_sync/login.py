@@ -76,6 +76,9 @@ async def check_login(
     ) as client:
         try:
             response = await client.get(url, auth=auth)
+        except ssl.SSLError as exc:
+            # httpx's async transport lets a TLS alert met while reading through unwrapped.
+            raise (describe_tls_error(host, exc) or RegistryError(str(exc))) from None
         except httpx.TransportError as exc:
             raise (describe_tls_error(host, exc) or describe_transport_error(host, exc)) from None
     if response.status_code in (401, 403):
