@@ -1,4 +1,4 @@
-"""CredentialStore: environment, docker config, credential helpers (fake ones on PATH)."""
+"""CredentialStore: explicit, environment, docker config, podman/skopeo auth files, helpers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.oci.credentials import (
     Credentials,
     CredentialStore,
+    containers_auth_paths,
     docker_config_path,
     normalize_registry_key,
     parse_helper_output,
@@ -206,3 +207,110 @@ def test_static_and_empty_stores() -> None:
     assert CredentialStore.static(fixed).get("any.test") == fixed
     assert CredentialStore.empty().get("any.test") is None
     assert SECRET not in repr(CredentialStore.static(fixed))
+
+
+def test_explicit_credentials_win_for_their_host_only(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"auths": {HOST: {"auth": basic("bob", "other")}}})
+    given = Credentials(username="alice", password=SECRET)
+    env = {"OCI_PYPI_REGISTRY_USERNAME": "ci", "OCI_PYPI_REGISTRY_PASSWORD": "ci-secret"}
+    store = CredentialStore(
+        environ=env, config_path=config, auth_files=(), explicit={f"https://{HOST}": given}
+    )
+    assert store.get(HOST) == given
+    assert store.get("elsewhere.test") == Credentials(username="ci", password="ci-secret")
+
+
+def test_inline_auths_entry_before_creds_store(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def helper(name: str, host: str) -> Credentials | None:
+        calls.append(host)
+        return Credentials(username="from-store", password="store-secret")
+
+    config = write_config(
+        tmp_path,
+        {
+            "credsStore": "desktop",
+            "auths": {HOST: {"auth": basic("alice", SECRET)}, "marker.test": {}},
+        },
+    )
+    store = CredentialStore(environ={}, config_path=config, auth_files=(), run_helper=helper)
+    assert store.get(HOST) == Credentials(username="alice", password=SECRET)
+    # docker's empty marker entry means "ask the store".
+    assert store.get("marker.test") == Credentials(username="from-store", password="store-secret")
+    assert calls == ["marker.test"]
+
+
+def test_keys_match_by_host_only(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "auths": {
+                "https://legacy.test/v1/": {"auth": basic("legacy", "legacy-secret")},
+                f"http://{HOST}/some/path": {"auth": basic("alice", SECRET)},
+            }
+        },
+    )
+    store = CredentialStore(environ={}, config_path=config, auth_files=())
+    assert store.get(HOST) == Credentials(username="alice", password=SECRET)
+    assert store.get("legacy.test") == Credentials(username="legacy", password="legacy-secret")
+    assert store.get("registry.test") is None  # same name, no port: another registry
+
+
+def test_containers_auth_paths() -> None:
+    assert containers_auth_paths(
+        {"REGISTRY_AUTH_FILE": "/x/auth.json", "XDG_RUNTIME_DIR": "/r"}
+    ) == (Path("/x/auth.json"),)
+    assert containers_auth_paths({"XDG_RUNTIME_DIR": "/run/user/7", "HOME": "/home/u"}) == (
+        Path("/run/user/7/containers/auth.json"),
+        Path("/home/u/.config/containers/auth.json"),
+    )
+    assert containers_auth_paths({"HOME": "/home/u"}) == (
+        Path("/home/u/.config/containers/auth.json"),
+    )
+
+
+def test_auth_json_after_docker_config_with_its_own_helpers(
+    tmp_path: Path, helper_dir: Path
+) -> None:
+    fake_helper(helper_dir, "podman", {"helped.test": {"Username": "carol", "Secret": SECRET}})
+    docker = write_config(tmp_path / "docker", {"auths": {HOST: {"auth": basic("alice", SECRET)}}})
+    runtime = tmp_path / "run" / "containers" / "auth.json"
+    runtime.parent.mkdir(parents=True)
+    runtime.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    HOST: {"auth": basic("shadowed", "shadowed")},
+                    "podman.test/team": {"auth": basic("dave", SECRET)},
+                },
+                "credHelpers": {"helped.test": "podman"},
+            }
+        )
+    )
+    home = tmp_path / "home" / ".config" / "containers" / "auth.json"
+    home.parent.mkdir(parents=True)
+    home.write_text(json.dumps({"auths": {"home.test": {"username": "erin", "password": SECRET}}}))
+    store = CredentialStore(
+        environ={"XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path / "home")},
+        config_path=docker,
+    )
+    assert store.get(HOST) == Credentials(username="alice", password=SECRET)
+    assert store.get("podman.test") == Credentials(username="dave", password=SECRET)
+    assert store.get("helped.test") == Credentials(username="carol", password=SECRET)
+    assert store.get("home.test") == Credentials(username="erin", password=SECRET)
+    assert store.get("nowhere.test") is None
+    assert SECRET not in repr(store)
+    assert repr(store) == (
+        f"CredentialStore(config_path={str(docker)!r}, "
+        f"auth_files=[{str(runtime)!r}, {str(home)!r}])"
+    )
+
+
+def test_invalid_auth_json_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "auth.json"
+    bad.write_text("[1,\n{")
+    store = CredentialStore(environ={}, config_path=tmp_path / "none.json", auth_files=(bad,))
+    with pytest.raises(AuthenticationError) as caught:
+        store.get(HOST)
+    assert str(caught.value) == f"containers auth file {bad} is not valid JSON (line 2)"
