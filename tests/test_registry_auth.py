@@ -23,6 +23,7 @@ from conftest import require_registry
 from registry_server import RegistryServer, TokenServer, running_registry
 
 from oci_pypi_sync.errors import AuthenticationError
+from oci_pypi_sync.login import check_login
 from oci_pypi_sync.oci.auth import (
     Challenge,
     RegistryAuth,
@@ -541,3 +542,41 @@ async def test_bearer_identity_token(
         await push_artifact(store, "copy", seed=5)
     assert {method for method, _, _ in token_service.requests} == {"POST"}
     assert {user for _, user, _ in token_service.requests} == {"alice"}
+
+
+# --- login checks -----------------------------------------------------------------------------
+
+
+async def test_check_login_with_basic_auth(
+    basic_registry: RegistryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    host = basic_registry.host
+    await check_login(host, Credentials(username="alice", password=PASSWORD), plain_http=True)
+    with pytest.raises(AuthenticationError) as caught:
+        await check_login(host, Credentials(username="alice", password=WRONG), plain_http=True)
+    assert (
+        str(caught.value) == f"registry {host} refused the credentials of user 'alice' (HTTP 401)"
+    )
+    assert (caught.value.status, caught.value.code) == (401, "UNAUTHORIZED")
+    encoded = base64.b64encode(f"alice:{WRONG}".encode()).decode()
+    for text in (str(caught.value), repr(caught.value), caplog.text):
+        assert WRONG not in text
+        assert encoded not in text
+
+
+async def test_check_login_with_bearer_tokens(
+    token_registry: RegistryServer, token_service: TokenServer
+) -> None:
+    host = token_registry.host
+    token_service.requests.clear()
+    await check_login(host, Credentials(username="alice", password=PASSWORD), plain_http=True)
+    await check_login(host, Credentials(identity_token=IDENTITY), plain_http=True)
+    # /v2/ needs no repository: the tokens were asked for without a scope.
+    assert token_service.requests == [("GET", "alice", ()), ("POST", "alice", ())]
+    with pytest.raises(AuthenticationError) as caught:
+        await check_login(host, Credentials(username="alice", password=WRONG), plain_http=True)
+    realm_host = token_service.realm.split("/")[2]
+    assert str(caught.value) == (
+        f"token service {realm_host} for registry {host} refused our credentials (HTTP 401)"
+    )
