@@ -155,5 +155,33 @@ def package(session: nox.Session) -> None:
         session.log(f"{label}: {printed}")
 
 
+BENCH_TOOLS = {"docker-registry": "docker-registry", "nginx": "nginx-light"}
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """End-to-end benchmark against baselines measured in the same run (loopback only).
+
+    Not run by default: the full corpus is ~1.3 GB and takes several minutes.
+    ``-- --quick`` for a reduced corpus in under a minute; the arguments go to
+    benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
+    """
+    missing = sorted(
+        {
+            pkg
+            for tool, pkg in BENCH_TOOLS.items()
+            if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}")
+        }
+    )
+    if missing:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            session.error(f"the benchmark needs: sudo apt-get install -y {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    session.install("-e", ".[test]", "oras", "bandersnatch", "py-spy")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
 if __name__ == "__main__":
     sys.exit("run with nox")
