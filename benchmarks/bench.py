@@ -258,14 +258,16 @@ class Bench:
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    def measure(self, record: Record, argv: Sequence[str], log: Path | None = None) -> Run:
+    def measure(self, record: Record, argv: Sequence[str], reg: Registry | None = None) -> Run:
         nginx_offset = self.nginx.log_size()
-        registry_offset = log.stat().st_size if log is not None else 0
+        registry_offset = reg.log.stat().st_size if reg is not None else 0
+        registry_cpu = _cpu_seconds(reg.pid) if reg is not None else 0.0
         run = run_measured(argv, timeout=self.timeout)
         time.sleep(0.1)  # let both servers flush their access logs
         registry = collections.Counter[str]()
-        if log is not None:
-            with log.open("rb") as text:
+        if reg is not None:
+            record.registry_cpu.append(_cpu_seconds(reg.pid) - registry_cpu)
+            with reg.log.open("rb") as text:
                 text.seek(registry_offset)
                 registry = registry_requests(text.read())
         record.add(run, self.nginx.requests_since(nginx_offset), registry)
@@ -627,16 +629,29 @@ def profile_small_files(
             }
         result["profiled_wall_s"] = round(profiled.wall_s, 3)
     if (out / "profile.txt").exists():
-        result["top_own"], result["top_total"] = top_frames(out / "profile.txt")
+        result["frames"] = top_frames(out / "profile.txt")
     return result
 
 
-def top_frames(
-    collapsed: Path, count: int = 15
-) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Share of samples per frame: own (leaf) and total (anywhere on the stack)."""
+def _frame_package(frame: str) -> str:
+    """Where a frame's code lives: a package (``httpx``), a product module, or ``import``."""
+    location = frame.rpartition(" (")[2].rstrip(")")
+    path = location.rpartition(":")[0]
+    if path.startswith("<frozen importlib") or "importlib" in path:
+        return "import machinery"
+    if path.startswith("oci_pypi_sync/"):
+        return path.removesuffix(".py").replace("/", ".")
+    if path.startswith("<frozen"):
+        return path.strip("<>").removeprefix("frozen ")
+    return path.split("/", 1)[0].removesuffix(".py") or "?"
+
+
+def top_frames(collapsed: Path, count: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """Percent of samples (py-spy counts on-CPU samples only) per function, by own
+    time and by total time, and own time per package."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    package: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, weight = line.rpartition(" ")
@@ -644,16 +659,25 @@ def top_frames(
             continue
         n = int(weight)
         samples += n
-        frames = stack.split(";")
+        # drop the "process N:..." root frame and the line numbers
+        frames = [f.rpartition(":")[0] + ")" for f in stack.split(";")[1:] if ":" in f]
+        if not frames:
+            continue
         own[frames[-1]] += n
+        package[_frame_package(stack.split(";")[-1])] += n
         for frame in set(frames):
             total[frame] += n
     if not samples:
-        return [], []
-    return (
-        [(f, round(100 * n / samples, 1)) for f, n in own.most_common(count)],
-        [(f, round(100 * n / samples, 1)) for f, n in total.most_common(count * 2)],
-    )
+        return {}
+
+    def share(counter: collections.Counter[str], k: int) -> list[tuple[str, float]]:
+        return [(f, round(100 * n / samples, 1)) for f, n in counter.most_common(k)]
+
+    return {
+        "own": share(own, count),
+        "total": share(total, count * 2),
+        "package": share(package, count),
+    }
 
 
 # --- report ----------------------------------------------------------------------------
@@ -848,8 +872,12 @@ def main() -> int:
                 f"registry {p['registry_requests_per_file']}/file "
                 f"{p['registry_requests']}  index {p['index_requests_per_file']}/file"
             )
-        print(f"  under py-spy: {profile['profiled_wall_s']:.2f} s; top frames by own time:")
-        for frame, share in profile.get("top_own", [])[:10]:
+        print(f"  under py-spy: {profile['profiled_wall_s']:.2f} s; on-CPU samples by own time:")
+        frames = profile.get("frames", {})
+        for frame, share in frames.get("package", [])[:10]:
+            print(f"    {share:5.1f}%  {frame}")
+        print("  top functions by own time:")
+        for frame, share in frames.get("own", [])[:10]:
             print(f"    {share:5.1f}%  {frame}")
     print()
     crashed = False

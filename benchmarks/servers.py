@@ -91,12 +91,13 @@ class Nginx:
         return self.access_log.stat().st_size if self.access_log.exists() else 0
 
     def requests_since(self, offset: int) -> collections.Counter[str]:
-        """Requests logged after byte ``offset``, by method."""
+        """Requests logged after byte ``offset``, by method and status (``GET 304``)."""
         counts: collections.Counter[str] = collections.Counter()
         with self.access_log.open("rb") as log:
             log.seek(offset)
             for line in log:
-                counts[line.split(b" ", 1)[0].decode()] += 1
+                method, _uri, status = line.split(b" ", 3)[:3]
+                counts[f"{method.decode()} {status.decode()}"] += 1
         return counts
 
 
@@ -155,8 +156,8 @@ _ACCESS = re.compile(rb'"(GET|HEAD|POST|PUT|PATCH|DELETE) (/v2/\S*) HTTP/[0-9.]+
 
 
 def registry_requests(log_text: bytes) -> collections.Counter[str]:
-    """Requests to ``/v2/...`` in (a slice of) a registry log, by method."""
+    """Requests to ``/v2/...`` in (a slice of) a registry log, by method and status."""
     counts: collections.Counter[str] = collections.Counter()
-    for method, _path, _status in _ACCESS.findall(log_text):
-        counts[method.decode()] += 1
+    for method, _path, status in _ACCESS.findall(log_text):
+        counts[f"{method.decode()} {status.decode()}"] += 1
     return counts
