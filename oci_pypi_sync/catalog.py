@@ -213,13 +213,18 @@ async def update_catalog(store: Store, additions: Catalog, shard: Shard | None =
 async def read_catalog(store: Store, *, exact: bool = False) -> Catalog | None:
     """The mirror's catalog: ``latest``, or with ``exact`` the merge of every fragment.
 
-    ``None`` when the target has no catalog (a mirror written before catalogs
-    existed, or by another tool).
+    ``None`` when the target has no readable catalog (a mirror written before
+    catalogs existed, by another tool, or a damaged one).
     """
-    if exact:
-        digests, merged = await read_fragments(store)
-        return merged if digests else None
-    found = await read_catalog_tag(store, LATEST_TAG)
+    try:
+        if exact:
+            digests, merged = await read_fragments(store)
+            return merged if digests else None
+        found = await read_catalog_tag(store, LATEST_TAG)
+    except (ValueError, KeyError, TypeError) as exc:
+        # Not ours, or damaged: readers fall back on listing repositories.
+        log.warning("%s holds no readable catalog (%s)", CATALOG_REPOSITORY, exc)
+        return None
     return found[1] if found is not None else None
 
 

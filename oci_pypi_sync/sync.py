@@ -136,7 +136,7 @@ class Syncer:
         self._file_slots = asyncio.Semaphore(jobs)
         self._project_slots = asyncio.Semaphore(max(4, jobs))
         self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._uploads: dict[tuple[str, str], asyncio.Future[int]] = {}
+        self._uploads: dict[tuple[str, str], asyncio.Future[int | None]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -498,20 +498,21 @@ class Syncer:
         uploaded = False
         size = file.size
         what = f"{repo}: {file.filename}"
-        if await self._retry(
-            f"{what}: blob check", lambda: self.store.has_blob(repo, digest)
-        ) or await self._mount(repo, digest):
-            if size is None:
-                size = await self._retry(f"{what}: size", lambda: self.index.get_file_size(file))
-        else:
+        stored: int | None = None
+        if not await self._mount(repo, digest):
             key = (repo, digest)
             upload = self._uploads.get(key)
-            if upload is None or (upload.done() and upload.exception() is not None):
+            first = upload is None or (upload.done() and upload.exception() is not None)
+            if upload is None or first:
                 # Identical bytes published under two filenames are uploaded once.
                 upload = asyncio.ensure_future(self._upload(repo, digest, selected))
                 self._uploads[key] = upload
-                uploaded = True
-            size = await asyncio.shield(upload)
+            stored = await asyncio.shield(upload)
+            uploaded = first and stored is not None
+        if stored is not None:
+            size = stored
+        elif size is None:
+            size = await self._retry(f"{what}: size", lambda: self.index.get_file_size(file))
         if self.journal is not None:
             self.journal.record_blob(repo, digest)
         metadata_raw = await self._retry(
@@ -553,8 +554,12 @@ class Syncer:
                 return True
         return False
 
-    async def _upload(self, repo: str, digest: str, selected: SelectedFile) -> int:
-        """Stream the file from the index into the store; each attempt starts over."""
+    async def _upload(self, repo: str, digest: str, selected: SelectedFile) -> int | None:
+        """Stream the file from the index into the store; each attempt starts over.
+
+        Returns the bytes stored, or ``None`` when the store already had the
+        blob (then nothing was downloaded: the store answers before reading).
+        """
         file = selected.file
         observer = self.observer
         mismatches = 0
@@ -568,20 +573,21 @@ class Syncer:
                 return mismatches < 2
             return is_transient(exc)
 
-        async def attempt() -> int:
-            counter = _ByteCounter(observer, file.filename)
+        async def attempt() -> int | None:
+            counter = _ByteCounter(observer, file.filename, file.size)
 
             def open_file() -> AsyncIterator[bytes]:
                 counter.restart()
                 return counter.wrap(self._file_chunks(file))
 
-            observer.transfer_started(file.filename, file.size)
             try:
-                await self.store.put_blob(repo, digest, file.size, open_file(), reopen=open_file)
+                stored = await self.store.put_blob(
+                    repo, digest, file.size, open_file(), reopen=open_file
+                )
             except BaseException:
                 counter.restart()
                 raise
-            return counter.count
+            return counter.count if stored else None
 
         return await with_retries(
             self.options.retry, f"{repo}: {file.filename}: upload", attempt, transient=transient
@@ -633,11 +639,10 @@ class Syncer:
         await asyncio.shield(task)
 
     async def _put_small_blob(self, repo: str, digest: str, data: bytes) -> None:
-        what = f"{repo}: blob {digest}"
-        if not await self._retry(f"{what}: check", lambda: self.store.has_blob(repo, digest)):
-            await self._retry(
-                f"{what}: upload", lambda: self.store.put_blob_bytes(repo, digest, data)
-            )
+        # The store says itself when it already has the blob (no separate HEAD).
+        await self._retry(
+            f"{repo}: blob {digest}: upload", lambda: self.store.put_blob_bytes(repo, digest, data)
+        )
 
     async def _retry(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(self.options.retry, what, step)
@@ -646,10 +651,11 @@ class Syncer:
 class _ByteCounter:
     """Counts the bytes that pass, telling the observer; a restart takes them back."""
 
-    def __init__(self, observer: SyncObserver, filename: str) -> None:
+    def __init__(self, observer: SyncObserver, filename: str, size: int | None) -> None:
         self.count = 0
         self._observer = observer
         self._filename = filename
+        self._size = size
 
     def restart(self) -> None:
         if self.count:
@@ -657,6 +663,7 @@ class _ByteCounter:
         self.count = 0
 
     async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        self._observer.transfer_started(self._filename, self._size)
         async for chunk in chunks:
             self.count += len(chunk)
             self._observer.bytes_transferred(self._filename, len(chunk))

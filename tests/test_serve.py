@@ -425,11 +425,11 @@ class CountingStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
-        raise NotImplementedError
+    ) -> bool:
+        raise NotImplementedError("serving never writes")
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
-        raise NotImplementedError
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
+        raise NotImplementedError("serving never writes")
 
     def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         self._count(f"blob {digest}")

@@ -53,13 +53,13 @@ class CountingStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         self._count("put_blob", repo)
-        await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
+        return await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
         self._count("put_blob_bytes", repo)
-        await self.inner.put_blob_bytes(repo, digest, data)
+        return await self.inner.put_blob_bytes(repo, digest, data)
 
     def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         self._count("open_blob", repo)

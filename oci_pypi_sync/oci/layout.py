@@ -148,9 +148,11 @@ class LayoutStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         self._created()
         target = self.blob_path(digest)
+        if target.is_file():
+            return False
         hasher = hashlib.sha256()
         received = 0
         fd, tmp_name = tempfile.mkstemp(prefix="blob-", dir=self._tmp_dir())
@@ -169,15 +171,18 @@ class LayoutStore:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+        return True
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise DigestMismatchError(f"blob {digest}", digest, actual)
         self._created()
         target = self.blob_path(digest)
-        if not target.is_file():
-            _atomic_write(target, data, self._tmp_dir())
+        if target.is_file():
+            return False
+        _atomic_write(target, data, self._tmp_dir())
+        return True
 
     async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         path = self.blob_path(digest)

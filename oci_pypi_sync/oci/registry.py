@@ -333,27 +333,32 @@ class RegistryStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Stream a blob in; ``reopen`` gives a fresh stream if a 413 forces a restart.
 
-        With ``size`` ``None`` the body goes with chunked transfer encoding.
-        Without ``reopen`` a 413 raises :class:`UploadRestartError`; the
-        caller's retry then goes chunked.
+        The request that opens the upload also asks the registry to mount the
+        blob from this very repository: a 201 means it is already there (one
+        round trip instead of a HEAD and a POST), a 202 opens the upload as
+        usual. With ``size`` ``None`` the body goes with chunked transfer
+        encoding. Without ``reopen`` a 413 raises :class:`UploadRestartError`;
+        the caller's retry then goes chunked.
         """
         name = repository_name(self.prefix, repo)
         what = f"blob {name}@{digest}"
         digest_algorithm(digest)
+        location = await self._start_upload(name, digest, probe=True)
+        if location is None:
+            return False
         if self.chunked_uploads:
-            await self._upload_chunked(name, digest, size, chunks, what)
-            return
-        location = await self._start_upload(name, digest)
+            await self._upload_chunked(name, digest, size, chunks, what, location)
+            return True
         body = verified_stream(chunks, digest, size, what)
         headers = {"Content-Type": OCTET_STREAM}
         if size is not None:
             headers["Content-Length"] = str(size)
         response = await self._finish_upload(name, digest, location, body, headers)
         if response is not None:
-            return
+            return True
         self.chunked_uploads = True
         if reopen is None:
             raise UploadRestartError(
@@ -362,20 +367,25 @@ class RegistryStore:
                 status=413,
             )
         await self._upload_chunked(name, digest, size, reopen(), what)
+        return True
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
         name = repository_name(self.prefix, repo)
         what = f"blob {name}@{digest}"
         actual = compute_digest(digest_algorithm(digest), data)
         if actual != digest:
             raise DigestMismatchError(what, digest, actual)
+        location = await self._start_upload(name, digest, probe=True)
+        if location is None:
+            return False
         if not self.chunked_uploads:
-            location = await self._start_upload(name, digest)
             headers = {"Content-Type": OCTET_STREAM}
             if await self._finish_upload(name, digest, location, data, headers) is not None:
-                return
+                return True
             self.chunked_uploads = True
-        await self._upload_chunked(name, digest, len(data), _once(data), what)
+            location = None
+        await self._upload_chunked(name, digest, len(data), _once(data), what, location)
+        return True
 
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Mount a blob another repository of this registry holds; False if it could not."""
@@ -559,10 +569,15 @@ class RegistryStore:
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error
 
-    async def _start_upload(self, name: str, digest: str) -> str:
+    async def _start_upload(self, name: str, digest: str, *, probe: bool = False) -> str | None:
+        """Open an upload session; with ``probe``, ``None`` when the blob is already there."""
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"
-        response = await self._send("POST", url)
+        params = {"mount": digest, "from": name} if probe else None
+        response = await self._send("POST", url, params=params)
         location = response.headers.get("Location")
+        if probe and response.status_code == 201:
+            await response.aclose()
+            return None
         if response.status_code != 202:
             raise await self._failure(response, "upload of blob", f"{name}@{digest}")
         if not location:
@@ -599,9 +614,17 @@ class RegistryStore:
         return response
 
     async def _upload_chunked(
-        self, name: str, digest: str, size: int | None, chunks: AsyncIterable[bytes], what: str
+        self,
+        name: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        what: str,
+        location: str | None = None,
     ) -> None:
-        location = await self._start_upload(name, digest)
+        if location is None:
+            location = await self._start_upload(name, digest)
+        assert location is not None  # without probe, an upload session always opens
         try:
             offset = 0
             async for piece in rechunk(

@@ -47,8 +47,12 @@ class Store(Protocol):
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Store a blob streamed in chunks, verifying digest and size before it is visible.
+
+        Returns ``False``, without reading ``chunks``, when the store already
+        has the blob (a registry learns that from the same request that would
+        open the upload), ``True`` when the bytes were uploaded.
 
         ``size`` is ``None`` when the index did not say (PEP 503 HTML pages);
         registries then receive a chunked request body. ``reopen`` gives a
@@ -57,8 +61,11 @@ class Store(Protocol):
         """
         ...
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
-        """Store a small blob held in memory (configs, metadata), verifying its digest."""
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
+        """Store a small blob held in memory (configs, metadata), verifying its digest.
+
+        Returns ``False`` when the store already had it.
+        """
         ...
 
     def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:

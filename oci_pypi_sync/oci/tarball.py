@@ -211,10 +211,10 @@ class TarReadStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         raise self._read_only()
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
         raise self._read_only()
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
@@ -274,13 +274,13 @@ class TarWriteStore(LayoutStore):
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
+    ) -> bool:
         self._dirty = True
-        await super().put_blob(repo, digest, size, chunks, reopen=reopen)
+        return await super().put_blob(repo, digest, size, chunks, reopen=reopen)
 
-    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> None:
+    async def put_blob_bytes(self, repo: str, digest: str, data: bytes) -> bool:
         self._dirty = True
-        await super().put_blob_bytes(repo, digest, data)
+        return await super().put_blob_bytes(repo, digest, data)
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
         self._dirty = True
