@@ -7,6 +7,7 @@ off, other options are unset: the column says ``False`` or ``None``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,6 @@ def on_startup(**_: Any) -> None:
     global _patched
     if _patched:
         return
-    from mkdocs_click import _docs
-
-    _docs._format_table_option_row = _wrap(_docs._format_table_option_row)  # type: ignore[attr-defined]
+    docs: Any = importlib.import_module("mkdocs_click._docs")
+    docs._format_table_option_row = _wrap(docs._format_table_option_row)
     _patched = True
