@@ -80,6 +80,68 @@ index_url_option = click.option(
 )
 
 
+def registry_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The TLS and credential flags every command that talks to a registry takes."""
+    path = click.Path(exists=True, dir_okay=False)
+    options = [
+        click.option(
+            "--ca-bundle",
+            type=path,
+            help="CA certificates to trust for registries (env OCI_PYPI_CA_BUNDLE).",
+        ),
+        click.option("--client-cert", type=path, help="Client certificate for registries."),
+        click.option("--client-key", type=path, help="Key of the client certificate."),
+        click.option("--username", "-u", help="Registry user name (with --password-stdin)."),
+        click.option(
+            "--password-stdin", is_flag=True, help="Read the registry password from stdin."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _registry_access(
+    hosts: list[str],
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+) -> tuple[Any, Any]:
+    """The TLS options and credentials the registry flags ask for (``None``: the defaults)."""
+    from pathlib import Path
+
+    from oci_pypi_sync.oci.credentials import Credentials, CredentialStore
+    from oci_pypi_sync.oci.tls import TlsOptions
+
+    tls = TlsOptions(
+        ca_bundle=Path(ca_bundle) if ca_bundle else None,
+        client_cert=Path(client_cert) if client_cert else None,
+        client_key=Path(client_key) if client_key else None,
+    )
+    if password_stdin and not username:
+        raise click.UsageError("--password-stdin needs --username")
+    credentials = None
+    if username:
+        password = _read_password(password_stdin)
+        explicit = dict.fromkeys(hosts, Credentials(username=username, password=password))
+        credentials = CredentialStore(explicit=explicit)
+    return tls, credentials
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.read().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True))
+
+
+def _registry_hosts(*targets: Any) -> list[str]:
+    from oci_pypi_sync.targets import RegistryTarget
+
+    return [t.host for t in targets if isinstance(t, RegistryTarget)]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oci-pypi")
 @click.option(
@@ -244,6 +306,7 @@ def completion(shell: str) -> None:
     default=None,
     help="Show a live progress display (default: when stderr is a terminal).",
 )
+@registry_options
 @verbose_option
 @quiet_option
 def sync(
@@ -278,6 +341,11 @@ def sync(
     plain_http: bool,
     probe_metadata: bool,
     progress: bool | None,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -335,6 +403,14 @@ def sync(
             config,
         )
         parsed_target = parse_target(settings.to, plain_http=plain_http)
+        tls, credentials = _registry_access(
+            _registry_hosts(parsed_target),
+            ca_bundle,
+            client_cert,
+            client_key,
+            username,
+            password_stdin,
+        )
         location = resolve_index_url(settings.index_url)
         if not (settings.requirements or settings.requirement_files or settings.pylock) and not (
             all_projects
@@ -362,7 +438,13 @@ def sync(
         store = (
             planning_store(parsed_target)
             if dry_run
-            else open_store(parsed_target, timeout=settings.timeout, max_connections=connections)
+            else open_store(
+                parsed_target,
+                timeout=settings.timeout,
+                max_connections=connections,
+                tls=tls,
+                credentials=credentials,
+            )
         )
         journal = None
         try:
@@ -411,7 +493,18 @@ def sync(
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ls(project: str | None, target: str | None, plain_http: bool, as_json: bool) -> None:
+@registry_options
+def ls(
+    project: str | None,
+    target: str | None,
+    plain_http: bool,
+    as_json: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+) -> None:
     """List the mirrored projects, or one PROJECT's versions and files.
 
     \b
@@ -428,9 +521,12 @@ def ls(project: str | None, target: str | None, plain_http: bool, as_json: bool)
         parsed = parse_target(target, plain_http=plain_http)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    tls, credentials = _registry_access(
+        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    )
 
     async def go() -> Any:
-        store = open_store(parsed, create=False)
+        store = open_store(parsed, create=False, tls=tls, credentials=credentials)
         try:
             if project is None:
                 return await list_projects(store)
@@ -486,9 +582,20 @@ def ls(project: str | None, target: str | None, plain_http: bool, as_json: bool)
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to non-loopback registries.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@registry_options
 @verbose_option
 def copy(
-    source: str, destination: str, jobs: int, plain_http: bool, as_json: bool, verbose: int
+    source: str,
+    destination: str,
+    jobs: int,
+    plain_http: bool,
+    as_json: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+    verbose: int,
 ) -> None:
     """Copy a mirror between targets, digests unchanged; what exists is skipped.
 
@@ -511,11 +618,19 @@ def copy(
         dst_target = parse_target(destination, plain_http=plain_http)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    tls, credentials = _registry_access(
+        _registry_hosts(src_target, dst_target),
+        ca_bundle,
+        client_cert,
+        client_key,
+        username,
+        password_stdin,
+    )
 
     async def go() -> Any:
-        src = open_store(src_target, create=False)
+        src = open_store(src_target, create=False, tls=tls, credentials=credentials)
         try:
-            dst = open_store(dst_target)
+            dst = open_store(dst_target, tls=tls, credentials=credentials)
             try:
                 return await run_copy(src, dst, jobs=jobs)
             finally:
@@ -556,6 +671,7 @@ def copy(
 @index_url_option
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@registry_options
 @verbose_option
 def verify(
     target: str | None,
@@ -564,6 +680,11 @@ def verify(
     index_url: str | None,
     plain_http: bool,
     as_json: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
     verbose: int,
 ) -> None:
     """Check that every tag's index, manifest and blob is present with the right digest and size.
@@ -588,11 +709,14 @@ def verify(
         location = resolve_index_url(index_url) if repair else None
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    tls, credentials = _registry_access(
+        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    )
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
 
-        store = open_store(parsed, create=repair)
+        store = open_store(parsed, create=repair, tls=tls, credentials=credentials)
         try:
             report = await run_verify(store, deep=deep)
             mended = None
@@ -652,9 +776,20 @@ def verify(
     help="Seconds a project's tag list is cached before the mirror is asked again.",
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@registry_options
 @verbose_option
 def serve(
-    target: str | None, host: str, port: int, ttl: float, plain_http: bool, verbose: int
+    target: str | None,
+    host: str,
+    port: int,
+    ttl: float,
+    plain_http: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+    verbose: int,
 ) -> None:
     """Serve the mirror as a simple repository (PEP 503 HTML, PEP 691 JSON, PEP 658 metadata).
 
@@ -672,9 +807,12 @@ def serve(
         parsed = parse_target(target, plain_http=plain_http)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    tls, credentials = _registry_access(
+        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    )
 
     async def go() -> None:
-        store = open_store(parsed, create=False)
+        store = open_store(parsed, create=False, tls=tls, credentials=credentials)
         try:
             await run_server(store, host=host, port=port, ttl=ttl)
         finally:
@@ -683,6 +821,69 @@ def serve(
     click.echo(f"serving {parsed} on http://{host}:{port}/simple/", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         _run(go)
+
+
+@main.command()
+@click.argument("host")
+@click.option("--username", "-u", help="User name (prompted for when missing).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@click.option(
+    "--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA certificates to trust."
+)
+@click.option("--client-cert", type=click.Path(exists=True, dir_okay=False))
+@click.option("--client-key", type=click.Path(exists=True, dir_okay=False))
+def login(
+    host: str,
+    username: str | None,
+    password_stdin: bool,
+    plain_http: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+) -> None:
+    """Check credentials against registry HOST and save them in the docker config.
+
+    \b
+    Examples:
+      echo "$TOKEN" | oci-pypi login registry.example.com -u ci --password-stdin
+      oci-pypi login 127.0.0.1:5000 -u admin
+    """
+    from oci_pypi_sync.login import check_login
+    from oci_pypi_sync.login import login as save_login
+    from oci_pypi_sync.oci.credentials import Credentials
+    from oci_pypi_sync.targets import is_loopback_host
+
+    bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
+    plain = plain_http or host.startswith("http://") or is_loopback_host(bare)
+    user = username or str(click.prompt("Username"))
+    credentials = Credentials(username=user, password=_read_password(password_stdin))
+    tls, _ = _registry_access([bare], ca_bundle, client_cert, client_key, None, False)
+    _run(lambda: check_login(bare, credentials, plain_http=plain, tls=tls))
+    try:
+        path = save_login(bare, credentials)
+    except OciPypiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FATAL)
+    click.echo(f"Login Succeeded (credentials for {bare} saved in {path})")
+
+
+@main.command()
+@click.argument("host")
+def logout(host: str) -> None:
+    """Remove the saved credentials of registry HOST from the docker config.
+
+    \b
+    Examples:
+      oci-pypi logout registry.example.com
+    """
+    from oci_pypi_sync.login import logout as forget
+
+    bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
+    if forget(bare):
+        click.echo(f"Removed login credentials for {bare}")
+    else:
+        click.echo(f"Not logged in to {bare}")
 
 
 @main.command()

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, cast
 from oci_pypi_sync.errors import UsageError
 
 if TYPE_CHECKING:
+    from oci_pypi_sync.oci.credentials import CredentialStore
     from oci_pypi_sync.oci.store import Store
+    from oci_pypi_sync.oci.tls import TlsOptions
 
 DEFAULT_LAYOUT = Path("oci-pypi-mirror")
 
@@ -109,8 +111,14 @@ def open_store(
     create: bool = True,
     timeout: float | None = None,
     max_connections: int = 100,
+    tls: TlsOptions | None = None,
+    credentials: CredentialStore | None = None,
 ) -> Store:
-    """A store for the target: a layout on disk or a registry client."""
+    """A store for the target: a layout on disk (or packed in a tar) or a registry client.
+
+    ``tls`` carries ``--ca-bundle`` and the client certificate; ``credentials``
+    defaults to the environment, the docker config and ``auth.json``.
+    """
     if isinstance(target, LayoutTarget):
         from oci_pypi_sync.oci.tarball import is_tar_path, open_tar_store
 
@@ -122,14 +130,17 @@ def open_store(
         return LayoutStore(target.path, create=create)
     from oci_pypi_sync.oci.credentials import CredentialStore
     from oci_pypi_sync.oci.registry import RegistryStore
+    from oci_pypi_sync.oci.tls import TlsOptions
 
+    verify = True if target.plain_http else (tls or TlsOptions()).context_for(target.host)
     return RegistryStore(
         target.host,
         target.prefix,
         plain_http=target.plain_http,
-        credentials=CredentialStore(),
+        credentials=credentials or CredentialStore(),
         timeout=timeout,
         max_connections=max_connections,
+        verify=verify,
     )
 
 

@@ -249,3 +249,58 @@ def test_version_and_help_examples(tmp_path: Path) -> None:
     for command in ("sync", "serve", "copy", "verify", "ls", "status", "completion"):
         text = oci_pypi(command, "--help", cwd=tmp_path).stdout
         assert "Examples:" in text, command
+
+
+def test_login_sync_logout_against_an_htpasswd_registry(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    from registry_server import running_registry
+
+    secret = "s3cret-Pa55"
+    docker = tmp_path / "docker"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "OCI_PYPI_"))}
+    env = {**base, "DOCKER_CONFIG": str(docker), "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "oci_pypi_sync", *args],
+            input=stdin,
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    with running_registry(tmp_path / "registry", htpasswd={"alice": secret}) as registry:
+        wrong = cli("login", registry.host, "-u", "alice", "--password-stdin", stdin="nope\n")
+        assert wrong.returncode == 3
+        assert "alice" in wrong.stderr
+        assert "nope" not in wrong.stderr + wrong.stdout
+        assert not (docker / "config.json").exists()
+
+        ok = cli("login", registry.host, "-u", "alice", "--password-stdin", stdin=secret + "\n")
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.startswith("Login Succeeded")
+        assert secret not in ok.stdout + ok.stderr
+        assert registry.host in json.loads((docker / "config.json").read_text())["auths"]
+
+        synced = cli("sync", "tool", "--to", f"{registry.host}/auth", "--index-url", index.url)
+        assert synced.returncode == 0, synced.stderr
+
+        assert cli("logout", registry.host).stdout.strip() == (
+            f"Removed login credentials for {registry.host}"
+        )
+        refused = cli(
+            "sync", "tool", "--to", f"{registry.host}/auth", "--index-url", index.url, "--recheck"
+        )
+        assert refused.returncode == 3
+        assert "no credentials are configured" in refused.stderr
+
+        explicit = cli(
+            *("sync", "tool", "--to", f"{registry.host}/auth2", "--index-url", index.url),
+            *("-u", "alice", "--password-stdin"),
+            stdin=secret,
+        )
+        assert explicit.returncode == 0, explicit.stderr

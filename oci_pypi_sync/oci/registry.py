@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Final, Self
@@ -36,6 +37,7 @@ from oci_pypi_sync.errors import (
 from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
+from oci_pypi_sync.oci.tls import describe_tls_error
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -186,6 +188,9 @@ def describe_failure(
 
 def describe_transport_error(host: str, exc: httpx.TransportError) -> RegistryError:
     """``cannot reach registry HOST: connection refused`` and the like."""
+    tls_error = describe_tls_error(host, exc)
+    if tls_error is not None:
+        return tls_error
     reason = "timed out" if isinstance(exc, httpx.TimeoutException) else _root_reason(exc)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return RegistryUnreachableError(f"cannot reach registry {host}: {reason}")
@@ -273,6 +278,7 @@ class RegistryStore:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float | None = None,
         max_connections: int = 100,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.host = host
         self.prefix = prefix.strip("/")
@@ -288,6 +294,7 @@ class RegistryStore:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            verify=verify,
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False
@@ -542,6 +549,10 @@ class RegistryStore:
             )
         except httpx.TransportError as exc:
             raise describe_transport_error(self.host, exc) from exc
+        except ssl.SSLError as exc:  # a TLS alert httpx lets through unwrapped
+            raise describe_tls_error(self.host, exc) or RegistryUnreachableError(
+                f"TLS with registry {self.host} failed: {exc.reason or exc}"
+            ) from exc
         logger.debug("%s %s -> %d", method, request.url.path, response.status_code)
         return response
 
