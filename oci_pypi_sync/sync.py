@@ -241,9 +241,10 @@ class Syncer:
         if unchanged is not None:
             return unchanged
         upstream = _page_files(page, project)
+        existing_tags = await self._existing_tags(project)
         results = await asyncio.gather(
             *(
-                self._sync_release(selection, version, files, upstream)
+                self._sync_release(selection, version, files, upstream, existing_tags)
                 for version, files in selection.releases
             )
         )
@@ -348,18 +349,34 @@ class Syncer:
 
     # --- releases ----------------------------------------------------------------
 
+    async def _existing_tags(self, project: str) -> frozenset[str] | None:
+        """The project's tags in one request, so new versions need no read; ``None``: unknown."""
+        try:
+            tags = await self._retry(f"{project}: tags", lambda: self.store.list_tags(project))
+        except FATAL_ERRORS:
+            raise
+        except OciPypiError as exc:
+            log.info("%s: tags not listed (%s); reading each version's tag", project, exc)
+            return None
+        return frozenset(tags)
+
     async def _sync_release(
         self,
         selection: ProjectSelection,
         version: str,
         files: tuple[SelectedFile, ...],
         upstream: dict[str, tuple[DistributionFile, FileName]],
+        existing_tags: frozenset[str] | None = None,
     ) -> tuple[list[FileResult], ReleaseResult]:
         repo = str(selection.project)
         tag = version_tag(version)
         try:
-            existing = await self._retry(
-                f"{repo}:{tag}: current index", lambda: self.store.get_manifest(repo, tag)
+            existing = (
+                None
+                if existing_tags is not None and tag not in existing_tags
+                else await self._retry(
+                    f"{repo}:{tag}: current index", lambda: self.store.get_manifest(repo, tag)
+                )
             )
         except FATAL_ERRORS:
             raise

@@ -245,7 +245,7 @@ def test_server_errors(
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/blobs/uploads/"))
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/manifests/sha256:"))
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/manifests/\d"))
-    registry_proxy.add(Rule(Fault.error(status), "GET", r"/manifests/\d"))
+    registry_proxy.add(Rule(Fault.error(status), "GET", r"/faulty/tags/list"))
     prefix = f"errors{status}"
 
     run = sync(index_url(index_proxy), registry_proxy.host, prefix)
@@ -259,7 +259,7 @@ def test_server_errors(
     assert_retried(registry_proxy, "PUT", r"/blobs/uploads/", 1)
     assert_retried(registry_proxy, "PUT", r"/manifests/sha256:", 1)
     assert_retried(registry_proxy, "PUT", r"/manifests/\d", 1)
-    assert_retried(registry_proxy, "GET", r"/manifests/\d", 1)
+    assert_retried(registry_proxy, "GET", r"/faulty/tags/list", 1)
     assert len(registry_proxy.faulted()) == 6
     assert {r.status for r in registry_proxy.faulted()} == {status}
 

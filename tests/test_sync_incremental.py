@@ -157,7 +157,8 @@ async def test_an_index_with_etags_answers_an_unchanged_project_with_304(
         second = await _run(index, counting, "alpha", journal=journal)
         changed_selection = await _run(index, counting, "alpha==1.0", journal=journal)
     assert index.statuses == [304, 200]  # the new selection does not trust the old validator
-    assert counting.calls == Counter({"get_manifest": 1})  # only for alpha==1.0
+    # only for alpha==1.0: its tag list, then its existing version's index
+    assert counting.calls == Counter({"list_tags": 1, "get_manifest": 1})
     assert sorted((f.filename, f.action) for f in second.files) == sorted(
         (f.filename, "skipped") for f in first.files
     )
@@ -177,8 +178,9 @@ async def test_without_a_journal_the_target_is_read_not_written(
         assert journal.summary().files_done == 5
     assert report.count("skipped") == 5
     assert all(r.action == "unchanged" for r in report.releases)
-    # One read of each version's index; no blob checks, no downloads, no writes.
-    assert counting.calls == Counter({"get_manifest": 3})
+    # One tag list per project and one read of each version's index; no blob
+    # checks, no downloads, no writes.
+    assert counting.calls == Counter({"list_tags": 2, "get_manifest": 3})
     assert _downloads(index) == []
 
 
