@@ -124,9 +124,17 @@ def run_naive(
                     out.write(chunk)
             tag = entry["version"].replace("+", "_")
             target = f"{registry_host}/{prefix}/{entry['project']}:{tag}-{entry['sha256'][:12]}"
-            oras_client.push(
-                target=target, files=[str(path)], disable_path_validation=True, quiet=True
-            )
+            # Concurrent pushes of the same config blob into one repository race in
+            # the registry (500 / DIGEST_INVALID); a script would try again.
+            for attempt in range(3):
+                try:
+                    oras_client.push(
+                        target=target, files=[str(path)], disable_path_validation=True, quiet=True
+                    )
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
         finally:
             path.unlink(missing_ok=True)
             directory.rmdir()
