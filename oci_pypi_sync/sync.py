@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -91,6 +93,10 @@ T = TypeVar("T")
 
 FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, IndexUnreachableError)
 
+#: Wheels up to this size are kept in memory while they stream, so their
+#: METADATA can stand in for a separate ``.metadata`` request.
+SMALL_WHEEL_BYTES = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
@@ -137,6 +143,7 @@ class Syncer:
         self._project_slots = asyncio.Semaphore(max(4, jobs))
         self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._uploads: dict[tuple[str, str], asyncio.Future[int | None]] = {}
+        self._wheel_metadata: dict[tuple[str, str], bytes | None] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -533,7 +540,7 @@ class Syncer:
         if self.journal is not None:
             self.journal.record_blob(repo, digest)
         metadata_raw = await self._retry(
-            f"{what}: core metadata", lambda: self._core_metadata(selected)
+            f"{what}: core metadata", lambda: self._core_metadata(repo, selected)
         )
         artifact = build_file_artifact(file, repo, size, metadata_raw)
         config = empty_config()
@@ -590,8 +597,16 @@ class Syncer:
                 return mismatches < 2
             return is_transient(exc)
 
+        keep = (
+            selected.name.is_wheel
+            and file.size is not None
+            and file.size <= SMALL_WHEEL_BYTES
+            and file.core_metadata is not None
+            and file.core_metadata.sha256 is not None
+        )
+
         async def attempt() -> int | None:
-            counter = _ByteCounter(observer, file.filename, file.size)
+            counter = _ByteCounter(observer, file.filename, file.size, keep=keep)
 
             def open_file() -> AsyncIterator[bytes]:
                 counter.restart()
@@ -604,6 +619,8 @@ class Syncer:
             except BaseException:
                 counter.restart()
                 raise
+            if stored and counter.kept is not None:
+                self._wheel_metadata[(repo, digest)] = _wheel_metadata(counter.kept)
             return counter.count if stored else None
 
         return await with_retries(
@@ -619,13 +636,19 @@ class Syncer:
             except IndexUnreachableError as exc:
                 raise IndexError_(f"download of {file.filename} interrupted: {exc}") from exc
 
-    async def _core_metadata(self, selected: SelectedFile) -> bytes | None:
+    async def _core_metadata(self, repo: str, selected: SelectedFile) -> bytes | None:
         """The file's core metadata: as advertised (hash-checked), or probed for wheels.
 
         A probed ``.metadata`` has no advertised hash; it is kept only when it
         names the wheel's own project and version.
         """
         file = selected.file
+        advertised = file.core_metadata.sha256 if file.core_metadata is not None else None
+        inside = self._wheel_metadata.pop((repo, f"sha256:{file.sha256}"), None)
+        if inside is not None and advertised == hashlib.sha256(inside).hexdigest():
+            # PEP 658: the .metadata file is the wheel's METADATA; the one just
+            # streamed has the advertised hash, so no request is needed.
+            return inside
         probe = self.options.probe_metadata and selected.name.is_wheel
         metadata = await self.index.get_core_metadata(file, probe=probe)
         if metadata is None:
@@ -668,23 +691,47 @@ class Syncer:
 class _ByteCounter:
     """Counts the bytes that pass, telling the observer; a restart takes them back."""
 
-    def __init__(self, observer: SyncObserver, filename: str, size: int | None) -> None:
+    def __init__(
+        self, observer: SyncObserver, filename: str, size: int | None, *, keep: bool = False
+    ) -> None:
         self.count = 0
         self._observer = observer
         self._filename = filename
         self._size = size
+        self._keep = keep
+        self.kept: bytearray | None = bytearray() if keep else None
 
     def restart(self) -> None:
         if self.count:
             self._observer.bytes_transferred(self._filename, -self.count)
         self.count = 0
+        if self._keep:
+            self.kept = bytearray()
 
     async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         self._observer.transfer_started(self._filename, self._size)
         async for chunk in chunks:
+            if self.kept is not None:
+                self.kept += chunk
             self.count += len(chunk)
             self._observer.bytes_transferred(self._filename, len(chunk))
             yield chunk
+
+
+def _wheel_metadata(data: bytes | bytearray) -> bytes | None:
+    """The ``*.dist-info/METADATA`` member of a wheel held in memory, if it has one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+            names = [
+                n
+                for n in wheel.namelist()
+                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            ]
+            if len(names) != 1:
+                return None
+            return wheel.read(names[0])
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
 
 
 def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:

@@ -27,6 +27,8 @@ from fault_proxy import Fault, FaultProxy, Record, Rule
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
 
+from oci_pypi_sync.sync import SMALL_WHEEL_BYTES
+
 pytestmark = pytest.mark.registry
 
 PROJECT = "faulty"
@@ -51,8 +53,12 @@ class Run:
 
 
 def wheel(version: str, tag: str = "py3-none-any") -> FixtureFile:
-    """A wheel whose bytes differ from its siblings' (made in the same second, they would not)."""
-    made = make_wheel(PROJECT, version, tag=tag)
+    """A wheel whose bytes differ from its siblings' (made in the same second, they would not).
+
+    Over 1 MiB, so its ``.metadata`` is fetched (a smaller wheel's own METADATA
+    would stand in for it) and the faults on that request happen.
+    """
+    made = make_wheel(PROJECT, version, tag=tag, payload=SMALL_WHEEL_BYTES + 4096)
     buffer = io.BytesIO()
     with (
         zipfile.ZipFile(io.BytesIO(made.data)) as source,

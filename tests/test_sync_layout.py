@@ -170,3 +170,30 @@ async def test_new_yank_upstream_updates_only_the_index(
     _, entries = fmt.parse_release_index(after.body)
     yanked = [e for e in entries if e.annotations.get(fmt.A_YANKED) == "true"]
     assert [e.annotations[fmt.TITLE] for e in yanked] == ["demo_pkg-1.0.tar.gz"]
+
+
+async def test_a_small_wheel_s_own_metadata_saves_the_metadata_request(tmp_path: Path) -> None:
+    fixture = FixtureIndex()
+    wheel = make_wheel("meta", "1.0", requires=("six",))
+    odd = make_wheel("odd", "1.0")
+    odd.metadata = b"Metadata-Version: 2.1\nName: odd\nVersion: 1.0\nSummary: served apart\n"
+    fixture.add("meta", wheel)
+    fixture.add("odd", odd)
+    with serve_index(fixture):
+        report = await _sync(fixture, tmp_path / "m", "meta", "odd")
+    assert not report.failed
+    gets = [path for method, path in fixture.requests if method == "GET"]
+    # The wheel streamed carried the advertised METADATA: no .metadata request.
+    assert not any(path.endswith("meta-1.0-py3-none-any.whl.metadata") for path in gets)
+    # A .metadata that differs from the wheel's own is fetched, and it is what is stored.
+    assert any(path.endswith("odd-1.0-py3-none-any.whl.metadata") for path in gets)
+    store = LayoutStore(tmp_path / "m")
+    for name, expected in (("meta", wheel.metadata), ("odd", odd.metadata)):
+        manifest = await store.get_manifest(name, "1.0")
+        assert manifest is not None
+        _, (entry,) = fmt.parse_release_index(manifest.body)
+        child = await store.get_manifest(name, entry.digest)
+        assert child is not None
+        layer = json.loads(child.body)["layers"][1]
+        assert expected is not None
+        assert store.blob_path(layer["digest"]).read_bytes() == expected
