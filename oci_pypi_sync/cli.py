@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import click
@@ -128,6 +128,44 @@ def _registry_access(
         explicit = dict.fromkeys(hosts, Credentials(username=username, password=password))
         credentials = CredentialStore(explicit=explicit)
     return tls, credentials
+
+
+@dataclass(frozen=True)
+class _TargetAccess:
+    """A parsed target with the TLS options and credentials its commands open it with."""
+
+    target: Any
+    tls: Any
+    credentials: Any
+
+    def open(self, *, create: bool = False, **options: Any) -> Any:
+        from oci_pypi_sync.targets import open_store
+
+        return open_store(
+            self.target, create=create, tls=self.tls, credentials=self.credentials, **options
+        )
+
+
+def _target_access(
+    target: str | None,
+    plain_http: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+) -> _TargetAccess:
+    """Parse ``--to``/``--from`` and the registry flags; usage errors become click's."""
+    from oci_pypi_sync.targets import parse_target
+
+    try:
+        parsed = parse_target(target, plain_http=plain_http)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    tls, credentials = _registry_access(
+        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    )
+    return _TargetAccess(parsed, tls, credentials)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -515,18 +553,14 @@ def ls(
     import json
 
     from oci_pypi_sync.listing import list_projects, list_releases
-    from oci_pypi_sync.targets import open_store, parse_target
 
-    try:
-        parsed = parse_target(target, plain_http=plain_http)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from exc
-    tls, credentials = _registry_access(
-        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    access = _target_access(
+        target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
     )
+    parsed = access.target
 
     async def go() -> Any:
-        store = open_store(parsed, create=False, tls=tls, credentials=credentials)
+        store = access.open()
         try:
             if project is None:
                 return await list_projects(store)
@@ -699,24 +733,22 @@ def verify(
     import json
 
     from oci_pypi_sync.index.location import resolve_index_url
-    from oci_pypi_sync.targets import open_store, parse_target
     from oci_pypi_sync.verify import repair as run_repair
     from oci_pypi_sync.verify import verify as run_verify
 
     _configure_logging(verbose)
+    access = _target_access(
+        target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
+    )
     try:
-        parsed = parse_target(target, plain_http=plain_http)
         location = resolve_index_url(index_url) if repair else None
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
-    tls, credentials = _registry_access(
-        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
-    )
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
 
-        store = open_store(parsed, create=repair, tls=tls, credentials=credentials)
+        store = access.open(create=repair)
         try:
             report = await run_verify(store, deep=deep)
             mended = None
@@ -800,19 +832,15 @@ def serve(
       pip install --index-url http://127.0.0.1:8080/simple/ requests
     """
     from oci_pypi_sync.serve.server import serve as run_server
-    from oci_pypi_sync.targets import open_store, parse_target
 
     _configure_logging(max(verbose, 1))
-    try:
-        parsed = parse_target(target, plain_http=plain_http)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from exc
-    tls, credentials = _registry_access(
-        _registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    access = _target_access(
+        target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
     )
+    parsed = access.target
 
     async def go() -> None:
-        store = open_store(parsed, create=False, tls=tls, credentials=credentials)
+        store = access.open()
         try:
             await run_server(store, host=host, port=port, ttl=ttl)
         finally:
