@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion, Version
-
 from oci_pypi_sync.oci.format import (
     OCI_MANIFEST,
     TITLE,
@@ -32,6 +30,7 @@ from oci_pypi_sync.oci.format import (
     empty_config,
     sha256_digest,
 )
+from oci_pypi_sync.select import version_sort_key
 
 if TYPE_CHECKING:
     from oci_pypi_sync.oci.store import Store
@@ -66,7 +65,9 @@ class Catalog:
 
     def releases(self, project: str) -> list[CatalogRelease]:
         """A project's releases in PEP 440 order (legacy versions first)."""
-        return sorted(self.projects.get(project, {}).values(), key=_release_key)
+        return sorted(
+            self.projects.get(project, {}).values(), key=lambda r: version_sort_key(r.version)
+        )
 
     def merged(self, other: Catalog) -> Catalog:
         """Both catalogs; for a tag in both, ``other``'s release wins (it is newer)."""
@@ -226,10 +227,3 @@ async def read_catalog(store: Store, *, exact: bool = False) -> Catalog | None:
         log.warning("%s holds no readable catalog (%s)", CATALOG_REPOSITORY, exc)
         return None
     return found[1] if found is not None else None
-
-
-def _release_key(release: CatalogRelease) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(release.version))
-    except InvalidVersion:
-        return (0, release.version)

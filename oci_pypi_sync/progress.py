@@ -23,22 +23,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from oci_pypi_sync.results import FileResult, ReleaseResult
+from oci_pypi_sync.results import FileResult, NullObserver, ReleaseResult
 
 log = logging.getLogger("oci_pypi_sync.progress")
 
 
-class LogObserver:
+class LogObserver(NullObserver):
     """One log line per finished file and tagged release."""
-
-    def files_planned(self, count: int, total_bytes: int) -> None:
-        return None
-
-    def transfer_started(self, filename: str, size: int | None) -> None:
-        return None
-
-    def bytes_transferred(self, filename: str, count: int) -> None:
-        return None
 
     def file_finished(self, result: FileResult) -> None:
         if result.action == "failed":

@@ -34,10 +34,15 @@ def entries_by_title(entries: Iterable[Descriptor]) -> dict[str, list[Descriptor
     return grouped
 
 
+def entry_file_size(entry: Descriptor, file: DistributionFile) -> int:
+    """The file's size as the entry records it (the index's, when the entry has none)."""
+    size_text = entry.annotations.get(A_SIZE, "")
+    return int(size_text) if size_text.isdigit() else (file.size or 0)
+
+
 def refresh_entry(entry: Descriptor, file: DistributionFile, name: FileName) -> Descriptor:
     """The entry with its annotations rebuilt from the index's current record of the file."""
-    size_text = entry.annotations.get(A_SIZE, "")
-    size = int(size_text) if size_text.isdigit() else (file.size or 0)
+    size = entry_file_size(entry, file)
     annotations = file_annotations(file, name, size, entry.annotations.get(A_METADATA_SHA256))
     return replace(entry, annotations=annotations)
 

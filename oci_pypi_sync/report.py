@@ -90,12 +90,13 @@ def summary_line(report: SyncReport) -> str:
 
 
 def human_bytes(count: int) -> str:
-    size = float(count)
+    """``512 B``, ``1.5 KiB``... ``2.0 TiB``."""
+    value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def plan_rows(report: SyncReport) -> list[tuple[str, str, int, int]]:

@@ -58,6 +58,7 @@ from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectP
 from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
 from oci_pypi_sync.oci.format import UnsupportedFileError, parse_filename
 from oci_pypi_sync.retry import RetryPolicy, with_retries
+from oci_pypi_sync.select import version_sort_key
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +110,12 @@ class Closure:
         pins = {(pin.project, pin.version) for r in self.resolutions for pin in r.pins}
         return [
             Requirement(f"{name}=={version}")
-            for name, version in sorted(pins, key=lambda p: (p[0], _version_key(p[1])))
+            for name, version in sorted(pins, key=lambda p: (p[0], version_sort_key(p[1])))
         ]
 
     @property
     def unresolved(self) -> tuple[Unresolved, ...]:
         return tuple(u for r in self.resolutions for u in r.unresolved)
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
 
 
 class HostEnvironment(TargetEnvironment):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from oci_pypi_sync.journal import FileState, JournalSummary, ProjectState
+from oci_pypi_sync.report import human_bytes
 
 STATUS_SCHEMA_VERSION = 1
 MAX_FAILED_SHOWN = 20
@@ -27,7 +28,7 @@ def render_status(summary: JournalSummary) -> str:
     lines = [
         f"state of {summary.target}",
         f"  projects: {summary.projects}",
-        f"  files:    {summary.files_done} done ({_human_bytes(summary.bytes_done)}), "
+        f"  files:    {summary.files_done} done ({human_bytes(summary.bytes_done)}), "
         f"{summary.files_pending} pending, {summary.files_failed} failed",
         f"  releases: {summary.releases} tagged",
     ]
@@ -117,12 +118,3 @@ def _one_line(text: str | None) -> str:
     if not text:
         return "(no reason recorded)"
     return " ".join(text.split())
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

@@ -23,8 +23,8 @@ import io
 import logging
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -56,7 +56,12 @@ from oci_pypi_sync.oci.format import (
     repository_name,
     version_tag,
 )
-from oci_pypi_sync.reconcile import entries_by_title, reconcile_release, reusable_entries
+from oci_pypi_sync.reconcile import (
+    entries_by_title,
+    entry_file_size,
+    reconcile_release,
+    reusable_entries,
+)
 from oci_pypi_sync.results import (
     FileAction,
     FileResult,
@@ -67,12 +72,18 @@ from oci_pypi_sync.results import (
     SyncReport,
 )
 from oci_pypi_sync.retry import RetryPolicy, is_transient, with_retries
-from oci_pypi_sync.select import ProjectSelection, SelectedFile, SelectionOptions, select_files
+from oci_pypi_sync.select import (
+    ProjectSelection,
+    SelectedFile,
+    SelectionOptions,
+    select_files,
+    version_sort_key,
+)
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
     from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-    from oci_pypi_sync.journal import Journal
+    from oci_pypi_sync.journal import Journal, ProjectState
     from oci_pypi_sync.oci.store import Store
     from oci_pypi_sync.shard import Shard
 
@@ -141,8 +152,9 @@ class Syncer:
         jobs = max(1, self.options.jobs)
         self._file_slots = asyncio.Semaphore(jobs)
         self._project_slots = asyncio.Semaphore(max(4, jobs))
-        self._small_blobs: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._uploads: dict[tuple[str, str], asyncio.Future[int | None]] = {}
+        # Blob writes by (repository, digest): each digest is stored once per run,
+        # however many files ask at once (see _once).
+        self._blob_writes: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._wheel_metadata: dict[tuple[str, str], bytes | None] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
@@ -227,7 +239,13 @@ class Syncer:
 
     async def _sync_project(self, project: str, reqs: Sequence[Requirement]) -> _ProjectOutcome:
         options_key = selection_key(reqs, self.options)
-        validator = self._validator(project, options_key)
+        journal = self.journal
+        known = (
+            journal.project_state(project)
+            if journal is not None and not self.options.recheck
+            else None
+        )
+        validator = _validator(known, options_key)
         maybe_page = await self._retry(
             f"{project}: project page",
             lambda: self.index.get_project_page_if_changed(reqs[0].name, validator),
@@ -244,7 +262,7 @@ class Syncer:
         if self.options.dry_run:
             return _ProjectOutcome(files=tuple(self._planned(selection)))
         fingerprint = project_fingerprint(page, options_key)
-        unchanged = self._unchanged(project, selection, fingerprint)
+        unchanged = self._unchanged(project, known, selection, fingerprint)
         if unchanged is not None:
             return unchanged
         upstream = _page_files(page, project)
@@ -275,21 +293,6 @@ class Syncer:
                 )
         return outcome
 
-    def _validator(self, project: str, options_key: str) -> str | None:
-        """The ETag to send, when the last complete sync of this selection stored one.
-
-        The journal keeps it prefixed with the selection's key, so a 304 is
-        only trusted for the requirements and options it was recorded with.
-        """
-        journal = self.journal
-        if journal is None or self.options.recheck:
-            return None
-        state = journal.project_state(project)
-        if state is None or not state.complete or not state.etag:
-            return None
-        key, _, etag = state.etag.partition(" ")
-        return etag if key == options_key and etag else None
-
     def _not_modified(self, project: str) -> _ProjectOutcome:
         """The outcome of a project whose page the index says is unchanged (304)."""
         journal = self.journal
@@ -302,7 +305,7 @@ class Syncer:
         for result in files:
             self.observer.file_finished(result)
         releases = []
-        for version in sorted({f.version for f in files}):
+        for version in sorted({f.version for f in files}, key=version_sort_key):
             tag = version_tag(version)
             release = ReleaseResult(
                 project, version, tag, journal.release_digest(project, tag), "unchanged"
@@ -313,14 +316,17 @@ class Syncer:
         return _ProjectOutcome(files=files, releases=tuple(releases), unchanged=True)
 
     def _unchanged(
-        self, project: str, selection: ProjectSelection, fingerprint: str
+        self,
+        project: str,
+        state: ProjectState | None,
+        selection: ProjectSelection,
+        fingerprint: str,
     ) -> _ProjectOutcome | None:
         """The outcome of a project the journal saw complete with the same page and options."""
         journal = self.journal
-        if journal is None or self.options.recheck:
+        if journal is None or state is None:
             return None
-        state = journal.project_state(project)
-        if state is None or not state.complete or state.page_digest != fingerprint:
+        if not state.complete or state.page_digest != fingerprint:
             return None
         files = tuple(self._result(selection, s, "skipped") for s in selection.files)
         for result in files:
@@ -388,8 +394,7 @@ class Syncer:
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:
-            results = [self._result(selection, s, "failed") for s in files]
-            results = [_with_error(r, str(exc)) for r in results]
+            results = [replace(self._result(selection, s, "failed"), error=str(exc)) for s in files]
             release = ReleaseResult(repo, version, tag, None, "failed", str(exc))
             self.observer.release_finished(release)
             return results, release
@@ -464,7 +469,7 @@ class Syncer:
         sha256 = file.sha256 or ""
         reused = reusable_entries(known, file, selected.name)
         if reused is not None:
-            size = _annotated_size(reused[0], file)
+            size = entry_file_size(reused[0], file)
             self._record_done(repo, selected, size, reused[0].digest)
             result = FileResult(repo, selected.version, file.filename, sha256, size, "skipped")
             self.observer.file_finished(result)
@@ -524,14 +529,10 @@ class Syncer:
         what = f"{repo}: {file.filename}"
         stored: int | None = None
         if not await self._mount(repo, digest):
-            key = (repo, digest)
-            upload = self._uploads.get(key)
-            first = upload is None or (upload.done() and upload.exception() is not None)
-            if upload is None or first:
-                # Identical bytes published under two filenames are uploaded once.
-                upload = asyncio.ensure_future(self._upload(repo, digest, selected))
-                self._uploads[key] = upload
-            stored = await asyncio.shield(upload)
+            # Identical bytes published under two filenames are uploaded once.
+            first, stored = await self._once(
+                (repo, digest), lambda: self._upload(repo, digest, selected)
+            )
             uploaded = first and stored is not None
         if stored is not None:
             size = stored
@@ -664,19 +665,26 @@ class Syncer:
         return metadata.raw
 
     async def _ensure_small_blob(self, repo: str, digest: str, data: bytes) -> None:
-        """Store a small blob once per repository, however many files ask at once.
+        """Store a small blob once per repository (the empty config, shared metadata)."""
+        await self._once((repo, digest), lambda: self._put_small_blob(repo, digest, data))
 
-        Platform wheels of one release often share their core metadata, and
-        every manifest shares the empty config: concurrent uploads of one
-        digest make registries answer 500 or DIGEST_INVALID, so they are
-        single-flighted here.
+    async def _once(
+        self, key: tuple[str, str], write: Callable[[], Awaitable[T]]
+    ) -> tuple[bool, T]:
+        """Run ``write`` once per key; callers meanwhile (or later) share its result.
+
+        Concurrent uploads of one digest make registries answer 500 or
+        DIGEST_INVALID, and platform wheels of a release share their core
+        metadata, every manifest the empty config. A failed write is tried
+        again by the next caller. Returns whether this caller ran it.
         """
-        key = (repo, digest)
-        task = self._small_blobs.get(key)
-        if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(self._put_small_blob(repo, digest, data))
-            self._small_blobs[key] = task
-        await asyncio.shield(task)
+        running = self._blob_writes.get(key)
+        if running is not None and not (running.done() and running.exception() is not None):
+            shared: T = await asyncio.shield(running)
+            return False, shared
+        future = asyncio.ensure_future(write())
+        self._blob_writes[key] = future
+        return True, await asyncio.shield(future)
 
     async def _put_small_blob(self, repo: str, digest: str, data: bytes) -> None:
         # The store says itself when it already has the blob (no separate HEAD).
@@ -734,25 +742,24 @@ def _wheel_metadata(data: bytes | bytearray) -> bytes | None:
         return None
 
 
+def _validator(state: ProjectState | None, options_key: str) -> str | None:
+    """The ETag to send, when the last complete sync of this selection stored one.
+
+    The journal keeps it prefixed with the selection's key, so a 304 is only
+    trusted for the requirements and options it was recorded with.
+    """
+    if state is None or not state.complete or not state.etag:
+        return None
+    key, _, etag = state.etag.partition(" ")
+    return etag if key == options_key and etag else None
+
+
 def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:
     if metadata.name is None or metadata.version is None:
         return False
     return canonicalize_name(metadata.name) == selected.name.project and normalize_version(
         metadata.version
     ) == normalize_version(selected.name.version)
-
-
-def _annotated_size(entry: Descriptor, file: DistributionFile) -> int:
-    from oci_pypi_sync.oci.format import A_SIZE
-
-    text = entry.annotations.get(A_SIZE, "")
-    return int(text) if text.isdigit() else (file.size or 0)
-
-
-def _with_error(result: FileResult, error: str) -> FileResult:
-    from dataclasses import replace
-
-    return replace(result, error=error)
 
 
 def _page_files(page: ProjectPage, project: str) -> dict[str, tuple[DistributionFile, FileName]]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from fixture_index import running
 
 CHUNK = 1024 * 1024
 PEP691 = "application/vnd.pypi.simple.v1+json"
@@ -122,11 +123,5 @@ def serve_big_file(file: BigFile) -> Iterator[str]:
     """Serve ``file`` on 127.0.0.1 and a free port; yields the index URL (``.../simple/``)."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.file = file
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with running(server) as url:
+        yield url

@@ -245,15 +245,23 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
+def running(server: ThreadingHTTPServer) -> Iterator[str]:
+    """Serve in a thread until the block ends; yields the server's simple URL."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
 def serve_index(index: FixtureIndex) -> Iterator[FixtureIndex]:
     """Serve ``index`` on 127.0.0.1 and a free port; ``index.url`` is its simple URL."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.index = index
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    index.url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    try:
+    with running(server) as url:
+        index.url = url
         yield index
-    finally:
-        server.shutdown()
-        server.server_close()

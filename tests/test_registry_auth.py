@@ -303,7 +303,11 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 async def push_artifact(store: RegistryStore, repo: str, seed: int) -> bytes:
     """Stream a 2 MiB layer, the empty config and a manifest; return the manifest."""
-    layer = random.Random(seed).randbytes(2 * 1024 * 1024)
+    return await push_payload(store, repo, random.Random(seed).randbytes(2 * 1024 * 1024))
+
+
+async def push_payload(store: RegistryStore, repo: str, layer: bytes) -> bytes:
+    """Stream ``layer``, the empty config and a manifest tagged 1.0; return the manifest."""
     await store.put_blob(repo, sha256(layer), len(layer), chunked(layer))
     await store.put_blob_bytes(repo, EMPTY_DIGEST, b"{}")
     manifest = json.dumps(

@@ -10,7 +10,6 @@ or the podman/skopeo auth files.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import shutil
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from conftest import require_registry
 from registry_server import RegistryServer, TlsMaterial, make_tls, running_registry
+from test_registry_auth import EMPTY_DIGEST, push_payload, sha256
 
 from oci_pypi_sync.errors import (
     AuthenticationError,
@@ -48,45 +48,12 @@ pytestmark = pytest.mark.registry
 
 PASSWORD = "tls-s3cret-Pa55"
 WRONG = "tls-wrong-Pa55"
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 ALICE = Credentials(username="alice", password=PASSWORD)
 NO_DIRS: tuple[Path, ...] = ()
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-async def push_artifact(store: RegistryStore, repo: str, payload: bytes) -> bytes:
-    """A one-layer artifact tagged 1.0; returns the manifest bytes."""
-    await store.put_blob_bytes(repo, sha256(payload), payload)
-    await store.put_blob_bytes(repo, EMPTY_DIGEST, b"{}")
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "artifactType": "application/vnd.pypi.distribution.v1",
-            "config": {
-                "mediaType": "application/vnd.oci.empty.v1+json",
-                "digest": EMPTY_DIGEST,
-                "size": 2,
-            },
-            "layers": [
-                {
-                    "mediaType": "application/octet-stream",
-                    "digest": sha256(payload),
-                    "size": len(payload),
-                }
-            ],
-        }
-    ).encode()
-    await store.put_manifest(repo, "1.0", MANIFEST, manifest)
-    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +113,7 @@ async def test_basic_auth_over_tls_with_ca_bundle(
         RegistryStore(host, "tls", credentials=CredentialStore.static(ALICE), http=client) as store,
     ):
         assert store.base_url == f"https://{host}"
-        manifest = await push_artifact(store, "six", b"over tls")
+        manifest = await push_payload(store, "six", b"over tls")
         fetched = await store.get_manifest("six", "1.0")
     assert fetched is not None
     assert fetched.body == manifest
@@ -236,7 +203,7 @@ async def test_client_certificate_required(
             host, "mtls", credentials=CredentialStore.static(ALICE), http=client
         ) as store,
     ):
-        manifest = await push_artifact(store, "six", b"with a client certificate")
+        manifest = await push_payload(store, "six", b"with a client certificate")
         assert await store.has_manifest("six", sha256(manifest)) is True
 
     without = TlsOptions(ca_bundle=mtls.ca, certs_dirs=())
@@ -357,7 +324,7 @@ async def test_login_then_store_then_logout(
         registry_http_client(host, tls=options, timeout=10) as client,
         RegistryStore(host, "login", credentials=store_creds, http=client) as store,
     ):
-        manifest = await push_artifact(store, "six", b"after login")
+        manifest = await push_payload(store, "six", b"after login")
         assert await store.has_manifest("six", sha256(manifest)) is True
 
     assert logout(host, config_path=config) is True
@@ -380,7 +347,7 @@ async def test_login_file_is_what_skopeo_reads(
         registry_http_client(host, tls=options, timeout=10) as client,
         RegistryStore(host, "skopeo", credentials=CredentialStore.static(ALICE), http=client) as s,
     ):
-        manifest = await push_artifact(s, "six", b"read by skopeo")
+        manifest = await push_payload(s, "six", b"read by skopeo")
     cert_dir = certs_d(tmp_path, host, pki, client=False) / host
     got = subprocess.run(
         ["skopeo", "login", "--get-login", "--authfile", str(config), host],
@@ -466,7 +433,7 @@ async def test_login_into_creds_store_helper(
         ) as c,
         RegistryStore(host, "helper", credentials=creds, http=c) as store,
     ):
-        manifest = await push_artifact(store, "six", b"from the helper")
+        manifest = await push_payload(store, "six", b"from the helper")
         assert await store.has_manifest("six", sha256(manifest)) is True
     assert logout(host, config_path=config) is True
     assert not (db / host).exists()
@@ -553,7 +520,7 @@ async def test_auth_json_from_registry_auth_file_and_xdg_runtime_dir(
             ) as c,
             RegistryStore(host, "podman", credentials=creds, http=c) as store,
         ):
-            manifest = await push_artifact(store, "six", b"from auth.json")
+            manifest = await push_payload(store, "six", b"from auth.json")
             assert await store.has_manifest("six", sha256(manifest)) is True
 
 

@@ -39,12 +39,21 @@ class LayoutStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
         self._index_lock = asyncio.Lock()
+        # index.json parsed, and its tags, for as long as the file is unchanged.
+        self._index_cache: tuple[tuple[int, int, int], dict[str, Any], dict[str, Any]] | None
+        self._index_cache = None
         self._exists = self._validate(create)
 
     def _validate(self, create: bool) -> bool:
         """Check an existing layout; a missing one is made on the first write."""
-        if (self.path / LAYOUT_FILE).is_file():
-            self._ensure(create=False)
+        layout_file = self.path / LAYOUT_FILE
+        if layout_file.is_file():
+            try:
+                version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
+            if not str(version).startswith("1."):
+                raise LayoutError(f"{self.path}: unsupported image layout version {version}")
             return True
         if not create:
             raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
@@ -61,7 +70,7 @@ class LayoutStore:
 
     def _created(self) -> None:
         if not self._exists:
-            self._ensure(create=True)
+            self._create()
             self._exists = True
 
     @property
@@ -70,27 +79,9 @@ class LayoutStore:
 
     # --- layout files ------------------------------------------------------
 
-    def _ensure(self, create: bool) -> None:
+    def _create(self) -> None:
+        """Write the layout's skeleton (checked by :meth:`_validate` beforehand)."""
         layout_file = self.path / LAYOUT_FILE
-        if layout_file.is_file():
-            try:
-                version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
-            if not str(version).startswith("1."):
-                raise LayoutError(f"{self.path}: unsupported image layout version {version}")
-            return
-        if not create:
-            raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
-        if self.path.exists() and not self.path.is_dir():
-            raise LayoutError(f"{self.path} exists and is not a directory")
-        if self.path.is_dir() and any(
-            not entry.name.startswith(".") for entry in self.path.iterdir()
-        ):
-            raise LayoutError(
-                f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
-                "refusing to write a layout into it"
-            )
         try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             _atomic_write(self.path / INDEX_FILE, _empty_index(), self._tmp_dir())
@@ -111,26 +102,41 @@ class LayoutStore:
             raise LayoutError(f"unsupported or malformed digest {digest!r}")
         return self.path / "blobs" / "sha256" / hexdigest
 
-    def read_index(self) -> dict[str, Any]:
-        """The layout's ``index.json`` (an empty index before the first write)."""
+    def _index_and_tags(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``index.json`` and its ref names, read again only when the file changed.
+
+        Every tag lookup needs them; parsing the whole file each time would
+        make a sync of a large layout quadratic.
+        """
         if not self._exists:
-            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, {}
+        path = self.path / INDEX_FILE
         try:
-            data = json.loads((self.path / INDEX_FILE).read_bytes())
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if self._index_cache is not None and self._index_cache[0] == key:
+                return self._index_cache[1], self._index_cache[2]
+            data = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
-            raise LayoutError(f"cannot read {self.path / INDEX_FILE}: {exc}") from exc
+            raise LayoutError(f"cannot read {path}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
-            raise LayoutError(f"{self.path / INDEX_FILE} is not an OCI image index")
-        return data
+            raise LayoutError(f"{path} is not an OCI image index")
+        tags = {}
+        for entry in data.get("manifests", []):
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name:
+                tags[name] = entry
+        self._index_cache = (key, data, tags)
+        return data, tags
+
+    def read_index(self) -> dict[str, Any]:
+        """The layout's ``index.json`` (an empty index before the first write); a copy."""
+        data = self._index_and_tags()[0]
+        return {**data, "manifests": list(data.get("manifests", []))}
 
     def tags(self) -> dict[str, dict[str, Any]]:
         """Every ``repository:tag`` ref name in ``index.json`` with its descriptor."""
-        out = {}
-        for entry in self.read_index().get("manifests", []):
-            name = (entry.get("annotations") or {}).get(REF_NAME)
-            if name:
-                out[name] = entry
-        return out
+        return dict(self._index_and_tags()[1])
 
     # --- Store protocol ------------------------------------------------------
 

@@ -12,9 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from packaging.version import InvalidVersion, Version
-
 from oci_pypi_sync.oci import format as fmt
+from oci_pypi_sync.select import version_sort_key
 
 #: A PEP 503 normalized name, which is what a project repository is called.
 _PROJECT_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -79,14 +78,6 @@ def is_project_repository(name: str) -> bool:
 def is_release_tag(tag: str) -> bool:
     """Version tags start with a digit, fallback (legacy) version tags with ``_``."""
     return bool(tag) and (tag[0].isdigit() or tag[0] == "_")
-
-
-def version_sort_key(version: str) -> tuple[int, Version | str]:
-    """PEP 440 order; legacy versions first, among themselves by their text."""
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
 
 
 def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Release:
