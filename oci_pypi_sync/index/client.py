@@ -36,6 +36,7 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.transport import lean_mounts
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,15 @@ def _split_credentials(index_url: str) -> tuple[str, _IndexOriginAuth | None]:
 
 
 def _default_http(timeout: float | None = None, max_connections: int = 100) -> httpx.AsyncClient:
+    # HTTPS goes over HTTP/2 where h2 is installed (one connection carries
+    # every request to a CDN); HTTP/1.1 origins take the lean transport.
+    http2 = importlib.util.find_spec("h2") is not None
     return httpx.AsyncClient(
-        http2=importlib.util.find_spec("h2") is not None,
+        http2=http2,
+        mounts=lean_mounts(
+            *(["http://"] if http2 else ["http://", "https://"]),
+            max_connections=max_connections,
+        ),
         follow_redirects=True,
         timeout=TIMEOUT if timeout is None else httpx.Timeout(timeout),
         limits=httpx.Limits(

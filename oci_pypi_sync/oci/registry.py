@@ -38,6 +38,7 @@ from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challeng
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
 from oci_pypi_sync.oci.tls import describe_tls_error
+from oci_pypi_sync.transport import lean_mounts
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -295,6 +296,7 @@ class RegistryStore:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             verify=verify,
+            mounts=lean_mounts(self.base_url, verify=verify, max_connections=max_connections),
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False

@@ -1,0 +1,240 @@
+"""The lean HTTP/1.1 transport against scripted loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from oci_pypi_sync.transport import LeanTransport, lean_mounts
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A loopback server running ``handler`` per connection; counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[Server]:
+    server = Server(handler)
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request's head and its body (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length:")), None
+    )
+    if length is not None:
+        return head, await reader.readexactly(length)
+    if b"transfer-encoding: chunked" not in lines:
+        return head, b""
+    body = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+        body += await reader.readexactly(size + 2)
+        if size == 0:
+            return head, body[:-2] if body.endswith(b"\r\n") else body
+        body = body[:-2]
+
+
+def reply(status: int, body: bytes = b"", *, close: bool = False) -> bytes:
+    extra = b"Connection: close\r\n" if close else b""
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
+    )
+
+
+async def echo_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        head, body = await read_request(reader)
+        method, target = head.split(b" ")[:2]
+        writer.write(reply(200, method + b" " + target + b" " + body))
+        await writer.drain()
+
+
+def client(**kwargs: object) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=LeanTransport(**kwargs))  # type: ignore[arg-type]
+
+
+async def test_requests_share_one_keep_alive_connection() -> None:
+    async with serving(echo_forever) as server, client() as http:
+        for i in range(5):
+            response = await http.post(f"{server.url}/v2/x?n={i}", content=b"abc")
+            assert response.status_code == 200
+            assert response.content == f"POST /v2/x?n={i} abc".encode()
+        head = await http.head(f"{server.url}/blob")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert server.connections == 1
+
+
+async def test_a_streamed_body_without_length_goes_chunked() -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        for part in (b"one ", b"two ", b"x" * 100_000):
+            yield part
+
+    async with serving(echo_forever) as server, client() as http:
+        response = await http.put(f"{server.url}/upload", content=parts())
+        assert response.content == b"PUT /upload one two " + b"x" * 100_000
+
+
+async def test_a_connection_the_server_closed_is_not_reused() -> None:
+    async def one_request_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(reply(200, b"ok"))  # keep-alive as far as the client knows
+        await w.drain()
+
+    async with serving(one_request_then_close) as server, client() as http:
+        for _ in range(3):
+            assert (await http.get(server.url)).content == b"ok"
+            await asyncio.sleep(0.05)  # the loop sees the server's FIN
+        assert server.connections == 3
+
+
+async def test_connection_close_is_honoured() -> None:
+    async def close_after_reply(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            w.write(reply(204, close=True))
+            await w.drain()
+
+    async with serving(close_after_reply) as server, client() as http:
+        for _ in range(3):
+            assert (await http.delete(server.url)).status_code == 204
+        assert server.connections == 3
+
+
+async def test_an_early_answer_to_an_upload_is_returned() -> None:
+    async def refuse_upload(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(reply(413, b"too large", close=True))
+        await w.drain()
+        w.transport.abort()  # reset: the client's remaining writes fail
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(400):
+            yield b"y" * 65536
+            await asyncio.sleep(0)
+
+    async with serving(refuse_upload) as server, client() as http:
+        response = await http.put(f"{server.url}/upload", content=big())
+        assert response.status_code == 413
+        assert response.content == b"too large"
+
+
+async def test_a_body_cut_short_raises_and_the_connection_is_dropped() -> None:
+    async def truncate(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await w.drain()
+
+    async with serving(truncate) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+        assert server.connections == 2
+
+
+async def test_no_answer_at_all_is_a_protocol_error() -> None:
+    async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+
+    async with serving(hang_up) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await http.get(server.url)
+
+
+async def test_a_stalled_server_times_out() -> None:
+    async def stall(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        await asyncio.sleep(5)
+
+    async with (
+        serving(stall) as server,
+        httpx.AsyncClient(transport=LeanTransport(), timeout=0.2) as http,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url)
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with serving(echo_forever) as server:
+        url = server.url
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+
+
+async def test_connections_stay_within_the_limit() -> None:
+    async def slow_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            await asyncio.sleep(0.02)
+            w.write(reply(200, b"ok"))
+            await w.drain()
+
+    async with serving(slow_echo) as server, client(max_connections=2) as http:
+        responses = await asyncio.gather(*(http.get(server.url) for _ in range(10)))
+        assert [r.content for r in responses] == [b"ok"] * 10
+        assert server.most_open == 2
+
+
+async def test_an_unread_streamed_response_frees_its_connection_slot() -> None:
+    async with serving(echo_forever) as server, client(max_connections=1) as http:
+        async with http.stream("GET", server.url) as response:
+            assert response.status_code == 200  # body never read
+        # the slot came back: a second request does not wait forever
+        second = await asyncio.wait_for(http.get(server.url), timeout=5)
+        assert second.status_code == 200
+
+
+def test_lean_mounts_leave_proxied_traffic_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert set(lean_mounts("http://", "https://reg.test:5000")) == {
+        "http://",
+        "https://reg.test:5000",
+    }
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    assert set(lean_mounts("http://", "https://reg.test:5000")) == {"http://"}
+    monkeypatch.setenv("NO_PROXY", "reg.test")
+    assert set(lean_mounts("http://", "https://reg.test:5000")) == {
+        "http://",
+        "https://reg.test:5000",
+    }
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.test:3128")
+    assert set(lean_mounts("http://", "https://reg.test:5000")) == {"https://reg.test:5000"}
