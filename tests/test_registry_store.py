@@ -116,6 +116,9 @@ def test_upload_url_resolves_and_appends_digest() -> None:
         "http://127.0.0.1:5000/up?_state=x&digest=sha256%3Aab"
     )
     assert upload_url(base, "https://storage.test/u3", None) == "https://storage.test/u3"
+    assert upload_url(f"{base}u4?_state=x", "", "sha256:ab") == (
+        "http://127.0.0.1:5000/v2/pypi/six/blobs/uploads/u4?_state=x&digest=sha256%3Aab"
+    )
 
 
 def test_parse_error_body() -> None:

@@ -129,7 +129,12 @@ def upload_url(current: str | httpx.URL, location: str, digest: str | None = Non
     query (Distribution's carries ``_state``), so ``digest`` is appended
     with ``?`` or ``&`` accordingly.
     """
-    url = str(httpx.URL(current).join(location))
+    if location.startswith(("https://", "http://")):
+        url = location  # Distribution's form; no parsing needed
+    elif not location:
+        url = str(current)
+    else:
+        url = str(httpx.URL(current).join(location))
     if digest is None:
         return url
     separator = "&" if "?" in url else "?"
@@ -260,6 +265,29 @@ async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
 # --- the store ----------------------------------------------------------------
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _RegistryClient(httpx.AsyncClient):
+    """An httpx client without cookies, as Docker's and containerd's registry clients.
+
+    Registries authenticate with headers; reading ``Set-Cookie`` on every
+    response would cost a URL parse through urllib per request.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        self._cookies = _NoCookies()
+
+
 class RegistryStore:
     """An OCI registry as a :class:`~oci_pypi_sync.oci.store.Store`.
 
@@ -286,7 +314,7 @@ class RegistryStore:
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self._auth = RegistryAuth(credentials or CredentialStore(), host)
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
+        self._http = http or _RegistryClient(
             timeout=(
                 httpx.Timeout(timeout, pool=None)
                 if timeout is not None
@@ -585,8 +613,9 @@ class RegistryStore:
     async def _start_upload(self, name: str, digest: str, *, probe: bool = False) -> str | None:
         """Open an upload session; with ``probe``, ``None`` when the blob is already there."""
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"
-        params = {"mount": digest, "from": name} if probe else None
-        response = await self._send("POST", url, params=params)
+        if probe:
+            url += f"?mount={quote(digest, safe='')}&from={quote(name, safe='')}"
+        response = await self._send("POST", url)
         location = response.headers.get("Location")
         if probe and response.status_code == 201:
             await response.aclose()
