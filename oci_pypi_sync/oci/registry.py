@@ -66,6 +66,8 @@ MANIFEST_ACCEPT: Final = ", ".join(
 OCTET_STREAM: Final = "application/octet-stream"
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
 _ERROR_BODY_LIMIT: Final = 64 * 1024
+# small blobs whose holder is remembered for cross-repository mounts
+_HOLDERS_KEPT: Final = 256
 _HASHES: Final = frozenset({"sha256", "sha512"})
 
 
@@ -328,6 +330,9 @@ class RegistryStore:
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False
+        # Small blobs (the empty config, shared metadata) this store wrote or
+        # found, by digest: the repository a new repository can mount them from.
+        self._small_blob_holders: dict[str, str] = {}
 
     @property
     def display_name(self) -> str:
@@ -412,17 +417,29 @@ class RegistryStore:
         actual = compute_digest(digest_algorithm(digest), data)
         if actual != digest:
             raise DigestMismatchError(what, digest, actual)
-        location = await self._start_upload(name, digest, probe=True)
-        if location is None:
+        # Mounted from a repository that holds it, one request instead of two;
+        # where the mount cannot be done the same request opens the upload.
+        holder = self._small_blob_holders.get(digest, name)
+        location = await self._start_upload(name, digest, probe=True, source=holder)
+        if location is None:  # there already, or mounted: the registry had it
+            self._remember_holder(digest, name)
             return False
         if not self.chunked_uploads:
             headers = {"Content-Type": OCTET_STREAM}
             if await self._finish_upload(name, digest, location, data, headers) is not None:
+                self._remember_holder(digest, name)
                 return True
             self.chunked_uploads = True
             location = None
         await self._upload_chunked(name, digest, len(data), _once(data), what, location)
+        self._remember_holder(digest, name)
         return True
+
+    def _remember_holder(self, digest: str, name: str) -> None:
+        holders = self._small_blob_holders
+        if digest not in holders and len(holders) >= _HOLDERS_KEPT:
+            del holders[next(iter(holders))]
+        holders[digest] = name
 
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Mount a blob another repository of this registry holds; False if it could not."""
@@ -610,11 +627,17 @@ class RegistryStore:
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error
 
-    async def _start_upload(self, name: str, digest: str, *, probe: bool = False) -> str | None:
-        """Open an upload session; with ``probe``, ``None`` when the blob is already there."""
+    async def _start_upload(
+        self, name: str, digest: str, *, probe: bool = False, source: str | None = None
+    ) -> str | None:
+        """Open an upload session; with ``probe``, ``None`` when the blob is already there.
+
+        The probe asks to mount the blob from ``source`` (this repository
+        by default): a 201 says it is there now.
+        """
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"
         if probe:
-            url += f"?mount={quote(digest, safe='')}&from={quote(name, safe='')}"
+            url += f"?mount={quote(digest, safe='')}&from={quote(source or name, safe='')}"
         response = await self._send("POST", url)
         location = response.headers.get("Location")
         if probe and response.status_code == 201:
