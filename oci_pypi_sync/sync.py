@@ -156,6 +156,9 @@ class Syncer:
         # however many files ask at once (see _once).
         self._blob_writes: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._wheel_metadata: dict[tuple[str, str], bytes | None] = {}
+        # Core metadata by (repository, advertised sha256) while a release syncs:
+        # files that share it (a release's platform wheels) read it once.
+        self._shared_metadata: dict[tuple[str, str], asyncio.Future[bytes | None]] = {}
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -405,9 +408,13 @@ class Syncer:
             except (ValueError, KeyError, TypeError):
                 log.warning("%s:%s holds an index this tool cannot read; replacing it", repo, tag)
         known = entries_by_title(old_entries)
-        outcomes = await asyncio.gather(
-            *(self._sync_file(repo, selected, known) for selected in files)
-        )
+        try:
+            outcomes = await asyncio.gather(
+                *(self._sync_file(repo, selected, known) for selected in files)
+            )
+        finally:
+            for selected in files:
+                self._shared_metadata.pop((repo, _advertised_metadata(selected.file) or ""), None)
         results = [result for result, _ in outcomes]
         fresh = [entry for _, entries in outcomes if entries for entry in entries]
         entries, removed = reconcile_release(old_entries, fresh, upstream, prune=self.options.prune)
@@ -598,13 +605,19 @@ class Syncer:
                 return mismatches < 2
             return is_transient(exc)
 
+        advertised = _advertised_metadata(file)
         keep = (
             selected.name.is_wheel
             and file.size is not None
             and file.size <= SMALL_WHEEL_BYTES
-            and file.core_metadata is not None
-            and file.core_metadata.sha256 is not None
+            and advertised is not None
         )
+        # The first small wheel of a release to start promises its METADATA to
+        # the release's files that advertise the same hash (its sdist, say).
+        promise: asyncio.Future[bytes | None] | None = None
+        if keep and advertised is not None:
+            first, shared = self._metadata_share(repo, advertised)
+            promise = shared if first else None
 
         async def attempt() -> int | None:
             counter = _ByteCounter(observer, file.filename, file.size, keep=keep)
@@ -624,9 +637,15 @@ class Syncer:
                 self._wheel_metadata[(repo, digest)] = _wheel_metadata(counter.kept)
             return counter.count if stored else None
 
-        return await with_retries(
-            self.options.retry, f"{repo}: {file.filename}: upload", attempt, transient=transient
-        )
+        try:
+            return await with_retries(
+                self.options.retry, f"{repo}: {file.filename}: upload", attempt, transient=transient
+            )
+        finally:
+            if promise is not None:
+                inside = self._wheel_metadata.get((repo, digest))
+                matches = inside is not None and hashlib.sha256(inside).hexdigest() == advertised
+                promise.set_result(inside if matches else None)
 
     async def _file_chunks(self, file: DistributionFile) -> AsyncIterator[bytes]:
         """The file's bytes; a connection lost mid-file fails this attempt, not the run."""
@@ -644,12 +663,28 @@ class Syncer:
         names the wheel's own project and version.
         """
         file = selected.file
-        advertised = file.core_metadata.sha256 if file.core_metadata is not None else None
+        advertised = _advertised_metadata(file)
         inside = self._wheel_metadata.pop((repo, f"sha256:{file.sha256}"), None)
         if inside is not None and advertised == hashlib.sha256(inside).hexdigest():
             # PEP 658: the .metadata file is the wheel's METADATA; the one just
             # streamed has the advertised hash, so no request is needed.
             return inside
+        if advertised is not None:
+            # Bytes with the advertised hash are the advertised bytes, whichever
+            # file of the release brought them.
+            first, shared = self._metadata_share(repo, advertised)
+            if not first:
+                raw = await asyncio.shield(shared)
+                if raw is not None:
+                    return raw
+            else:
+                raw = None
+                try:
+                    fetched = await self.index.get_core_metadata(file)
+                    raw = fetched.raw if fetched is not None else None
+                finally:
+                    shared.set_result(raw)  # None: the others fetch their own
+                return raw
         probe = self.options.probe_metadata and selected.name.is_wheel
         metadata = await self.index.get_core_metadata(file, probe=probe)
         if metadata is None:
@@ -663,6 +698,17 @@ class Syncer:
             )
             return None
         return metadata.raw
+
+    def _metadata_share(
+        self, repo: str, advertised: str
+    ) -> tuple[bool, asyncio.Future[bytes | None]]:
+        """The release's shared core metadata for a hash; True if the caller is to bring it."""
+        key = (repo, advertised)
+        shared = self._shared_metadata.get(key)
+        if shared is not None:
+            return False, shared
+        shared = self._shared_metadata[key] = asyncio.get_running_loop().create_future()
+        return True, shared
 
     async def _ensure_small_blob(self, repo: str, digest: str, data: bytes) -> None:
         """Store a small blob once per repository (the empty config, shared metadata)."""
@@ -724,6 +770,11 @@ class _ByteCounter:
             self.count += len(chunk)
             self._observer.bytes_transferred(self._filename, len(chunk))
             yield chunk
+
+
+def _advertised_metadata(file: DistributionFile) -> str | None:
+    """The sha256 the page gives for the file's core metadata, if it gives one."""
+    return file.core_metadata.sha256 if file.core_metadata is not None else None
 
 
 def _wheel_metadata(data: bytes | bytearray) -> bytes | None:

@@ -17,7 +17,7 @@ from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
 from oci_pypi_sync.select import SelectionOptions
-from oci_pypi_sync.sync import SyncOptions, SyncReport, sync
+from oci_pypi_sync.sync import SMALL_WHEEL_BYTES, SyncOptions, SyncReport, sync
 
 
 @pytest.fixture
@@ -197,3 +197,31 @@ async def test_a_small_wheel_s_own_metadata_saves_the_metadata_request(tmp_path:
         layer = json.loads(child.body)["layers"][1]
         assert expected is not None
         assert store.blob_path(layer["digest"]).read_bytes() == expected
+
+
+async def test_wheels_sharing_core_metadata_fetch_it_once(tmp_path: Path) -> None:
+    fixture = FixtureIndex()
+    big = SMALL_WHEEL_BYTES + 4096  # over the size whose own METADATA is read
+    tags = ("cp312-cp312-manylinux_2_17_x86_64", "cp312-cp312-manylinux_2_17_aarch64")
+    wheels = [make_wheel("plat", "1.0", tag=tag, payload=big) for tag in tags]
+    other = make_wheel("plat", "2.0", tag=tags[0], payload=big)
+    assert wheels[0].metadata == wheels[1].metadata
+    fixture.add("plat", *wheels, other)
+    with serve_index(fixture):
+        report = await _sync(fixture, tmp_path / "m", "plat")
+    assert not report.failed
+    assert report.count("pushed") == 3
+    fetched = [p for m, p in fixture.requests if m == "GET" and p.endswith(".whl.metadata")]
+    # one per release: the two 1.0 wheels advertise the same hash
+    assert len([p for p in fetched if "-1.0-" in p]) == 1
+    assert len([p for p in fetched if "-2.0-" in p]) == 1
+    store = LayoutStore(tmp_path / "m")
+    manifest = await store.get_manifest("plat", "1.0")
+    assert manifest is not None
+    _, entries = fmt.parse_release_index(manifest.body)
+    assert len(entries) == 2
+    for entry in entries:
+        child = await store.get_manifest("plat", entry.digest)
+        assert child is not None
+        layer = json.loads(child.body)["layers"][1]
+        assert store.blob_path(layer["digest"]).read_bytes() == wheels[0].metadata
