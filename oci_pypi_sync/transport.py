@@ -394,6 +394,31 @@ class _ResponseBody(httpx.AsyncByteStream):
             self._transport._discard(connection)
 
 
+class _SetCookiesOnly(httpx.Cookies):
+    """A cookie jar that reads only responses that set a cookie.
+
+    httpx hands every response to the jar, which first rebuilds the request
+    as a urllib one (a URL parse); most responses set no cookie at all.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class LeanClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie jar skips responses that set no cookie."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: httpx._types.CookieTypes) -> None:
+        self._cookies = _SetCookiesOnly(cookies)
+
+
 def _proxied(pattern: str) -> bool:
     """Whether the environment (``HTTP_PROXY``, ``NO_PROXY``...) may proxy ``pattern``.
 

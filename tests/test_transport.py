@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from oci_pypi_sync.transport import LeanTransport, lean_mounts
+from oci_pypi_sync.transport import LeanClient, LeanTransport, lean_mounts
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -238,3 +238,21 @@ def test_lean_mounts_leave_proxied_traffic_to_httpx(monkeypatch: pytest.MonkeyPa
     }
     monkeypatch.setenv("ALL_PROXY", "http://proxy.test:3128")
     assert set(lean_mounts("http://", "https://reg.test:5000")) == {"https://reg.test:5000"}
+
+
+async def test_the_lean_client_keeps_cookies_that_are_set() -> None:
+    async def set_then_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n")
+        while True:
+            await w.drain()
+            head, _ = await read_request(r)
+            cookie = [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+            w.write(reply(200, b"|".join(cookie)))
+
+    async with serving(set_then_echo) as server, LeanClient(transport=LeanTransport()) as http:
+        await http.get(f"{server.url}/login")
+        assert http.cookies.get("session") == "abc"
+        assert (await http.get(f"{server.url}/next")).content == b"Cookie: session=abc"
+        # a response without Set-Cookie leaves the jar as it was
+        assert dict(http.cookies) == {"session": "abc"}

@@ -36,7 +36,7 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.transport import lean_mounts
+from oci_pypi_sync.transport import LeanClient, lean_mounts
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _default_http(timeout: float | None = None, max_connections: int = 100) -> h
     # HTTPS goes over HTTP/2 where h2 is installed (one connection carries
     # every request to a CDN); HTTP/1.1 origins take the lean transport.
     http2 = importlib.util.find_spec("h2") is not None
-    return httpx.AsyncClient(
+    return LeanClient(
         http2=http2,
         mounts=lean_mounts(
             *(["http://"] if http2 else ["http://", "https://"]),

@@ -38,7 +38,7 @@ from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challeng
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
 from oci_pypi_sync.oci.tls import describe_tls_error
-from oci_pypi_sync.transport import lean_mounts
+from oci_pypi_sync.transport import LeanClient, lean_mounts
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -267,29 +267,6 @@ async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
 # --- the store ----------------------------------------------------------------
 
 
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that keeps nothing."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class _RegistryClient(httpx.AsyncClient):
-    """An httpx client without cookies, as Docker's and containerd's registry clients.
-
-    Registries authenticate with headers; reading ``Set-Cookie`` on every
-    response would cost a URL parse through urllib per request.
-    """
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._cookies
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        self._cookies = _NoCookies()
-
-
 class RegistryStore:
     """An OCI registry as a :class:`~oci_pypi_sync.oci.store.Store`.
 
@@ -316,7 +293,7 @@ class RegistryStore:
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self._auth = RegistryAuth(credentials or CredentialStore(), host)
         self._owns_http = http is None
-        self._http = http or _RegistryClient(
+        self._http = http or LeanClient(
             timeout=(
                 httpx.Timeout(timeout, pool=None)
                 if timeout is not None
