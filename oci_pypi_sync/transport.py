@@ -23,7 +23,7 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Self, cast
+from typing import Any, Self, cast
 
 import h11
 import httpx
@@ -409,6 +409,10 @@ class _SetCookiesOnly(httpx.Cookies):
 
 class LeanClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` whose cookie jar skips responses that set no cookie."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = self.cookies  # through the setter below
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar
+from typing import Any
 
 import httpx
 import pytest
@@ -240,7 +242,9 @@ def test_lean_mounts_leave_proxied_traffic_to_httpx(monkeypatch: pytest.MonkeyPa
     assert set(lean_mounts("http://", "https://reg.test:5000")) == {"https://reg.test:5000"}
 
 
-async def test_the_lean_client_keeps_cookies_that_are_set() -> None:
+async def test_the_lean_client_keeps_cookies_that_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def set_then_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         head, _ = await read_request(r)
         w.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n")
@@ -250,9 +254,20 @@ async def test_the_lean_client_keeps_cookies_that_are_set() -> None:
             cookie = [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
             w.write(reply(200, b"|".join(cookie)))
 
+    jar_reads = 0
+    extract = CookieJar.extract_cookies
+
+    def counted(jar: CookieJar, response: Any, request: Any) -> None:
+        nonlocal jar_reads
+        jar_reads += 1
+        extract(jar, response, request)
+
+    monkeypatch.setattr(CookieJar, "extract_cookies", counted)
     async with serving(set_then_echo) as server, LeanClient(transport=LeanTransport()) as http:
         await http.get(f"{server.url}/login")
+        assert jar_reads == 1
         assert http.cookies.get("session") == "abc"
         assert (await http.get(f"{server.url}/next")).content == b"Cookie: session=abc"
         # a response without Set-Cookie leaves the jar as it was
         assert dict(http.cookies) == {"session": "abc"}
+        assert jar_reads == 1  # the jar never saw the responses without Set-Cookie
