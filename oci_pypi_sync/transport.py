@@ -455,3 +455,26 @@ def lean_mounts(
         return {}
     transport = LeanTransport(verify=verify, max_connections=max_connections)
     return dict.fromkeys(wanted, transport)
+
+
+def lean_client(
+    *patterns: str,
+    verify: ssl.SSLContext | bool = True,
+    max_connections: int = 100,
+    **options: Any,
+) -> LeanClient:
+    """A :class:`LeanClient` sending ``patterns`` (see :func:`lean_mounts`) the lean way.
+
+    Without a proxy in the environment the lean transport is the client's
+    only one, so httpx builds no transport of its own (nor the TLS context
+    it loads at once); a TLS context is made when a first HTTPS connection
+    opens. ``options`` go to ``httpx.AsyncClient`` (timeouts, headers...).
+    """
+    if not any(_proxied(pattern.partition("://")[0] + "://") for pattern in patterns):
+        transport = LeanTransport(verify=verify, max_connections=max_connections)
+        return LeanClient(transport=transport, **options)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    mounts = lean_mounts(*patterns, verify=verify, max_connections=max_connections)
+    return LeanClient(verify=verify, limits=limits, mounts=mounts, **options)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cassettes import FILES_HOST, INDEX_HOST, cassette_path, make_vcr
+from cassettes import FILES_HOST, INDEX_HOST, cassette_path, make_vcr, through_vcr
 
 from oci_pypi_sync.index.client import IndexClient, verified_chunks
 from oci_pypi_sync.index.location import pip_default_index_url
@@ -192,7 +192,7 @@ async def main(names: list[str]) -> int:
             before_record_request=rewriter.before_record_request,
             before_record_response=rewriter.before_record_response,
         )
-        with recorder.use_cassette(str(path), record_mode="all"):
+        with recorder.use_cassette(str(path), record_mode="all"), through_vcr():
             async with IndexClient(index_url) as client:
                 await RECORDINGS[name](client)
         print(f"recorded {path.name}: {path.stat().st_size} bytes")

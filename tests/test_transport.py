@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
@@ -10,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from registry_server import free_port
 
-from oci_pypi_sync.transport import LeanClient, LeanTransport, lean_mounts
+from oci_pypi_sync.transport import LeanClient, LeanTransport, lean_client, lean_mounts
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -271,3 +273,52 @@ async def test_the_lean_client_keeps_cookies_that_are_set(
         # a response without Set-Cookie leaves the jar as it was
         assert dict(http.cookies) == {"session": "abc"}
         assert jar_reads == 1  # the jar never saw the responses without Set-Cookie
+
+
+async def test_a_client_under_a_proxy_setting_goes_through_the_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+
+    async def proxy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(r)
+        seen.append(head.split(b"\r\n")[0])
+        w.write(reply(200, b"via proxy", close=True))
+        await w.drain()
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    async with serving(proxy) as server:
+        monkeypatch.setenv("HTTP_PROXY", server.url)
+        async with lean_client("http://", "https://") as http:
+            response = await http.get("http://index.test/simple/")
+    assert response.content == b"via proxy"
+    assert seen == [b"GET http://index.test/simple/ HTTP/1.1"]
+
+
+async def test_a_client_without_proxies_uses_the_lean_transport_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    contexts = 0
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        nonlocal contexts
+        contexts += 1
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    async with serving(echo_forever) as server, lean_client("http://", "https://") as http:
+        assert (await http.get(f"{server.url}/a")).content == b"GET /a "
+        assert (await http.get(f"{server.url}/b")).content == b"GET /b "
+        assert server.connections == 1
+    # plain HTTP: no TLS context was built (loading CA certificates takes ~15 ms)
+    assert contexts == 0
+    async with lean_client("https://") as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"https://127.0.0.1:{free_port()}/")
+    assert contexts == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator, Generator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -36,7 +35,7 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.transport import LeanClient, lean_mounts
+from oci_pypi_sync.transport import lean_client
 
 logger = logging.getLogger(__name__)
 
@@ -79,20 +78,12 @@ def _split_credentials(index_url: str) -> tuple[str, _IndexOriginAuth | None]:
 
 
 def _default_http(timeout: float | None = None, max_connections: int = 100) -> httpx.AsyncClient:
-    # HTTPS goes over HTTP/2 where h2 is installed (one connection carries
-    # every request to a CDN); HTTP/1.1 origins take the lean transport.
-    http2 = importlib.util.find_spec("h2") is not None
-    return LeanClient(
-        http2=http2,
-        mounts=lean_mounts(
-            *(["http://"] if http2 else ["http://", "https://"]),
-            max_connections=max_connections,
-        ),
+    return lean_client(
+        "http://",
+        "https://",
+        max_connections=max_connections,
         follow_redirects=True,
         timeout=TIMEOUT if timeout is None else httpx.Timeout(timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -125,8 +116,9 @@ class IndexClient:
 
     ``index_url`` is the index root (``.../simple/``); user name and
     password in it are used for basic auth and never shown. Pass ``http``
-    to share a client (its owner closes it); otherwise one is made with
-    HTTP/2 when available, redirects followed and bounded timeouts.
+    to share a client (its owner closes it); otherwise one is made
+    (HTTP/1.1 on :mod:`.transport`) with redirects followed and bounded
+    timeouts.
     """
 
     def __init__(

@@ -38,7 +38,7 @@ from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challeng
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
 from oci_pypi_sync.oci.tls import describe_tls_error
-from oci_pypi_sync.transport import LeanClient, lean_mounts
+from oci_pypi_sync.transport import lean_client
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -293,17 +293,15 @@ class RegistryStore:
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self._auth = RegistryAuth(credentials or CredentialStore(), host)
         self._owns_http = http is None
-        self._http = http or LeanClient(
+        self._http = http or lean_client(
+            self.base_url,
+            verify=verify,
+            max_connections=max_connections,
             timeout=(
                 httpx.Timeout(timeout, pool=None)
                 if timeout is not None
                 else httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
             ),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            verify=verify,
-            mounts=lean_mounts(self.base_url, verify=verify, max_connections=max_connections),
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False
