@@ -65,6 +65,9 @@ class ProjectState:
     synced_at: float | None
     complete: bool  # the last sync finished with no failed file
 
+    def is_quarantined(self, *, now: float | None = None) -> bool:
+        return self.quarantined_until is not None and self.quarantined_until > _now(now)
+
 
 @dataclass(frozen=True, slots=True)
 class FileState:
@@ -481,6 +484,14 @@ class Journal:
                 """,
                 (project, tag, version, index_digest, time.time()),
             )
+
+    def release_digests(self, project: str) -> dict[str, str]:
+        """The project's tagged index digests, by tag, in one query."""
+        with self._errors():
+            rows = self._conn.execute(
+                "SELECT tag, index_digest FROM releases WHERE project = ?", (project,)
+            ).fetchall()
+        return dict(rows)
 
     def release_digest(self, project: str, tag: str) -> str | None:
         with self._errors():

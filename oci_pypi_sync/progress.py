@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
 
 from oci_pypi_sync.results import FileResult, NullObserver, ReleaseResult
+
+if TYPE_CHECKING:  # rich is imported when a display is made, not for log lines
+    from rich.console import Console
+    from rich.progress import TaskID
 
 log = logging.getLogger("oci_pypi_sync.progress")
 
@@ -45,6 +39,16 @@ class RichObserver:
     """A live progress display on a terminal (stderr); use as a context manager."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}", style="bold"),
             BarColumn(),

@@ -215,21 +215,16 @@ class Syncer:
         """One project, its failures recorded; only fatal errors escape."""
         async with self._project_slots:
             journal = self.journal
-            if (
-                journal is not None
-                and not self.options.retry_quarantined
-                and journal.is_quarantined(project)
-            ):
-                state = journal.project_state(project)
-                reason = state.last_error if state is not None else None
-                message = f"quarantined after repeated failures (last: {reason})"
+            state = journal.project_state(project) if journal is not None else None
+            if state is not None and not self.options.retry_quarantined and state.is_quarantined():
+                message = f"quarantined after repeated failures (last: {state.last_error})"
                 log.warning("%s: %s", project, message)
                 outcomes[project] = _ProjectOutcome(
                     error=ProjectError(project, message, quarantined=True)
                 )
                 return
             try:
-                outcome = await self._sync_project(project, reqs)
+                outcome = await self._sync_project(project, reqs, state)
             except FATAL_ERRORS:
                 raise
             except OciPypiError as exc:
@@ -240,14 +235,11 @@ class Syncer:
                 return
             outcomes[project] = outcome
 
-    async def _sync_project(self, project: str, reqs: Sequence[Requirement]) -> _ProjectOutcome:
+    async def _sync_project(
+        self, project: str, reqs: Sequence[Requirement], state: ProjectState | None
+    ) -> _ProjectOutcome:
         options_key = selection_key(reqs, self.options)
-        journal = self.journal
-        known = (
-            journal.project_state(project)
-            if journal is not None and not self.options.recheck
-            else None
-        )
+        known = state if not self.options.recheck else None
         validator = _validator(known, options_key)
         maybe_page = await self._retry(
             f"{project}: project page",
@@ -308,11 +300,10 @@ class Syncer:
         for result in files:
             self.observer.file_finished(result)
         releases = []
+        digests = journal.release_digests(project)
         for version in sorted({f.version for f in files}, key=version_sort_key):
             tag = version_tag(version)
-            release = ReleaseResult(
-                project, version, tag, journal.release_digest(project, tag), "unchanged"
-            )
+            release = ReleaseResult(project, version, tag, digests.get(tag), "unchanged")
             self.observer.release_finished(release)
             releases.append(release)
         log.info("%s: not modified since the last sync", project)
@@ -335,10 +326,10 @@ class Syncer:
         for result in files:
             self.observer.file_finished(result)
         releases = []
+        digests = journal.release_digests(project)
         for version, _ in selection.releases:
             tag = version_tag(version)
-            digest = journal.release_digest(project, tag)
-            release = ReleaseResult(project, version, tag, digest, "unchanged")
+            release = ReleaseResult(project, version, tag, digests.get(tag), "unchanged")
             self.observer.release_finished(release)
             releases.append(release)
         log.info("%s: unchanged since the last sync", project)

@@ -304,3 +304,14 @@ def test_login_sync_logout_against_an_htpasswd_registry(
             stdin=secret,
         )
         assert explicit.returncode == 0, explicit.stderr
+
+
+def test_a_sync_off_a_terminal_imports_no_display_code() -> None:
+    # httpx's own command-line client and the rich display cost start-up time
+    code = (
+        "import sys, oci_pypi_sync.cli, oci_pypi_sync.progress, httpx; "
+        "print(sorted(m for m in ('pygments', 'rich') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
