@@ -154,7 +154,9 @@ def _mapped(
         yield
     except TimeoutError as exc:
         raise timeout_error(str(exc) or "timed out", request=request) from exc
-    except h11.ProtocolError as exc:
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc), request=request) from exc
+    except h11.RemoteProtocolError as exc:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
     except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
         raise error(str(exc) or type(exc).__name__, request=request) from exc
@@ -291,27 +293,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _send(
         self, connection: _Connection, request: httpx.Request, timeout: float | None
     ) -> None:
+        """Write the head and the body, gathering small pieces into one write.
+
+        Only the writes are mapped to httpx's errors: an error of the body's
+        own source (a failed download, a digest check) passes through as it is.
+        """
         state = connection.state
         head = h11.Request(
             method=request.method, target=request.url.raw_path, headers=request.headers.raw
         )
         with _mapped(request, httpx.WriteTimeout, httpx.WriteError):
             pending = [state.send(head) or b""]
-            size = len(pending[0])
-            assert isinstance(request.stream, httpx.AsyncByteStream)
-            async for chunk in request.stream:
+        size = len(pending[0])
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        async for chunk in request.stream:
+            with _mapped(request, httpx.WriteTimeout, httpx.WriteError):
                 data = state.send(h11.Data(data=chunk)) or b""
-                pending.append(data)
-                size += len(data)
-                if size >= _WRITE_BATCH:
-                    connection.write(b"".join(pending))
-                    pending, size = [], 0
-                    async with _timeout(timeout):
-                        await connection.drain()
+            pending.append(data)
+            size += len(data)
+            if size >= _WRITE_BATCH:
+                await _write(connection, request, b"".join(pending), timeout)
+                pending, size = [], 0
+        with _mapped(request, httpx.WriteTimeout, httpx.WriteError):
             pending.append(state.send(h11.EndOfMessage()) or b"")
-            connection.write(b"".join(pending))
-            async with _timeout(timeout):
-                await connection.drain()
+        await _write(connection, request, b"".join(pending), timeout)
 
     async def _receive_head(
         self, connection: _Connection, request: httpx.Request, timeout: float | None
@@ -326,6 +331,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     request=request,
                 )
             # an InformationalResponse (1xx) is skipped
+
+
+async def _write(
+    connection: _Connection, request: httpx.Request, data: bytes, timeout: float | None
+) -> None:
+    with _mapped(request, httpx.WriteTimeout, httpx.WriteError):
+        connection.write(data)
+        async with _timeout(timeout):
+            await connection.drain()
 
 
 async def _next_event(
@@ -387,6 +401,10 @@ class _ResponseBody(httpx.AsyncByteStream):
         if connection is None:
             return
         state = connection.state
+        if not self._complete:
+            # an unread body that has already arrived whole (empty, say)
+            # still leaves the connection clean
+            self._complete = _drain_received(state)
         if self._complete and state.our_state is h11.DONE and state.their_state is h11.DONE:
             state.start_next_cycle()
             self._transport._checkin(self._origin, connection)
@@ -421,6 +439,19 @@ class LeanClient(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: httpx._types.CookieTypes) -> None:
         self._cookies = _SetCookiesOnly(cookies)
+
+
+def _drain_received(state: h11.Connection) -> bool:
+    """Read the events already received; True if the response ended among them."""
+    try:
+        while True:
+            event = state.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if not isinstance(event, h11.Data):
+                return False
+    except h11.ProtocolError:
+        return False
 
 
 def _proxied(pattern: str) -> bool:

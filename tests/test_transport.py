@@ -84,7 +84,10 @@ async def echo_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     while True:
         head, body = await read_request(reader)
         method, target = head.split(b" ")[:2]
-        writer.write(reply(200, method + b" " + target + b" " + body))
+        answer = reply(200, method + b" " + target + b" " + body)
+        if method == b"HEAD":  # the head alone, with the body's length
+            answer = answer[: answer.index(b"\r\n\r\n") + 4]
+        writer.write(answer)
         await writer.drain()
 
 
@@ -322,3 +325,29 @@ async def test_a_client_without_proxies_uses_the_lean_transport_alone(
         with pytest.raises(httpx.ConnectError):
             await http.get(f"https://127.0.0.1:{free_port()}/")
     assert contexts == 1
+
+
+async def test_an_error_of_the_body_s_source_passes_through_at_once() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        raise FileNotFoundError("the local copy vanished")
+
+    async with serving(echo_forever) as server, client() as http:
+        with pytest.raises(FileNotFoundError, match="vanished"):
+            await asyncio.wait_for(
+                http.put(
+                    f"{server.url}/upload", content=failing(), headers={"Content-Length": "200"}
+                ),
+                timeout=5,
+            )
+        # the half-sent request's connection is not reused
+        assert (await http.get(f"{server.url}/after")).content == b"GET /after "
+        assert server.connections == 2
+
+
+async def test_an_unread_empty_body_leaves_the_connection_reusable() -> None:
+    async with serving(echo_forever) as server, client() as http:
+        async with http.stream("HEAD", f"{server.url}/blob") as response:
+            assert response.status_code == 200
+        await http.get(f"{server.url}/next")
+        assert server.connections == 1
