@@ -55,7 +55,7 @@ MB = 1_000_000
 PREFIX = "bench"
 RSS_LIMIT_MB = 100.0
 SAMPLE_SECONDS = 0.05
-TOOLS = ("oci-pypi", "limit", "naive", "download-only", "bandersnatch")
+TOOLS = ("oci-pypi", "limit", "limit-lean", "naive", "download-only", "bandersnatch")
 
 
 # --- measuring a process -----------------------------------------------------------
@@ -341,6 +341,7 @@ class Bench:
         for tool, runs in (
             ("download-only", self.runs),
             ("limit", self.runs),
+            ("limit-lean", self.runs),
             ("naive", naive_runs),
         ):
             if tool in skip:
@@ -353,6 +354,8 @@ class Bench:
                     continue
                 with self.registry(f"{tool}-{i}") as reg:
                     self.measure(record, self.contender(tool, plan, reg.host), reg)
+        if ("cold", "limit-lean") in self.records:
+            self.records[("cold", "limit-lean")].note = "the limit over oci-pypi's transport"
         if ("cold", "naive") in self.records:
             self.records[("cold", "naive")].note = "threads, one oras client each"
 
@@ -890,6 +893,13 @@ def main() -> int:
     for name, held, numbers in targets(bench, extras):
         verdict = "n/a " if held is None else ("PASS" if held else "FAIL")
         print(f"{verdict}  {name}: {numbers}")
+    lean = bench.records.get(("cold", "limit-lean"))
+    cold = bench.records.get(("cold", "oci-pypi"))
+    if lean and lean.walls and cold and cold.walls:
+        print(
+            f"info  cold vs limit-lean (the limit over the same transport): "
+            f"{cold.wall_s / lean.wall_s:.2f}x"
+        )
     for record in bench.records.values():
         if record.failures:
             crashed = True
