@@ -472,26 +472,25 @@ class Syncer:
             result = FileResult(repo, selected.version, file.filename, sha256, size, "skipped")
             self.observer.file_finished(result)
             return result, reused
-        async with self._file_slots:
+        if self.journal is not None:
+            self.journal.record_file_pending(
+                repo, selected.version, file.filename, sha256, file.size
+            )
+        try:
+            artifact, uploaded, size = await self._transfer(repo, selected)
+        except FATAL_ERRORS:
+            raise
+        except OciPypiError as exc:
+            log.warning("%s: %s", file.filename, exc)
             if self.journal is not None:
-                self.journal.record_file_pending(
-                    repo, selected.version, file.filename, sha256, file.size
+                self.journal.record_file_failed(
+                    repo, selected.version, file.filename, sha256, file.size, str(exc)
                 )
-            try:
-                artifact, uploaded, size = await self._transfer(repo, selected)
-            except FATAL_ERRORS:
-                raise
-            except OciPypiError as exc:
-                log.warning("%s: %s", file.filename, exc)
-                if self.journal is not None:
-                    self.journal.record_file_failed(
-                        repo, selected.version, file.filename, sha256, file.size, str(exc)
-                    )
-                result = FileResult(
-                    repo, selected.version, file.filename, sha256, file.size, "failed", str(exc)
-                )
-                self.observer.file_finished(result)
-                return result, None
+            result = FileResult(
+                repo, selected.version, file.filename, sha256, file.size, "failed", str(exc)
+            )
+            self.observer.file_finished(result)
+            return result, None
         self._record_done(repo, selected, size, artifact.manifest.descriptor.digest)
         action: FileAction = "pushed" if uploaded else "skipped"
         result = FileResult(repo, selected.version, file.filename, sha256, size, action)
@@ -516,7 +515,12 @@ class Syncer:
         )
 
     async def _transfer(self, repo: str, selected: SelectedFile) -> tuple[FileArtifact, bool, int]:
-        """Blobs first (file, metadata, config), then the manifest; each step retried."""
+        """Blobs first (file, metadata, config), then the manifest; each step retried.
+
+        ``--jobs`` bounds the file transfers (the mount or the streamed
+        upload); the small requests after them (metadata, config, manifest)
+        do not hold a slot, so a slot is not kept idle while they wait.
+        """
         file = selected.file
         sha256 = file.sha256
         if sha256 is None:  # selection keeps only files with a sha256
@@ -526,12 +530,13 @@ class Syncer:
         size = file.size
         what = f"{repo}: {file.filename}"
         stored: int | None = None
-        if not await self._mount(repo, digest):
-            # Identical bytes published under two filenames are uploaded once.
-            first, stored = await self._once(
-                (repo, digest), lambda: self._upload(repo, digest, selected)
-            )
-            uploaded = first and stored is not None
+        async with self._file_slots:
+            if not await self._mount(repo, digest):
+                # Identical bytes published under two filenames are uploaded once.
+                first, stored = await self._once(
+                    (repo, digest), lambda: self._upload(repo, digest, selected)
+                )
+                uploaded = first and stored is not None
         if stored is not None:
             size = stored
         elif size is None:

@@ -351,3 +351,52 @@ async def test_an_unread_empty_body_leaves_the_connection_reusable() -> None:
             assert response.status_code == 200
         await http.get(f"{server.url}/next")
         assert server.connections == 1
+
+
+async def test_response_bodies_in_every_framing_arrive_whole() -> None:
+    big = bytes(range(256)) * (5 * 4096)  # 5 MiB: reading pauses and resumes
+
+    async def framings(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(r)
+            path = head.split(b" ")[1]
+            if path == b"/big":
+                w.write(reply(200, big))
+            elif path == b"/chunked":
+                w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for part in (b"abc", b"defgh", b"i" * 70_000):
+                    w.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                w.write(b"0\r\n\r\n")
+            else:  # neither length nor chunks: the body ends with the connection
+                w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+                await w.drain()
+                return
+            await w.drain()
+
+    async with serving(framings) as server, client() as http:
+        async with http.stream("GET", f"{server.url}/big") as response:
+            received = b""
+            async for chunk in response.aiter_raw():
+                received += chunk
+                await asyncio.sleep(0)
+        assert received == big
+        chunked = await http.get(f"{server.url}/chunked")
+        assert chunked.content == b"abcdefgh" + b"i" * 70_000
+        closed = await http.get(f"{server.url}/close")
+        assert closed.content == b"until the end"
+
+
+async def test_a_redirect_to_another_origin_is_followed() -> None:
+    async with serving(echo_forever) as storage:
+
+        async def redirect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await read_request(r)
+            location = f"{storage.url}/bucket/blob".encode()
+            w.write(b"HTTP/1.1 307 X\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+            await w.drain()
+            await read_request(r)
+
+        async with serving(redirect) as registry, client() as http:
+            response = await http.get(f"{registry.url}/v2/x/blobs/sha256:ab", follow_redirects=True)
+            assert response.content == b"GET /bucket/blob "
+            assert storage.connections == 1
