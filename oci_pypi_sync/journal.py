@@ -284,6 +284,12 @@ class Journal:
 
     # --- projects -------------------------------------------------------------
 
+    def project_names(self) -> set[str]:
+        """Every project the state file has a record of."""
+        with self._errors():
+            rows = self._conn.execute("SELECT project FROM projects").fetchall()
+        return {row[0] for row in rows}
+
     def project_state(self, project: str) -> ProjectState | None:
         with self._errors():
             row = self._conn.execute(

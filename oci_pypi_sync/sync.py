@@ -107,6 +107,12 @@ FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, IndexUnreachableE
 #: Wheels up to this size are kept in memory while they stream, so their
 #: METADATA can stand in for a separate ``.metadata`` request.
 SMALL_WHEEL_BYTES = 1 << 20
+# From this many projects new to the state file, a run may read the target's
+# catalog instead of their tag lists, if the catalog is this many pages at most:
+# its pages come one after another while tag lists go in parallel, so only a
+# short catalog (a registry being filled for the first time) saves time.
+CATALOG_MIN_PROJECTS = 32
+CATALOG_MAX_PAGES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,10 @@ class Syncer:
         # Core metadata by (repository, advertised sha256) while a release syncs:
         # files that share it (a release's platform wheels) read it once.
         self._shared_metadata: dict[tuple[str, str], asyncio.Future[bytes | None]] = {}
+        # The target's repositories from its catalog, read once when a project
+        # new to the state file first needs its tags (see _listed_repositories).
+        self._catalog_pages = 0
+        self._repositories: asyncio.Future[frozenset[str] | None] | None = None
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -167,6 +177,7 @@ class Syncer:
             grouped = {name: reqs for name, reqs in grouped.items() if shard.owns(name)}
             log.info("shard %s: %d projects", shard, len(grouped))
         outcomes: dict[str, _ProjectOutcome] = {}
+        self._catalog_pages = self._catalog_budget(grouped)
         try:
             async with asyncio.TaskGroup() as group:
                 for project, reqs in grouped.items():
@@ -261,7 +272,7 @@ class Syncer:
         if unchanged is not None:
             return unchanged
         upstream = _page_files(page, project)
-        existing_tags = await self._existing_tags(project)
+        existing_tags = await self._existing_tags(project, new=state is None)
         results = await asyncio.gather(
             *(
                 self._sync_release(selection, version, files, upstream, existing_tags)
@@ -356,8 +367,54 @@ class Syncer:
 
     # --- releases ----------------------------------------------------------------
 
-    async def _existing_tags(self, project: str) -> frozenset[str] | None:
-        """The project's tags in one request, so new versions need no read; ``None``: unknown."""
+    def _catalog_budget(self, grouped: dict[str, list[Requirement]]) -> int:
+        """How many catalog pages are worth reading instead of new projects' tag lists.
+
+        A project the state file has never seen most likely has no
+        repository yet; with many of them (a first sync), one catalog read
+        saves a tag list each. None for a run of few new projects or a
+        store without a catalog.
+        """
+        if self.options.dry_run or not hasattr(self.store, "repositories_within"):
+            return 0
+        known = self.journal.project_names() if self.journal is not None else set()
+        new = sum(1 for project in grouped if project not in known)
+        return min(CATALOG_MAX_PAGES, new // 2) if new >= CATALOG_MIN_PROJECTS else 0
+
+    async def _listed_repositories(self) -> frozenset[str] | None:
+        """The target's repositories, read once; ``None`` if not listed within the budget."""
+        if self._repositories is None:
+            self._repositories = asyncio.ensure_future(self._read_catalog())
+        return await asyncio.shield(self._repositories)
+
+    async def _read_catalog(self) -> frozenset[str] | None:
+        within = self.store.repositories_within  # type: ignore[attr-defined]
+        try:
+            listed: frozenset[str] | None = await self._retry(
+                "repository list", lambda: within(self._catalog_pages)
+            )
+        except (RegistryUnreachableError, IndexUnreachableError):
+            raise
+        except OciPypiError as exc:  # refused, credentials without catalog access included
+            log.info("repositories not listed (%s); listing each project's tags", exc)
+            return None
+        if listed is None:
+            log.info(
+                "the catalog is longer than %d pages; listing each project's tags",
+                self._catalog_pages,
+            )
+        return listed
+
+    async def _existing_tags(self, project: str, *, new: bool) -> frozenset[str] | None:
+        """The project's tags in one request, so new versions need no read; ``None``: unknown.
+
+        A project ``new`` to the state file whose repository the catalog
+        does not list has none (see :meth:`_catalog_budget`).
+        """
+        if new and self._catalog_pages:
+            repositories = await self._listed_repositories()
+            if repositories is not None and project not in repositories:
+                return frozenset()
         try:
             tags = await self._retry(f"{project}: tags", lambda: self.store.list_tags(project))
         except FATAL_ERRORS:

@@ -500,3 +500,30 @@ async def test_shared_client_is_left_open(registry: RegistryServer) -> None:
         assert await store.has_blob("six", sha256(b"x")) is False
     assert client.is_closed is False
     await client.aclose()
+
+
+async def test_repositories_within_a_page_budget(
+    store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "_CATALOG_PAGE", 2)
+    for name in ("r1", "r2", "r3"):
+        await store.put_blob_bytes(name, EMPTY_DIGEST, b"{}")
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": EMPTY_DIGEST,
+                    "size": 2,
+                },
+                "layers": [],
+            }
+        ).encode()
+        await store.put_manifest(name, "1", "application/vnd.oci.image.manifest.v1+json", manifest)
+    everything = await store.list_repositories()
+    assert {"r1", "r2", "r3"} <= set(everything)
+    listed = await store.repositories_within(10_000)  # every page, at 2 per page
+    assert listed is not None
+    assert {"r1", "r2", "r3"} <= listed
+    assert await store.repositories_within(1) is None

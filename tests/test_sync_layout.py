@@ -12,7 +12,9 @@ from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, ser
 from layout_check import check_layout
 from packaging.requirements import Requirement
 
+from oci_pypi_sync import sync as sync_module
 from oci_pypi_sync.catalog import read_catalog
+from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
@@ -225,3 +227,30 @@ async def test_wheels_sharing_core_metadata_fetch_it_once(tmp_path: Path) -> Non
         assert child is not None
         layer = json.loads(child.body)["layers"][1]
         assert store.blob_path(layer["digest"]).read_bytes() == wheels[0].metadata
+
+
+class _CatalogRefused(LayoutStore):
+    """A store whose catalog answers like a registry that refuses these credentials."""
+
+    catalog_reads = 0
+
+    async def repositories_within(self, pages: int) -> frozenset[str] | None:
+        self.catalog_reads += 1
+        raise AuthenticationError("registry test: the catalog needs other credentials")
+
+
+async def test_a_refused_catalog_falls_back_to_tag_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "CATALOG_MIN_PROJECTS", 2)
+    fixture = FixtureIndex()
+    for name in ("ref-a", "ref-b"):
+        fixture.add(name, make_wheel(name, "1.0"))
+    store = _CatalogRefused(tmp_path / "m")
+    with serve_index(fixture):
+        async with IndexClient(fixture.url) as client:
+            report = await sync([Requirement("ref-a"), Requirement("ref-b")], client, store)
+    assert store.catalog_reads == 1
+    assert not report.failed
+    assert await store.list_tags("ref-a") == ["1.0"]
+    assert await store.list_tags("ref-b") == ["1.0"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
 from registry_server import RegistryServer
 
+from oci_pypi_sync import sync as sync_module
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.oci import format as fmt
 from oci_pypi_sync.oci.layout import LayoutStore
@@ -165,4 +167,41 @@ async def test_unreachable_registry_is_a_clear_fatal_error(index: FixtureIndex) 
     async with IndexClient(index.url) as client:
         with pytest.raises(RegistryUnreachableError, match=r"127\.0\.0\.1:1"):
             await sync([Requirement("multi-arch==1.0")], client, store, quick)
+    await store.aclose()
+
+
+async def test_a_run_of_many_projects_reads_the_catalog_instead_of_each_tag_list(
+    registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "CATALOG_MIN_PROJECTS", 3)
+    fixture = FixtureIndex()
+    for name in ("cat-a", "cat-b", "cat-c", "cat-d"):
+        fixture.add(name, make_wheel(name, "1.0"))
+    prefix = f"cat{os.getpid()}"
+
+    async def run(*requirements: str) -> tuple[int, int]:
+        start = len(registry.log_text())
+        store = open_store(parse_target(f"{registry.host}/{prefix}"))
+        async with IndexClient(fixture.url) as client:
+            report = await sync([Requirement(r) for r in requirements], client, store)
+        await store.aclose()
+        assert not report.failed
+        log = registry.log_text()[start:]
+        # access-log lines of the project repositories (not the tool's own catalog)
+        catalog_reads = len(re.findall(r'"GET /v2/_catalog[?\S]* HTTP', log))
+        tag_lists = len(re.findall(rf'"GET /v2/{prefix}/cat-[a-d]/tags/list\S* HTTP', log))
+        return catalog_reads, tag_lists
+
+    with serve_index(fixture):
+        # new repositories: one catalog read, no tag list
+        assert await run("cat-a", "cat-b", "cat-c") == (1, 0)
+        # listed projects (cat-a with a new version, cat-b) have their tags read
+        # before their indexes are written; the new cat-d does not
+        fixture.add("cat-a", make_wheel("cat-a", "2.0"))
+        assert await run("cat-a", "cat-b", "cat-d") == (1, 2)
+        # below the threshold, no catalog: a tag list per project
+        assert await run("cat-c") == (0, 1)
+    store = open_store(parse_target(f"{registry.host}/{prefix}"))
+    assert await store.list_tags("cat-a") == ["1.0", "2.0"]
+    assert await store.list_tags("cat-d") == ["1.0"]
     await store.aclose()

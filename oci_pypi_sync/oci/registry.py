@@ -66,6 +66,7 @@ MANIFEST_ACCEPT: Final = ", ".join(
 OCTET_STREAM: Final = "application/octet-stream"
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
 _ERROR_BODY_LIMIT: Final = 64 * 1024
+_CATALOG_PAGE: Final = 1000
 # small blobs whose holder is remembered for cross-repository mounts
 _HOLDERS_KEPT: Final = 256
 _HASHES: Final = frozenset({"sha256", "sha512"})
@@ -474,18 +475,37 @@ class RegistryStore:
 
     async def list_repositories(self) -> list[str]:
         """Repositories under the prefix, from ``/v2/_catalog`` (often disabled when hosted)."""
-        url: str | None = f"{self.base_url}/v2/_catalog?n=1000"
+        names = await self._catalog(pages=None)
+        assert names is not None  # without a page limit the listing is whole
+        return sorted(names)
+
+    async def repositories_within(self, pages: int) -> frozenset[str] | None:
+        """Repositories under the prefix if the catalog lists them in ``pages`` pages or fewer.
+
+        ``None`` when it needs more: a caller weighing one request per
+        repository it cares about against the catalog's pages stops there.
+        Raises like :meth:`list_repositories` when the catalog is refused.
+        """
+        names = await self._catalog(pages=pages)
+        return frozenset(names) if names is not None else None
+
+    async def _catalog(self, *, pages: int | None) -> set[str] | None:
+        url: str | None = f"{self.base_url}/v2/_catalog?n={_CATALOG_PAGE}"
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: set[str] = set()
+        read = 0
         while url is not None:
+            if pages is not None and read == pages:
+                return None
             response = await self._send("GET", url)
             if response.status_code != 200:
                 raise await self._failure(response, "repository list", "_catalog")
+            read += 1
             for repository in response.json().get("repositories") or ():
                 if repository.startswith(prefix):
                     names.add(repository[len(prefix) :])
             url = _next_link(self.base_url, response.headers.get("Link"))
-        return sorted(names)
+        return names
 
     # --- manifests ---
 
