@@ -908,6 +908,15 @@ def main() -> int:
         print(f"{verdict}  {name}: {numbers}")
     lean = bench.records.get(("cold", "limit-lean"))
     cold = bench.records.get(("cold", "oci-pypi"))
+    limit = bench.records.get(("cold", "limit"))
+    if limit and cold and len(limit.walls) == len(cold.walls) > 1:
+        # each round ran both: the per-round ratios show the spread the medians hide
+        rounds = [ours / theirs for ours, theirs in zip(cold.walls, limit.walls, strict=True)]
+        print(
+            "info  cold / limit per round: "
+            + ", ".join(f"{r:.2f}" for r in rounds)
+            + f" (median {_median(rounds):.2f})"
+        )
     if lean and lean.walls and cold and cold.walls:
         print(
             f"info  cold vs limit-lean (the limit over the same transport): "
