@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport for httpx: h11 over asyncio streams.
+"""A lean HTTP/1.1 transport for httpx: h11 over an asyncio protocol.
 
 A sync of small files is a stream of short requests (a blob's POST and PUT,
 a manifest PUT, a page or a file GET). With httpx's default transport the
@@ -9,10 +9,11 @@ anyio's stream layer. This transport keeps httpx's client (auth, redirects,
 timeouts, the API the rest of the code uses) and replaces only the part
 below it: one h11 state machine per connection over a plain asyncio
 protocol, and a last-in-first-out pool of idle connections per origin. It
-speaks HTTP/1.1 only, which is what registries and plain-HTTP indexes serve.
+speaks HTTP/1.1 only, which every registry and index serves.
 
-:func:`lean_mounts` gives the mounts to pass to ``httpx.AsyncClient``; it
-leaves traffic that the environment routes through a proxy to httpx.
+:func:`lean_client` makes the client the tool uses: the lean transport
+alone, or (with a proxy in the environment) mounted beside httpx's own for
+the traffic the proxy does not carry (:func:`lean_mounts`).
 """
 
 from __future__ import annotations
