@@ -365,11 +365,8 @@ class Journal:
         return _project(state)
 
     def is_quarantined(self, project: str, *, now: float | None = None) -> bool:
-        with self._errors():
-            row = self._conn.execute(
-                "SELECT quarantined_until FROM projects WHERE project = ?", (project,)
-            ).fetchone()
-        return row is not None and row[0] is not None and row[0] > _now(now)
+        state = self.project_state(project)
+        return state is not None and state.is_quarantined(now=now)
 
     def release_quarantine(self, project: str | None = None) -> int:
         """End the quarantine of one project (or all); returns how many were set aside.

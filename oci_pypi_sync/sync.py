@@ -161,7 +161,7 @@ class Syncer:
         # Blob writes by (repository, digest): each digest is stored once per run,
         # however many files ask at once (see _once).
         self._blob_writes: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._wheel_metadata: dict[tuple[str, str], bytes | None] = {}
+        self._wheel_metadata: dict[tuple[str, str], bytes] = {}
         # Core metadata by (repository, advertised sha256) while a release syncs:
         # files that share it (a release's platform wheels) read it once.
         self._shared_metadata: dict[tuple[str, str], asyncio.Future[bytes | None]] = {}
@@ -687,7 +687,10 @@ class Syncer:
                 counter.restart()
                 raise
             if stored and counter.kept is not None:
-                self._wheel_metadata[(repo, digest)] = _wheel_metadata(counter.kept)
+                inside = _wheel_metadata(counter.kept)
+                # kept only when it is the advertised .metadata (PEP 658)
+                if inside is not None and hashlib.sha256(inside).hexdigest() == advertised:
+                    self._wheel_metadata[(repo, digest)] = inside
             return counter.count if stored else None
 
         try:
@@ -696,9 +699,7 @@ class Syncer:
             )
         finally:
             if promise is not None:
-                inside = self._wheel_metadata.get((repo, digest))
-                matches = inside is not None and hashlib.sha256(inside).hexdigest() == advertised
-                promise.set_result(inside if matches else None)
+                promise.set_result(self._wheel_metadata.get((repo, digest)))
 
     async def _file_chunks(self, file: DistributionFile) -> AsyncIterator[bytes]:
         """The file's bytes; a connection lost mid-file fails this attempt, not the run."""
@@ -718,9 +719,9 @@ class Syncer:
         file = selected.file
         advertised = _advertised_metadata(file)
         inside = self._wheel_metadata.pop((repo, f"sha256:{file.sha256}"), None)
-        if inside is not None and advertised == hashlib.sha256(inside).hexdigest():
+        if inside is not None:
             # PEP 658: the .metadata file is the wheel's METADATA; the one just
-            # streamed has the advertised hash, so no request is needed.
+            # streamed has the advertised hash (checked as it was kept).
             return inside
         if advertised is not None:
             # Bytes with the advertised hash are the advertised bytes, whichever

@@ -201,26 +201,16 @@ class LayoutStore:
                 yield chunk
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
-        if ":" in reference:
-            digest = reference
-        else:
-            entry = self.tags().get(f"{repo}:{reference}")
-            if entry is None:
-                return None
-            digest = str(entry["digest"])
+        # a digest is looked up directly; only a tag needs the tag list
+        digest = reference if ":" in reference else tag_digest(self.tags(), repo, reference)
+        if digest is None:
+            return None
         path = self.blob_path(digest)
         try:
             body = path.read_bytes()
         except FileNotFoundError:
             return None
-        actual = "sha256:" + hashlib.sha256(body).hexdigest()
-        if actual != digest:
-            raise DigestMismatchError(f"{self.display_name} blob {digest}", digest, actual)
-        try:
-            media_type = str(json.loads(body).get("mediaType") or OCI_MANIFEST)
-        except (ValueError, AttributeError) as exc:
-            raise LayoutError(f"{self.display_name}: {digest} is not a JSON manifest") from exc
-        return StoredManifest(media_type=media_type, digest=digest, body=body)
+        return checked_manifest(self.display_name, digest, body)
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -255,11 +245,10 @@ class LayoutStore:
         return digest
 
     async def list_tags(self, repo: str) -> list[str]:
-        prefix = f"{repo}:"
-        return sorted(name[len(prefix) :] for name in self.tags() if name.startswith(prefix))
+        return tags_of(self.tags(), repo)
 
     async def list_repositories(self) -> list[str]:
-        return sorted({name.rpartition(":")[0] for name in self.tags()})
+        return repositories_in(self.tags())
 
     async def aclose(self) -> None:
         return None
@@ -311,3 +300,33 @@ def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
 
 def _is_hex(text: str) -> bool:
     return all(char in "0123456789abcdef" for char in text)
+
+
+# --- shared with the tar stores (tags keyed "repo:tag", as in index.json) ---
+
+
+def tag_digest(tags: dict[str, dict[str, Any]], repo: str, tag: str) -> str | None:
+    """The digest ``repo:tag`` points at, if it is tagged."""
+    entry = tags.get(f"{repo}:{tag}")
+    return str(entry["digest"]) if entry is not None else None
+
+
+def checked_manifest(where: str, digest: str, body: bytes) -> StoredManifest:
+    """A manifest read from a layout, after checking its bytes against ``digest``."""
+    actual = "sha256:" + hashlib.sha256(body).hexdigest()
+    if actual != digest:
+        raise DigestMismatchError(f"{where} blob {digest}", digest, actual)
+    try:
+        media_type = str(json.loads(body).get("mediaType") or OCI_MANIFEST)
+    except (ValueError, AttributeError) as exc:
+        raise LayoutError(f"{where}: {digest} is not a JSON manifest") from exc
+    return StoredManifest(media_type=media_type, digest=digest, body=body)
+
+
+def tags_of(tags: dict[str, dict[str, Any]], repo: str) -> list[str]:
+    prefix = f"{repo}:"
+    return sorted(name[len(prefix) :] for name in tags if name.startswith(prefix))
+
+
+def repositories_in(tags: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted({name.rpartition(":")[0] for name in tags})

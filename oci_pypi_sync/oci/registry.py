@@ -37,8 +37,7 @@ from oci_pypi_sync.errors import (
 from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.oci.credentials import CredentialStore
 from oci_pypi_sync.oci.store import StoredManifest
-from oci_pypi_sync.oci.tls import describe_tls_error
-from oci_pypi_sync.transport import lean_client
+from oci_pypi_sync.oci.tls import describe_tls_error, registry_http_client
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -294,15 +293,8 @@ class RegistryStore:
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
         self._auth = RegistryAuth(credentials or CredentialStore(), host)
         self._owns_http = http is None
-        self._http = http or lean_client(
-            self.base_url,
-            verify=verify,
-            max_connections=max_connections,
-            timeout=(
-                httpx.Timeout(timeout, pool=None)
-                if timeout is not None
-                else httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
-            ),
+        self._http = http or registry_http_client(
+            host, tls=verify, timeout=timeout, max_connections=max_connections
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False

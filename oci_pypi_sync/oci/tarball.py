@@ -27,8 +27,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError
-from oci_pypi_sync.oci.format import OCI_MANIFEST, REF_NAME, canonical_json
-from oci_pypi_sync.oci.layout import INDEX_FILE, LAYOUT_FILE, LayoutStore
+from oci_pypi_sync.oci.format import REF_NAME, canonical_json
+from oci_pypi_sync.oci.layout import (
+    INDEX_FILE,
+    LAYOUT_FILE,
+    LayoutStore,
+    checked_manifest,
+    repositories_in,
+    tag_digest,
+    tags_of,
+)
 from oci_pypi_sync.oci.store import StoredManifest
 
 __all__ = [
@@ -173,32 +181,21 @@ class TarReadStore:
             raise DigestMismatchError(f"{self.display_name} blob {digest}", digest, actual)
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
-        if ":" in reference:
-            digest = reference
-        else:
-            entry = self.tags().get(f"{repo}:{reference}")
-            if entry is None:
-                return None
-            digest = str(entry["digest"])
+        # a digest is looked up directly; only a tag needs the tag list
+        digest = reference if ":" in reference else tag_digest(self.tags(), repo, reference)
+        if digest is None:
+            return None
         member = self._blob_member(digest)
         if member is None:
             return None
         body = self.read_member(_BLOB_PREFIX + digest.partition(":")[2])
-        actual = "sha256:" + hashlib.sha256(body).hexdigest()
-        if actual != digest:
-            raise DigestMismatchError(f"{self.display_name} blob {digest}", digest, actual)
-        try:
-            media_type = str(json.loads(body).get("mediaType") or OCI_MANIFEST)
-        except (ValueError, AttributeError) as exc:
-            raise LayoutError(f"{self.display_name}: {digest} is not a JSON manifest") from exc
-        return StoredManifest(media_type=media_type, digest=digest, body=body)
+        return checked_manifest(self.display_name, digest, body)
 
     async def list_tags(self, repo: str) -> list[str]:
-        prefix = f"{repo}:"
-        return sorted(name[len(prefix) :] for name in self.tags() if name.startswith(prefix))
+        return tags_of(self.tags(), repo)
 
     async def list_repositories(self) -> list[str]:
-        return sorted({name.rpartition(":")[0] for name in self.tags()})
+        return repositories_in(self.tags())
 
     def _read_only(self) -> LayoutError:
         return LayoutError(f"{self.display_name} is opened read-only")

@@ -25,6 +25,7 @@ import certifi
 import httpx
 
 from oci_pypi_sync.errors import RegistryUnreachableError, UsageError
+from oci_pypi_sync.transport import lean_client
 
 __all__ = [
     "ENV_CA_BUNDLE",
@@ -253,7 +254,7 @@ def registry_http_client(
     timeout: float | None = None,
     max_connections: int = 100,
 ) -> httpx.AsyncClient:
-    """An httpx client for one registry, with the same timeouts and limits as ``RegistryStore``'s.
+    """The httpx client for one registry (``RegistryStore``'s default, ``login``'s), lean transport.
 
     ``tls`` ``None`` resolves the defaults for ``host`` (environment and
     certificate directories). The caller owns the client and closes it.
@@ -264,15 +265,15 @@ def registry_http_client(
         verify = tls.context_for(host)
     else:
         verify = tls
-    return httpx.AsyncClient(
+    return lean_client(
+        f"https://{host}",
+        f"http://{host}",
         verify=verify,
+        max_connections=max_connections,
         timeout=(
             httpx.Timeout(timeout, pool=None)
             if timeout is not None
             else httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
-        ),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
         ),
     )
 
