@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oci_pypi_sync.errors import RegistryError
 from oci_pypi_sync.oci.format import (
     OCI_MANIFEST,
     TITLE,
@@ -203,12 +204,24 @@ async def update_catalog(store: Store, additions: Catalog, shard: Shard | None =
         seen, merged = await read_fragments(store)
         current = await read_catalog_tag(store, LATEST_TAG)
         if current is None or current[1].to_json() != merged.to_json():
-            await write_catalog_tag(store, LATEST_TAG, merged)
+            try:
+                await write_catalog_tag(store, LATEST_TAG, merged)
+            except RegistryError as exc:
+                # Another shard writing 'latest' at the same moment: Distribution
+                # answers one of two concurrent PUTs DIGEST_INVALID (or a 5xx).
+                if attempt == _MERGE_ATTEMPTS or not _concurrent_write(exc):
+                    raise
+                log.info("catalog: 'latest' written concurrently (%s); merging again", exc)
+                continue
         if await fragment_digests(store) == seen:
             return merged
         log.info("catalog: a fragment changed while merging; merging again (%d)", attempt)
     log.warning("catalog: fragments kept changing; 'latest' may lag until the next sync")
     return merged
+
+
+def _concurrent_write(exc: RegistryError) -> bool:
+    return exc.code == "DIGEST_INVALID" or (exc.status is not None and exc.status >= 500)
 
 
 async def read_catalog(store: Store, *, exact: bool = False) -> Catalog | None:

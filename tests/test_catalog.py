@@ -18,6 +18,7 @@ from oci_pypi_sync.catalog import (
     update_catalog,
     writer_tag,
 )
+from oci_pypi_sync.errors import RegistryError
 from oci_pypi_sync.oci.layout import LayoutStore
 from oci_pypi_sync.results import ReleaseResult
 from oci_pypi_sync.shard import Shard
@@ -92,3 +93,34 @@ async def test_no_catalog_reads_as_none(tmp_path: Path) -> None:
     store = LayoutStore(tmp_path / "m")
     assert await read_catalog(store) is None
     assert await read_catalog(store, exact=True) is None
+
+
+class _LatestRefused(LayoutStore):
+    """Refuses the first writes of 'latest' the way a registry refuses a racing PUT."""
+
+    def __init__(self, root: Path, *errors: RegistryError) -> None:
+        super().__init__(root)
+        self.errors = list(errors)
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        if reference == LATEST_TAG and self.errors:
+            raise self.errors.pop(0)
+        return await super().put_manifest(repo, reference, media_type, body)
+
+
+async def test_a_concurrent_write_of_latest_is_merged_again(tmp_path: Path) -> None:
+    racing = RegistryError("provided digest did not match", status=400, code="DIGEST_INVALID")
+    store = _LatestRefused(tmp_path / "m", racing)
+    merged = await update_catalog(store, _catalog("a", "1.0"))
+    assert store.errors == []  # the refusal happened, and the next attempt wrote it
+    assert sorted(merged.projects) == ["a"]
+    catalog = await read_catalog(store)
+    assert catalog is not None
+    assert sorted(catalog.projects) == ["a"]
+
+
+async def test_a_refusal_that_is_not_a_race_is_raised(tmp_path: Path) -> None:
+    denied = RegistryError("denied", status=403, code="DENIED")
+    store = _LatestRefused(tmp_path / "m", denied)
+    with pytest.raises(RegistryError, match="denied"):
+        await update_catalog(store, _catalog("a", "1.0"))
