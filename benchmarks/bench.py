@@ -501,7 +501,7 @@ def project_list_check(work: Path, runs: int) -> dict[str, Any]:
 SERVE_SCRIPT = """
 import asyncio, sys
 from oci_pypi_sync.serve.server import serve
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 async def main():
     store = open_store(parse_target(sys.argv[1]), create=False)

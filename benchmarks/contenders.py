@@ -6,7 +6,7 @@ blob, POST an upload, stream the GET body into one PUT. No manifests, no
 metadata, no state: what oci-pypi cannot beat.
 
 ``limit-lean``: the same requests over oci-pypi's own HTTP/1.1 transport
-(``oci_pypi_sync.transport``), which costs less client CPU per request than
+(``oci_pypi_sync.stores.transport``), which costs less client CPU per request than
 httpx's default one: the limit with the client's share made smaller.
 
 ``naive``: what people write today: download each file to a temporary file,
@@ -75,7 +75,7 @@ async def _push_one(
 def _client(jobs: int, lean: bool) -> httpx.AsyncClient:
     if not lean:
         return httpx.AsyncClient(timeout=TIMEOUT, limits=_limits(jobs))
-    from oci_pypi_sync.transport import LeanTransport
+    from oci_pypi_sync.stores.transport import LeanTransport
 
     return httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport(max_connections=jobs * 2))
 

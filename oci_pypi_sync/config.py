@@ -44,10 +44,15 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
-from oci_pypi_sync.environments import TargetEnvironment, environments, parse_platform, parse_python
 from oci_pypi_sync.errors import UsageError
-from oci_pypi_sync.select import SelectionOptions, check_patterns, parse_requirements
-from oci_pypi_sync.shard import parse_shard
+from oci_pypi_sync.plan.environments import (
+    TargetEnvironment,
+    environments,
+    parse_platform,
+    parse_python,
+)
+from oci_pypi_sync.plan.select import SelectionOptions, check_patterns, parse_requirements
+from oci_pypi_sync.plan.shard import parse_shard
 
 Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "target"]
 

@@ -50,7 +50,7 @@ import vcr
 from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
 from vcr.serialize import deserialize, serialize
 
-from oci_pypi_sync.transport import LeanTransport
+from oci_pypi_sync.stores.transport import LeanTransport
 
 INDEX_URL = "https://index.test/simple/"
 INDEX_HOST = "index.test"
@@ -92,7 +92,7 @@ def through_vcr() -> Iterator[None]:
     """Send the lean transport's requests through httpx's own transport, which vcrpy patches.
 
     vcrpy intercepts ``httpx.AsyncHTTPTransport``; the tool's clients use
-    :class:`~oci_pypi_sync.transport.LeanTransport`. Loopback requests (the
+    :class:`~oci_pypi_sync.stores.transport.LeanTransport`. Loopback requests (the
     registry the tests start) keep the lean transport.
     """
     original = LeanTransport.handle_async_request

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

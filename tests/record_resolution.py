@@ -42,12 +42,12 @@ from replay_index import (
 )
 from test_resolve import ENVIRONMENTS, TREES, PipMarkers
 
-import oci_pypi_sync.resolve
+import oci_pypi_sync.plan.resolve
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.location import resolve_index_url
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
 from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
-from oci_pypi_sync.resolve import resolve_closure
+from oci_pypi_sync.plan.resolve import resolve_closure
 
 FILES_HOST = "files.index.test"
 
@@ -132,7 +132,7 @@ async def record(tree: str, url: str, hosts: list[str]) -> dict[str, Any]:
             )
     async with RecordingClient(url) as client:
         # The resolver's ranged reads of wheels are recorded too.
-        oci_pypi_sync.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
+        oci_pypi_sync.plan.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
         reqs = [Requirement(r) for r in requirements]
         await resolve_closure(reqs, client, ENVIRONMENTS, only_binary=True)
         await resolve_closure(

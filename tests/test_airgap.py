@@ -18,15 +18,15 @@ from packaging.requirements import Requirement
 from registry_server import running_registry
 from test_serve_install import Served, _Collect, _fixture, pip_install
 
-from oci_pypi_sync.copy import copy
+from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.store import Store
-from oci_pypi_sync.oci.tarball import open_tar_store
-from oci_pypi_sync.select import SelectionOptions
+from oci_pypi_sync.ops.copy import copy
+from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.serve.server import build_server
-from oci_pypi_sync.sync import SyncOptions, sync
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.tarball import open_tar_store
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 pytestmark = pytest.mark.registry
 

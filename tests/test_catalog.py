@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from oci_pypi_sync.catalog import (
+from oci_pypi_sync.engine.results import ReleaseResult
+from oci_pypi_sync.errors import RegistryError
+from oci_pypi_sync.ops.catalog import (
     CATALOG_ARTIFACT,
     CATALOG_REPOSITORY,
     LATEST_TAG,
@@ -18,10 +20,8 @@ from oci_pypi_sync.catalog import (
     update_catalog,
     writer_tag,
 )
-from oci_pypi_sync.errors import RegistryError
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.results import ReleaseResult
-from oci_pypi_sync.shard import Shard
+from oci_pypi_sync.plan.shard import Shard
+from oci_pypi_sync.stores.layout import LayoutStore
 
 
 def _catalog(project: str, *versions: str) -> Catalog:

@@ -176,7 +176,7 @@ def test_ls_copy_and_verify_round_trip(index: FixtureIndex, tmp_path: Path) -> N
 
 def test_shards_come_from_the_job_engine_index() -> None:
     from oci_pypi_sync.errors import UsageError
-    from oci_pypi_sync.shard import Shard, shard_from_environment
+    from oci_pypi_sync.plan.shard import Shard, shard_from_environment
 
     assert shard_from_environment(4, {"JOB_COMPLETION_INDEX": "3"}) == Shard(3, 4)
     assert shard_from_environment(4, {"CI_NODE_INDEX": "1"}) == Shard(0, 4)  # 1-based
@@ -309,7 +309,7 @@ def test_login_sync_logout_against_an_htpasswd_registry(
 def test_a_sync_off_a_terminal_imports_no_display_code() -> None:
     # httpx's own command-line client and the rich display cost start-up time
     code = (
-        "import sys, oci_pypi_sync.cli, oci_pypi_sync.progress, httpx; "
+        "import sys, oci_pypi_sync.cli, oci_pypi_sync.cli.progress, httpx; "
         "print(sorted(m for m in ('pygments', 'rich') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

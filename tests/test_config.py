@@ -16,8 +16,8 @@ from oci_pypi_sync.config import (
     load_config,
     merge_settings,
 )
-from oci_pypi_sync.environments import TargetEnvironment
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.plan.environments import TargetEnvironment
 
 EXAMPLE = Path(__file__).parent / "data" / "config" / "oci-pypi.toml"
 

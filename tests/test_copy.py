@@ -13,14 +13,14 @@ from layout_check import check_layout
 from packaging.requirements import Requirement
 from registry_server import RegistryServer, running_registry
 
-from oci_pypi_sync.copy import CopyReport, TagCopy, copy
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.run import sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.registry import RegistryStore
-from oci_pypi_sync.oci.store import Store
-from oci_pypi_sync.oci.tarball import open_tar_store, staging_dir
-from oci_pypi_sync.sync import sync
+from oci_pypi_sync.ops.copy import CopyReport, TagCopy, copy
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.registry import RegistryStore
+from oci_pypi_sync.stores.tarball import open_tar_store, staging_dir
 
 pytestmark = pytest.mark.registry
 
@@ -276,7 +276,7 @@ async def test_a_missing_source_blob_fails_its_tag_only(
     sdist = index.files_by_name()["alpha-2.0.tar.gz"]
     layout.blob_path(fmt.sha256_digest(sdist.data)).unlink()
     dst = LayoutStore(tmp_path / "out")
-    from oci_pypi_sync.retry import RetryPolicy
+    from oci_pypi_sync.engine.retry import RetryPolicy
 
     report: CopyReport = await copy(layout, dst, retry=RetryPolicy.never())
     failed = [t for t in report.tags if t.action == "failed"]

@@ -29,8 +29,8 @@ from cli_helpers import (
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer, running_registry
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY
-from oci_pypi_sync.journal import Journal
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
+from oci_pypi_sync.state.journal import Journal
 
 pytestmark = pytest.mark.registry
 

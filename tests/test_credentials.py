@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from oci_pypi_sync.errors import AuthenticationError
-from oci_pypi_sync.oci.credentials import (
+from oci_pypi_sync.stores.credentials import (
     Credentials,
     CredentialStore,
     containers_auth_paths,

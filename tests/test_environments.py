@@ -6,7 +6,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.tags import Tag
 
-from oci_pypi_sync.environments import (
+from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.plan.environments import (
     PLATFORM_SHORTHANDS,
     TargetEnvironment,
     environments,
@@ -15,7 +16,6 @@ from oci_pypi_sync.environments import (
     parse_python,
     wheel_tags,
 )
-from oci_pypi_sync.errors import UsageError
 
 
 def test_manylinux_runs_older_glibc_and_legacy_aliases() -> None:

@@ -14,7 +14,7 @@ from fault_proxy import Fault, FaultProxy, Rule
 from fixture_index import FixtureFile, FixtureIndex, serve_index
 from registry_server import RegistryServer, running_registry
 
-from oci_pypi_sync.oci.registry import RegistryStore, upload_url
+from oci_pypi_sync.stores.registry import RegistryStore, upload_url
 
 BLOB = bytes(range(256)) * 4096 * 3  # 3 MiB
 BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()

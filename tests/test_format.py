@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.format import Platform
 from oci_pypi_sync.index.records import DistributionFile
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.format import Platform
 
 
 def _file(filename: str, data: bytes = b"data", **kwargs: object) -> DistributionFile:

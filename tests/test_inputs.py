@@ -8,9 +8,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName as N
 
-from oci_pypi_sync.environments import TargetEnvironment
 from oci_pypi_sync.errors import UsageError
-from oci_pypi_sync.inputs import (
+from oci_pypi_sync.plan.environments import TargetEnvironment
+from oci_pypi_sync.plan.inputs import (
     InputFileError,
     read_pylock,
     read_requirements_file,

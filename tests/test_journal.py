@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from oci_pypi_sync import journal as journal_module
 from oci_pypi_sync.errors import JournalError, JournalLockedError, OciPypiError
-from oci_pypi_sync.journal import (
+from oci_pypi_sync.state import journal as journal_module
+from oci_pypi_sync.state.journal import (
     LAYOUT_STATE_FILE,
     QUARANTINE_AFTER,
     SCHEMA_VERSION,
@@ -27,7 +27,7 @@ from oci_pypi_sync.journal import (
     quarantine_backoff,
     target_key,
 )
-from oci_pypi_sync.targets import LayoutTarget, RegistryTarget
+from oci_pypi_sync.stores.targets import LayoutTarget, RegistryTarget
 
 TARGET = "127.0.0.1:5000/pypi"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +211,7 @@ def test_open_in_another_process_fails_fast(journal: Journal, state: Path) -> No
     child = _child(
         f"""
         import time
-        from oci_pypi_sync.journal import Journal
+        from oci_pypi_sync.state.journal import Journal
         started = time.monotonic()
         try:
             Journal.open({str(state)!r}, target={TARGET!r})
@@ -233,7 +233,7 @@ def test_lock_is_released_when_the_holder_is_killed(state: Path) -> None:
     child = _child(
         f"""
         import time
-        from oci_pypi_sync.journal import Journal
+        from oci_pypi_sync.state.journal import Journal
         journal = Journal.open({str(state)!r}, target={TARGET!r})
         print("ready", flush=True)
         time.sleep(120)
@@ -276,7 +276,7 @@ def test_readonly_open_of_a_missing_file_does_not_create_it(state: Path) -> None
 def test_killed_writer_leaves_a_readable_prefix_of_its_records(state: Path) -> None:
     child = _child(
         f"""
-        from oci_pypi_sync.journal import Journal
+        from oci_pypi_sync.state.journal import Journal
         journal = Journal.open({str(state)!r}, target={TARGET!r})
         for i in range(1_000_000):
             journal.record_file_done("big", "1.0", f"f{{i:07d}}.whl", "%064x" % i, i, "m")

@@ -77,8 +77,8 @@ def test_wheel_ships_the_package_typed_and_licensed(wheel: Path) -> None:
         names = archive.namelist()
         assert archive.read("oci_pypi_sync/py.typed") == b""
     assert "oci_pypi_sync/__init__.py" in names
-    assert "oci_pypi_sync/cli.py" in names
-    assert "oci_pypi_sync/oci/registry.py" in names
+    assert "oci_pypi_sync/cli/__init__.py" in names
+    assert "oci_pypi_sync/stores/registry.py" in names
     assert "oci_pypi_sync/serve/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "docs/", "benchmarks/"))]
     info = _dist_info(names)

@@ -23,8 +23,8 @@ from conftest import require_registry
 from registry_server import RegistryServer, TokenServer, running_registry
 
 from oci_pypi_sync.errors import AuthenticationError
-from oci_pypi_sync.login import check_login
-from oci_pypi_sync.oci.auth import (
+from oci_pypi_sync.ops.login import check_login
+from oci_pypi_sync.stores.auth import (
     Challenge,
     RegistryAuth,
     merge_scopes,
@@ -33,8 +33,8 @@ from oci_pypi_sync.oci.auth import (
     parse_token_response,
     request_scopes,
 )
-from oci_pypi_sync.oci.credentials import Credentials, CredentialStore
-from oci_pypi_sync.oci.registry import RegistryStore
+from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.registry import RegistryStore
 
 pytestmark = pytest.mark.registry
 

@@ -25,9 +25,10 @@ from oci_pypi_sync.errors import (
     RegistryUnreachableError,
     SizeMismatchError,
 )
-from oci_pypi_sync.oci import registry as registry_module
-from oci_pypi_sync.oci.credentials import CredentialStore
-from oci_pypi_sync.oci.registry import (
+from oci_pypi_sync.stores import registry as registry_module
+from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.registry import (
     RegistryStore,
     UploadRestartError,
     default_plain_http,
@@ -36,7 +37,6 @@ from oci_pypi_sync.oci.registry import (
     repository_name,
     upload_url,
 )
-from oci_pypi_sync.oci.store import Store
 
 pytestmark = pytest.mark.registry
 

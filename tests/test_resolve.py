@@ -24,9 +24,9 @@ from replay_index import (
     serving,
 )
 
-from oci_pypi_sync.environments import TargetEnvironment
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.resolve import Closure, Pin, Resolution, Unresolved, resolve_closure
+from oci_pypi_sync.plan.environments import TargetEnvironment
+from oci_pypi_sync.plan.resolve import Closure, Pin, Resolution, Unresolved, resolve_closure
 
 LINUX_312 = TargetEnvironment((3, 12), "manylinux_2_28_x86_64")
 WINDOWS_311 = TargetEnvironment((3, 11), "win_amd64")

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import AuthenticationError, RegistryError
-from oci_pypi_sync.retry import RetryPolicy, with_retries
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, total=5.0)
 

@@ -8,10 +8,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
-from oci_pypi_sync.environments import TargetEnvironment, environments
 from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
-from oci_pypi_sync.select import (
+from oci_pypi_sync.plan.environments import TargetEnvironment, environments
+from oci_pypi_sync.plan.select import (
     ProjectSelection,
     SelectionOptions,
     project_allowed,

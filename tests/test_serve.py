@@ -25,20 +25,20 @@ from packaging.version import Version
 from registry_server import RegistryServer
 from starlette.applications import Starlette
 
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.errors import RegistryError
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.html import parse_html_page
 from oci_pypi_sync.index.pep691 import parse_json_page
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.store import Store, StoredManifest
-from oci_pypi_sync.select import SelectionOptions
+from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.serve import create_app
 from oci_pypi_sync.serve.pages import JSON_V1, PageFormat, negotiate
 from oci_pypi_sync.serve.ranges import ByteRange, UnsatisfiableRange, parse_range
-from oci_pypi_sync.sync import SyncOptions, sync
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store, StoredManifest
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 PROJECT = "Demo.Pkg"
 NAME = "demo-pkg"

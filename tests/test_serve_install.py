@@ -31,12 +31,12 @@ import pytest
 from fixture_index import FixtureFile, FixtureIndex, serve_index
 from packaging.requirements import Requirement
 
+from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.select import SelectionOptions
+from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.serve import AccessRecord
 from oci_pypi_sync.serve.server import build_server
-from oci_pypi_sync.sync import SyncOptions, sync
+from oci_pypi_sync.stores.layout import LayoutStore
 
 BIN = Path(sys.executable).parent
 UV = BIN / "uv"

@@ -12,9 +12,9 @@ from cli_helpers import cli_env, cli_process, finish, repositories, run_cli, tag
 from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY, read_catalog
-from oci_pypi_sync.shard import Shard, parse_shard, shard_of
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, read_catalog
+from oci_pypi_sync.plan.shard import Shard, parse_shard, shard_of
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 PROJECTS = [
     "aster",

@@ -13,7 +13,7 @@ from cli_helpers import CliResult, cli_env, cli_process, finish, run_cli, wait_f
 from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
 
-from oci_pypi_sync.journal import Journal
+from oci_pypi_sync.state.journal import Journal
 
 pytestmark = pytest.mark.registry
 

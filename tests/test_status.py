@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oci_pypi_sync.journal import FileState, Journal, JournalSummary, ProjectState
-from oci_pypi_sync.status import iso_utc, render_status, status_document
+from oci_pypi_sync.cli.status_render import iso_utc, render_status, status_document
+from oci_pypi_sync.state.journal import FileState, Journal, JournalSummary, ProjectState
 
 TARGET = "127.0.0.1:5000/pypi"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z

@@ -12,16 +12,16 @@ from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
 from registry_server import RegistryServer
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.results import SyncReport
+from oci_pypi_sync.engine.retry import RetryPolicy
+from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.journal import Journal
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.store import Store, StoredManifest
-from oci_pypi_sync.results import SyncReport
-from oci_pypi_sync.retry import RetryPolicy
-from oci_pypi_sync.sync import SyncOptions, sync
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
+from oci_pypi_sync.state.journal import Journal
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store, StoredManifest
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 QUICK = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.05)
 

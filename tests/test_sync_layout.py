@@ -12,14 +12,14 @@ from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, ser
 from layout_check import check_layout
 from packaging.requirements import Requirement
 
-from oci_pypi_sync import sync as sync_module
-from oci_pypi_sync.catalog import read_catalog
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine import run as sync_module
+from oci_pypi_sync.engine.run import SMALL_WHEEL_BYTES, SyncOptions, SyncReport, sync
 from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.select import SelectionOptions
-from oci_pypi_sync.sync import SMALL_WHEEL_BYTES, SyncOptions, SyncReport, sync
+from oci_pypi_sync.ops.catalog import read_catalog
+from oci_pypi_sync.plan.select import SelectionOptions
+from oci_pypi_sync.stores.layout import LayoutStore
 
 
 @pytest.fixture

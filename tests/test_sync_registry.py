@@ -16,13 +16,13 @@ from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
 from registry_server import RegistryServer
 
-from oci_pypi_sync import sync as sync_module
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine import run as sync_module
+from oci_pypi_sync.engine.retry import RetryPolicy
+from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.retry import RetryPolicy
-from oci_pypi_sync.sync import SyncOptions, sync
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 pytestmark = pytest.mark.registry
 

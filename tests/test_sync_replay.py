@@ -12,11 +12,11 @@ from layout_check import check_layout
 from packaging.requirements import Requirement
 from registry_server import RegistryServer
 
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.run import SyncOptions, SyncReport, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.sync import SyncOptions, SyncReport, sync
-from oci_pypi_sync.targets import open_store, parse_target
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 # The recorded page advertises no core metadata, and six's wheel .metadata
 # is not recorded: no probing in these replays.

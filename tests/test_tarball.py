@@ -11,11 +11,11 @@ from fixture_index import FixtureIndex, serve_index
 from layout_check import check_layout
 from test_copy import fixture_index, make_mirror, referenced_blobs, tag_digests
 
-from oci_pypi_sync.copy import copy
+from oci_pypi_sync import format as fmt
 from oci_pypi_sync.errors import LayoutError
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.tarball import (
+from oci_pypi_sync.ops.copy import copy
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.tarball import (
     TarReadStore,
     TarWriteStore,
     is_tar_path,

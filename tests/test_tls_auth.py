@@ -30,11 +30,11 @@ from oci_pypi_sync.errors import (
     RegistryUnreachableError,
     UsageError,
 )
-from oci_pypi_sync.login import check_login, login, logout
-from oci_pypi_sync.oci.auth import RegistryAuth
-from oci_pypi_sync.oci.credentials import Credentials, CredentialStore
-from oci_pypi_sync.oci.registry import RegistryStore
-from oci_pypi_sync.oci.tls import (
+from oci_pypi_sync.ops.login import check_login, login, logout
+from oci_pypi_sync.stores.auth import RegistryAuth
+from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.registry import RegistryStore
+from oci_pypi_sync.stores.tls import (
     HostCerts,
     TlsOptions,
     describe_tls_error,

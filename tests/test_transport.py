@@ -13,7 +13,7 @@ import httpx
 import pytest
 from registry_server import free_port
 
-from oci_pypi_sync.transport import LeanClient, LeanTransport, lean_client, lean_mounts
+from oci_pypi_sync.stores.transport import LeanClient, LeanTransport, lean_client, lean_mounts
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

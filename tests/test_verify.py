@@ -13,13 +13,13 @@ from layout_check import check_layout
 from registry_server import RegistryServer
 from test_copy import fixture_index, make_mirror, tag_digests
 
-from oci_pypi_sync.copy import copy
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.registry import RegistryStore
-from oci_pypi_sync.oci.tarball import open_tar_store
-from oci_pypi_sync.retry import RetryPolicy
-from oci_pypi_sync.verify import Finding, repair, verify
+from oci_pypi_sync.ops.copy import copy
+from oci_pypi_sync.ops.verify import Finding, repair, verify
+from oci_pypi_sync.stores.registry import RegistryStore
+from oci_pypi_sync.stores.tarball import open_tar_store
 
 pytestmark = pytest.mark.registry
 

@@ -35,7 +35,7 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.transport import lean_client
+from oci_pypi_sync.stores.transport import lean_client
 
 logger = logging.getLogger(__name__)
 

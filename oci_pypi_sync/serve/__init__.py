@@ -1,7 +1,7 @@
 """A PEP 503/691 simple repository answered from a mirror (``oci-pypi serve``).
 
 :func:`create_app` builds the ASGI app over any
-:class:`~oci_pypi_sync.oci.store.Store`; :func:`serve` runs it with uvicorn.
+:class:`~oci_pypi_sync.stores.protocols.Store`; :func:`serve` runs it with uvicorn.
 """
 
 from oci_pypi_sync.serve.app import AccessRecord, create_app

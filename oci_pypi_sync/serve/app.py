@@ -30,14 +30,14 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response, S
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from oci_pypi_sync import format as fmt
 from oci_pypi_sync.errors import DigestMismatchError, SizeMismatchError, TargetError
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.store import Store
 from oci_pypi_sync.serve import pages
 from oci_pypi_sync.serve.blobs import read_blob
 from oci_pypi_sync.serve.model import ServedFile
 from oci_pypi_sync.serve.ranges import UnsatisfiableRange, parse_range
 from oci_pypi_sync.serve.view import DEFAULT_TTL, Lru, MirrorView
+from oci_pypi_sync.stores.protocols import Store
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("oci_pypi_sync.serve.access")

@@ -1,6 +1,6 @@
 """Reading a byte range of a blob from any store, as cheaply as the store allows.
 
-The :class:`~oci_pypi_sync.oci.store.Store` protocol streams whole blobs.
+The :class:`~oci_pypi_sync.stores.protocols.Store` protocol streams whole blobs.
 Serving ``Range`` requests (and large files without blocking the event
 loop) wants more, so this adapter reads directly where it can: a layout's
 blob file is read in a thread from the offset; a registry is asked for the
@@ -20,9 +20,9 @@ from typing import BinaryIO
 import httpx
 
 from oci_pypi_sync.errors import LayoutError
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.registry import RegistryStore, describe_transport_error, repository_name
-from oci_pypi_sync.oci.store import Store
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.registry import RegistryStore, describe_transport_error, repository_name
 
 CHUNK = 256 << 10
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.select import version_sort_key
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.plan.select import version_sort_key
 
 #: A PEP 503 normalized name, which is what a project repository is called.
 _PROJECT_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

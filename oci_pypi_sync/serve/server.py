@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from oci_pypi_sync.oci.store import Store
 from oci_pypi_sync.serve.app import create_app
 from oci_pypi_sync.serve.view import DEFAULT_TTL
+from oci_pypi_sync.stores.protocols import Store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

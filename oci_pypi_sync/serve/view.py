@@ -1,6 +1,6 @@
 """A read-only, cached view of a mirror: projects, their files and core metadata.
 
-Every read goes through the :class:`~oci_pypi_sync.oci.store.Store`
+Every read goes through the :class:`~oci_pypi_sync.stores.protocols.Store`
 protocol. What is mutable (the repository list, a project's tags, which
 index a tag points at) is kept for ``ttl`` seconds; what is
 content-addressed (a parsed version index, a file manifest's metadata
@@ -22,9 +22,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from oci_pypi_sync.oci import format as fmt
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.store import Store
+from oci_pypi_sync import format as fmt
 from oci_pypi_sync.serve.blobs import read_blob_bytes
 from oci_pypi_sync.serve.model import (
     Project,
@@ -35,6 +33,8 @@ from oci_pypi_sync.serve.model import (
     is_release_tag,
     release_from_index,
 )
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def list_projects(store: Store) -> list[str]:
     catalog (one read, and it works where ``/v2/_catalog`` is refused), else
     the store's repository list, keeping only normalized project names.
     """
-    from oci_pypi_sync.catalog import read_catalog
+    from oci_pypi_sync.ops.catalog import read_catalog
 
     catalog = await read_catalog(store)
     if catalog is not None:

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from oci_pypi_sync.errors import JournalError, JournalLockedError
-from oci_pypi_sync.targets import LayoutTarget, Target
+from oci_pypi_sync.stores.targets import LayoutTarget, Target
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4F505950  # "OPYP": tells our files apart from other SQLite databases

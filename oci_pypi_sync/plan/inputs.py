@@ -47,8 +47,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from oci_pypi_sync.environments import TargetEnvironment
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.plan.environments import TargetEnvironment
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMENT = re.compile(r"(^|\s+)#.*$")

@@ -1,6 +1,6 @@
 """Rendering the state file's summary: plain text for people, a document for ``--json``.
 
-Pure functions of a :class:`~oci_pypi_sync.journal.JournalSummary`, so the
+Pure functions of a :class:`~oci_pypi_sync.state.journal.JournalSummary`, so the
 output is testable without a database and stays the same in a pipe.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from oci_pypi_sync.journal import FileState, JournalSummary, ProjectState
-from oci_pypi_sync.report import human_bytes
+from oci_pypi_sync.cli.render import human_bytes
+from oci_pypi_sync.state.journal import FileState, JournalSummary, ProjectState
 
 STATUS_SCHEMA_VERSION = 1
 MAX_FAILED_SHOWN = 20

@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
+from oci_pypi_sync.engine.results import (
+    FileAction,
+    FileResult,
+    NullObserver,
+    ProjectError,
+    ReleaseResult,
+    SyncObserver,
+    SyncReport,
+)
+from oci_pypi_sync.engine.retry import RetryPolicy, is_transient, with_retries
 from oci_pypi_sync.errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -38,7 +47,7 @@ from oci_pypi_sync.errors import (
     OciPypiError,
     RegistryUnreachableError,
 )
-from oci_pypi_sync.oci.format import (
+from oci_pypi_sync.format import (
     FORMAT_VERSION,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -56,23 +65,14 @@ from oci_pypi_sync.oci.format import (
     repository_name,
     version_tag,
 )
-from oci_pypi_sync.reconcile import (
+from oci_pypi_sync.format.reconcile import (
     entries_by_title,
     entry_file_size,
     reconcile_release,
     reusable_entries,
 )
-from oci_pypi_sync.results import (
-    FileAction,
-    FileResult,
-    NullObserver,
-    ProjectError,
-    ReleaseResult,
-    SyncObserver,
-    SyncReport,
-)
-from oci_pypi_sync.retry import RetryPolicy, is_transient, with_retries
-from oci_pypi_sync.select import (
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
+from oci_pypi_sync.plan.select import (
     ProjectSelection,
     SelectedFile,
     SelectionOptions,
@@ -83,9 +83,9 @@ from oci_pypi_sync.select import (
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
     from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-    from oci_pypi_sync.journal import Journal, ProjectState
-    from oci_pypi_sync.oci.store import Store
-    from oci_pypi_sync.shard import Shard
+    from oci_pypi_sync.plan.shard import Shard
+    from oci_pypi_sync.state.journal import Journal, ProjectState
+    from oci_pypi_sync.stores.protocols import Store
 
 __all__ = [
     "FileResult",

@@ -1,4 +1,4 @@
-"""An OCI image layout on disk as a :class:`~oci_pypi_sync.oci.store.Store`.
+"""An OCI image layout on disk as a :class:`~oci_pypi_sync.stores.protocols.Store`.
 
 One layout holds every project: blobs are shared under ``blobs/sha256``,
 and ``index.json`` lists each tagged index with an
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError, SizeMismatchError
-from oci_pypi_sync.oci.format import OCI_INDEX, OCI_MANIFEST, REF_NAME, canonical_json
-from oci_pypi_sync.oci.store import StoredManifest
+from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, REF_NAME, canonical_json
+from oci_pypi_sync.stores.protocols import StoredManifest
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"

@@ -16,17 +16,17 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from oci_pypi_sync.config import Settings
-from oci_pypi_sync.inputs import read_pylock, read_requirements_file
-from oci_pypi_sync.results import ProjectError, SyncObserver, SyncReport
-from oci_pypi_sync.retry import RetryPolicy
-from oci_pypi_sync.select import SelectionOptions, parse_requirements, project_allowed
-from oci_pypi_sync.shard import parse_shard
-from oci_pypi_sync.sync import SyncOptions, sync
+from oci_pypi_sync.engine.results import ProjectError, SyncObserver, SyncReport
+from oci_pypi_sync.engine.retry import RetryPolicy
+from oci_pypi_sync.engine.run import SyncOptions, sync
+from oci_pypi_sync.plan.inputs import read_pylock, read_requirements_file
+from oci_pypi_sync.plan.select import SelectionOptions, parse_requirements, project_allowed
+from oci_pypi_sync.plan.shard import parse_shard
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
-    from oci_pypi_sync.journal import Journal
-    from oci_pypi_sync.oci.store import Store
+    from oci_pypi_sync.state.journal import Journal
+    from oci_pypi_sync.stores.protocols import Store
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ async def _closure(
     flags: JobFlags,
 ) -> tuple[list[Requirement], list[ProjectError]]:
     """The requirements pinned as pip would install them, per target, and what failed."""
-    from oci_pypi_sync.resolve import resolve_closure
+    from oci_pypi_sync.plan.resolve import resolve_closure
 
     closure = await resolve_closure(
         requirements,

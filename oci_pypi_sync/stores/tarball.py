@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError
-from oci_pypi_sync.oci.format import REF_NAME, canonical_json
-from oci_pypi_sync.oci.layout import (
+from oci_pypi_sync.format import REF_NAME, canonical_json
+from oci_pypi_sync.stores.layout import (
     INDEX_FILE,
     LAYOUT_FILE,
     LayoutStore,
@@ -37,7 +37,7 @@ from oci_pypi_sync.oci.layout import (
     tag_digest,
     tags_of,
 )
-from oci_pypi_sync.oci.store import StoredManifest
+from oci_pypi_sync.stores.protocols import StoredManifest
 
 __all__ = [
     "STAGING_SUFFIX",

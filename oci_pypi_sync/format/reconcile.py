@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from oci_pypi_sync.index.records import DistributionFile
-from oci_pypi_sync.oci.format import (
+from oci_pypi_sync.format import (
     A_METADATA_SHA256,
     A_SHA256,
     A_SIZE,
@@ -22,6 +21,7 @@ from oci_pypi_sync.oci.format import (
     FileName,
     file_annotations,
 )
+from oci_pypi_sync.index.records import DistributionFile
 
 
 def entries_by_title(entries: Iterable[Descriptor]) -> dict[str, list[Descriptor]]:

@@ -30,10 +30,10 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from oci_pypi_sync.environments import TargetEnvironment
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.format import FileName, UnsupportedFileError, parse_filename
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
-from oci_pypi_sync.oci.format import FileName, UnsupportedFileError, parse_filename
+from oci_pypi_sync.plan.environments import TargetEnvironment
 
 #: An allow or deny entry starting with this is a regular expression.
 REGEX_PREFIX = "re:"

@@ -118,8 +118,8 @@ def _registry_access(
     """The TLS options and credentials the registry flags ask for (``None``: the defaults)."""
     from pathlib import Path
 
-    from oci_pypi_sync.oci.credentials import Credentials, CredentialStore
-    from oci_pypi_sync.oci.tls import TlsOptions
+    from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+    from oci_pypi_sync.stores.tls import TlsOptions
 
     tls = TlsOptions(
         ca_bundle=Path(ca_bundle) if ca_bundle else None,
@@ -145,7 +145,7 @@ class _TargetAccess:
     credentials: Any
 
     def open(self, *, create: bool = False, **options: Any) -> Any:
-        from oci_pypi_sync.targets import open_store
+        from oci_pypi_sync.stores.targets import open_store
 
         return open_store(
             self.target, create=create, tls=self.tls, credentials=self.credentials, **options
@@ -162,7 +162,7 @@ def _target_access(
     password_stdin: bool,
 ) -> _TargetAccess:
     """Parse ``--to``/``--from`` and the registry flags; usage errors become click's."""
-    from oci_pypi_sync.targets import parse_target
+    from oci_pypi_sync.stores.targets import parse_target
 
     try:
         parsed = parse_target(target, plain_http=plain_http)
@@ -181,7 +181,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _registry_hosts(*targets: Any) -> list[str]:
-    from oci_pypi_sync.targets import RegistryTarget
+    from oci_pypi_sync.stores.targets import RegistryTarget
 
     return [t.host for t in targets if isinstance(t, RegistryTarget)]
 
@@ -408,12 +408,12 @@ def sync(
     """
     import os
 
+    from oci_pypi_sync.cli.render import plan_table, report_json, summary_line
     from oci_pypi_sync.config import load_config, merge_settings
+    from oci_pypi_sync.engine.job import JobFlags, run_job
     from oci_pypi_sync.index.location import resolve_index_url
-    from oci_pypi_sync.job import JobFlags, run_job
-    from oci_pypi_sync.report import plan_table, report_json, summary_line
-    from oci_pypi_sync.shard import shard_from_environment
-    from oci_pypi_sync.targets import open_store, parse_target, planning_store
+    from oci_pypi_sync.plan.shard import shard_from_environment
+    from oci_pypi_sync.stores.targets import open_store, parse_target, planning_store
 
     _configure_logging(-1 if quiet else verbose)
     try:
@@ -475,9 +475,9 @@ def sync(
     connections = settings.jobs * 2
 
     async def go() -> Any:
+        from oci_pypi_sync.cli.progress import LogObserver, RichObserver
         from oci_pypi_sync.index.client import IndexClient
-        from oci_pypi_sync.journal import Journal, default_journal_path
-        from oci_pypi_sync.progress import LogObserver, RichObserver
+        from oci_pypi_sync.state.journal import Journal, default_journal_path
 
         store = (
             planning_store(parsed_target)
@@ -558,7 +558,7 @@ def ls(
     """
     import json
 
-    from oci_pypi_sync.listing import list_projects, list_releases
+    from oci_pypi_sync.ops.listing import list_projects, list_releases
 
     access = _target_access(
         target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
@@ -649,8 +649,8 @@ def copy(
     """
     import json
 
-    from oci_pypi_sync.copy import copy as run_copy
-    from oci_pypi_sync.targets import open_store, parse_target
+    from oci_pypi_sync.ops.copy import copy as run_copy
+    from oci_pypi_sync.stores.targets import open_store, parse_target
 
     _configure_logging(verbose)
     try:
@@ -739,8 +739,8 @@ def verify(
     import json
 
     from oci_pypi_sync.index.location import resolve_index_url
-    from oci_pypi_sync.verify import repair as run_repair
-    from oci_pypi_sync.verify import verify as run_verify
+    from oci_pypi_sync.ops.verify import repair as run_repair
+    from oci_pypi_sync.ops.verify import verify as run_verify
 
     _configure_logging(verbose)
     access = _target_access(
@@ -883,10 +883,10 @@ def login(
       echo "$TOKEN" | oci-pypi login registry.example.com -u ci --password-stdin
       oci-pypi login 127.0.0.1:5000 -u admin
     """
-    from oci_pypi_sync.login import check_login
-    from oci_pypi_sync.login import login as save_login
-    from oci_pypi_sync.oci.credentials import Credentials
-    from oci_pypi_sync.targets import is_loopback_host
+    from oci_pypi_sync.ops.login import check_login
+    from oci_pypi_sync.ops.login import login as save_login
+    from oci_pypi_sync.stores.credentials import Credentials
+    from oci_pypi_sync.stores.targets import is_loopback_host
 
     bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
     plain = plain_http or host.startswith("http://") or is_loopback_host(bare)
@@ -911,7 +911,7 @@ def logout(host: str) -> None:
     Examples:
       oci-pypi logout registry.example.com
     """
-    from oci_pypi_sync.login import logout as forget
+    from oci_pypi_sync.ops.login import logout as forget
 
     bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
     if forget(bare):
@@ -936,9 +936,9 @@ def status(target: str | None, state_path: str | None, as_json: bool) -> None:
     import json
     from pathlib import Path
 
-    from oci_pypi_sync.journal import Journal, default_journal_path
-    from oci_pypi_sync.status import render_status, status_document
-    from oci_pypi_sync.targets import parse_target
+    from oci_pypi_sync.cli.status_render import render_status, status_document
+    from oci_pypi_sync.state.journal import Journal, default_journal_path
+    from oci_pypi_sync.stores.targets import parse_target
 
     try:
         parsed_target = parse_target(target) if target or not state_path else None

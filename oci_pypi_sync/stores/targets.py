@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, cast
 from oci_pypi_sync.errors import UsageError
 
 if TYPE_CHECKING:
-    from oci_pypi_sync.oci.credentials import CredentialStore
-    from oci_pypi_sync.oci.store import Store
-    from oci_pypi_sync.oci.tls import TlsOptions
+    from oci_pypi_sync.stores.credentials import CredentialStore
+    from oci_pypi_sync.stores.protocols import Store
+    from oci_pypi_sync.stores.tls import TlsOptions
 
 DEFAULT_LAYOUT = Path("oci-pypi-mirror")
 
@@ -120,17 +120,17 @@ def open_store(
     defaults to the environment, the docker config and ``auth.json``.
     """
     if isinstance(target, LayoutTarget):
-        from oci_pypi_sync.oci.tarball import is_tar_path, open_tar_store
+        from oci_pypi_sync.stores.tarball import is_tar_path, open_tar_store
 
         if is_tar_path(target.path):
             # A packed layout: read in place, or staged and packed on close.
             return open_tar_store(target.path, writable=create)
-        from oci_pypi_sync.oci.layout import LayoutStore
+        from oci_pypi_sync.stores.layout import LayoutStore
 
         return LayoutStore(target.path, create=create)
-    from oci_pypi_sync.oci.credentials import CredentialStore
-    from oci_pypi_sync.oci.registry import RegistryStore
-    from oci_pypi_sync.oci.tls import TlsOptions
+    from oci_pypi_sync.stores.credentials import CredentialStore
+    from oci_pypi_sync.stores.registry import RegistryStore
+    from oci_pypi_sync.stores.tls import TlsOptions
 
     verify = True if target.plain_http else (tls or TlsOptions()).context_for(target.host)
     return RegistryStore(

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
+from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import (
     AuthenticationError,
     OciPypiError,
     RegistryUnreachableError,
     TargetError,
 )
-from oci_pypi_sync.oci.format import OCI_INDEX, OCI_MANIFEST
-from oci_pypi_sync.oci.store import Store, StoredManifest
-from oci_pypi_sync.retry import RetryPolicy, with_retries
+from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST
+from oci_pypi_sync.stores.protocols import Store, StoredManifest
 
 __all__ = [
     "CopyObserver",

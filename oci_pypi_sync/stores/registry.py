@@ -1,4 +1,4 @@
-"""A :class:`~oci_pypi_sync.oci.store.Store` over the OCI distribution API (httpx, async).
+"""A :class:`~oci_pypi_sync.stores.protocols.Store` over the OCI distribution API (httpx, async).
 
 Blobs are streamed: ``POST /blobs/uploads/`` opens a session (and settles
 auth with no body), then one ``PUT <Location>&digest=`` carries the body
@@ -34,10 +34,10 @@ from oci_pypi_sync.errors import (
     SizeMismatchError,
     parse_retry_after,
 )
-from oci_pypi_sync.oci.auth import RegistryAuth, normalize_scope, parse_challenges
-from oci_pypi_sync.oci.credentials import CredentialStore
-from oci_pypi_sync.oci.store import StoredManifest
-from oci_pypi_sync.oci.tls import describe_tls_error, registry_http_client
+from oci_pypi_sync.stores.auth import RegistryAuth, normalize_scope, parse_challenges
+from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.protocols import StoredManifest
+from oci_pypi_sync.stores.tls import describe_tls_error, registry_http_client
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -268,7 +268,7 @@ async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
 
 
 class RegistryStore:
-    """An OCI registry as a :class:`~oci_pypi_sync.oci.store.Store`.
+    """An OCI registry as a :class:`~oci_pypi_sync.stores.protocols.Store`.
 
     ``credentials`` defaults to a :class:`CredentialStore` reading the
     environment and the docker config. ``http`` lets callers share a client

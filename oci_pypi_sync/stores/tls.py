@@ -25,7 +25,7 @@ import certifi
 import httpx
 
 from oci_pypi_sync.errors import RegistryUnreachableError, UsageError
-from oci_pypi_sync.transport import lean_client
+from oci_pypi_sync.stores.transport import lean_client
 
 __all__ = [
     "ENV_CA_BUNDLE",

@@ -1,6 +1,6 @@
 """Showing a sync as it happens: a rich display on a terminal, log lines elsewhere.
 
-Both are :class:`~oci_pypi_sync.results.SyncObserver` implementations; the
+Both are :class:`~oci_pypi_sync.engine.results.SyncObserver` implementations; the
 engine only calls them. The terminal display shows overall bytes and files
 with rate and ETA, and one line per active transfer. Off a terminal, each
 finished file is one plain log line at INFO level (shown with ``-v``), so a
@@ -13,13 +13,13 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from oci_pypi_sync.results import FileResult, NullObserver, ReleaseResult
+from oci_pypi_sync.engine.results import FileResult, NullObserver, ReleaseResult
 
 if TYPE_CHECKING:  # rich is imported when a display is made, not for log lines
     from rich.console import Console
     from rich.progress import TaskID
 
-log = logging.getLogger("oci_pypi_sync.progress")
+log = logging.getLogger("oci_pypi_sync.cli.progress")
 
 
 class LogObserver(NullObserver):

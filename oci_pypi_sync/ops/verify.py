@@ -24,15 +24,14 @@ from typing import Literal, Protocol
 
 from packaging.utils import canonicalize_name
 
+from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import (
     AuthenticationError,
     DigestMismatchError,
     OciPypiError,
     RegistryUnreachableError,
 )
-from oci_pypi_sync.index.client import IndexClient, verified_chunks
-from oci_pypi_sync.index.records import DistributionFile
-from oci_pypi_sync.oci.format import (
+from oci_pypi_sync.format import (
     A_FORMAT,
     A_METADATA_SHA256,
     A_PROJECT,
@@ -55,11 +54,12 @@ from oci_pypi_sync.oci.format import (
     parse_filename,
     version_tag,
 )
-from oci_pypi_sync.oci.layout import LayoutStore
-from oci_pypi_sync.oci.registry import RegistryStore, repository_name
-from oci_pypi_sync.oci.store import Store, StoredManifest
-from oci_pypi_sync.oci.tarball import TarReadStore
-from oci_pypi_sync.retry import RetryPolicy, with_retries
+from oci_pypi_sync.index.client import IndexClient, verified_chunks
+from oci_pypi_sync.index.records import DistributionFile
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store, StoredManifest
+from oci_pypi_sync.stores.registry import RegistryStore, repository_name
+from oci_pypi_sync.stores.tarball import TarReadStore
 
 __all__ = [
     "Finding",

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
-from oci_pypi_sync.catalog import CATALOG_REPOSITORY, read_catalog
-from oci_pypi_sync.oci.format import (
+from oci_pypi_sync.format import (
     A_SIZE,
     A_YANKED,
     OCI_INDEX,
@@ -22,10 +21,11 @@ from oci_pypi_sync.oci.format import (
     parse_release_index,
     tag_version,
 )
-from oci_pypi_sync.select import version_sort_key
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, read_catalog
+from oci_pypi_sync.plan.select import version_sort_key
 
 if TYPE_CHECKING:
-    from oci_pypi_sync.oci.store import Store
+    from oci_pypi_sync.stores.protocols import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,15 +50,15 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionImpossible, ResolutionTooDeep
 
-from oci_pypi_sync.environments import TargetEnvironment
+from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import DigestMismatchError, IndexError_, ProjectNotFoundError
+from oci_pypi_sync.format import UnsupportedFileError, parse_filename
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.metadata import parse_core_metadata
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
 from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
-from oci_pypi_sync.oci.format import UnsupportedFileError, parse_filename
-from oci_pypi_sync.retry import RetryPolicy, with_retries
-from oci_pypi_sync.select import version_sort_key
+from oci_pypi_sync.plan.environments import TargetEnvironment
+from oci_pypi_sync.plan.select import version_sort_key
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from oci_pypi_sync.results import SyncReport
+from oci_pypi_sync.engine.results import SyncReport
 
 REPORT_SCHEMA_VERSION = 1
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from oci_pypi_sync.errors import AuthenticationError
-from oci_pypi_sync.oci.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
 
 __all__ = [
     "Challenge",

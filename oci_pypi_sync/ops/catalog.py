@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oci_pypi_sync.errors import RegistryError
-from oci_pypi_sync.oci.format import (
+from oci_pypi_sync.format import (
     OCI_MANIFEST,
     TITLE,
     Descriptor,
@@ -31,12 +31,12 @@ from oci_pypi_sync.oci.format import (
     empty_config,
     sha256_digest,
 )
-from oci_pypi_sync.select import version_sort_key
+from oci_pypi_sync.plan.select import version_sort_key
 
 if TYPE_CHECKING:
-    from oci_pypi_sync.oci.store import Store
-    from oci_pypi_sync.results import ReleaseResult
-    from oci_pypi_sync.shard import Shard
+    from oci_pypi_sync.engine.results import ReleaseResult
+    from oci_pypi_sync.plan.shard import Shard
+    from oci_pypi_sync.stores.protocols import Store
 
 log = logging.getLogger(__name__)
 

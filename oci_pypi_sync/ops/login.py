@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 
 from oci_pypi_sync.errors import AuthenticationError, RegistryError
-from oci_pypi_sync.oci.auth import RegistryAuth
-from oci_pypi_sync.oci.credentials import (
+from oci_pypi_sync.stores.auth import RegistryAuth
+from oci_pypi_sync.stores.credentials import (
     IDENTITY_TOKEN_USERNAME,
     Credentials,
     CredentialStore,
@@ -44,7 +44,7 @@ from oci_pypi_sync.oci.credentials import (
     normalize_registry_key,
     read_config_file,
 )
-from oci_pypi_sync.oci.tls import TlsOptions, describe_tls_error, registry_http_client
+from oci_pypi_sync.stores.tls import TlsOptions, describe_tls_error, registry_http_client
 
 __all__ = ["check_login", "login", "logout"]
 
@@ -67,7 +67,7 @@ async def check_login(
     :class:`AuthenticationError` naming the host and the user, never the
     secret; a failed handshake says which TLS option to pass.
     """
-    from oci_pypi_sync.oci.registry import describe_transport_error
+    from oci_pypi_sync.stores.registry import describe_transport_error
 
     auth = RegistryAuth(CredentialStore.static(credentials), host)
     url = f"{'http' if plain_http else 'https'}://{host}/v2/"

@@ -1,0 +1,1 @@
+"""The engine: run a sync, write releases, record results."""

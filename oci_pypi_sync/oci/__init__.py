@@ -1,1 +1,0 @@
-"""The OCI side: the format mapping (pure), the stores (layout and registry) and auth."""

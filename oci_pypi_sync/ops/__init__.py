@@ -1,0 +1,1 @@
+"""Operations on a mirror besides sync: copy, verify, repair, catalog, listing, login."""

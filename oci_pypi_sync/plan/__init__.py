@@ -1,0 +1,1 @@
+"""Planning: what to mirror (selection, environments, closure, shards, inputs)."""

@@ -1,0 +1,1 @@
+"""The state file: a local cache of what the target holds."""

@@ -1,0 +1,1 @@
+"""Targets: the store protocols, a registry client, layouts and tars."""
