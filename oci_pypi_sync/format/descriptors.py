@@ -1,0 +1,74 @@
+"""OCI descriptors and blobs, and the canonical JSON every manifest is written in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from oci_pypi_sync.format.media import EMPTY_CONFIG_BYTES, OCI_EMPTY
+from oci_pypi_sync.format.platforms import Platform
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    platform: Platform | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.platform is not None:
+            out["platform"] = self.platform.to_json()
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Descriptor:
+        platform = data.get("platform")
+        return cls(
+            media_type=str(data["mediaType"]),
+            digest=str(data["digest"]),
+            size=int(data["size"]),
+            artifact_type=data.get("artifactType"),
+            platform=Platform.from_json(platform) if platform else None,
+            annotations=dict(data.get("annotations") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """Bytes held in memory together with their descriptor (configs, metadata, manifests)."""
+
+    descriptor: Descriptor
+    data: bytes
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise deterministically: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def empty_config() -> Blob:
+    return Blob(
+        Descriptor(OCI_EMPTY, sha256_digest(EMPTY_CONFIG_BYTES), len(EMPTY_CONFIG_BYTES)),
+        EMPTY_CONFIG_BYTES,
+    )

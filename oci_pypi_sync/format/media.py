@@ -1,0 +1,56 @@
+"""Media types, annotation keys and the format version: the vocabulary of the format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+FORMAT_VERSION = "1"
+
+# --- media types ---------------------------------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+
+RELEASE_ARTIFACT = "application/vnd.oci-pypi.release.v1"
+DISTRIBUTION_ARTIFACT = "application/vnd.oci-pypi.distribution.v1"
+
+WHEEL_LAYER = "application/vnd.oci-pypi.wheel.v1+zip"
+SDIST_TAR_GZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+gzip"
+SDIST_ZIP_LAYER = "application/vnd.oci-pypi.sdist.v1+zip"
+SDIST_TAR_BZ2_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+bzip2"
+SDIST_TAR_XZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+xz"
+SDIST_TAR_LAYER = "application/vnd.oci-pypi.sdist.v1.tar"
+CORE_METADATA_LAYER = "application/vnd.oci-pypi.core-metadata.v1"
+
+EMPTY_CONFIG_BYTES = b"{}"
+
+# --- annotation keys -------------------------------------------------------
+
+TITLE = "org.opencontainers.image.title"
+OCI_VERSION = "org.opencontainers.image.version"
+REF_NAME = "org.opencontainers.image.ref.name"
+_NS = "dev.oci-pypi."
+A_FORMAT = _NS + "format"
+A_PROJECT = _NS + "project"
+A_VERSION = _NS + "version"
+A_PACKAGETYPE = _NS + "packagetype"
+A_PYTHON_TAGS = _NS + "python-tags"
+A_ABI_TAGS = _NS + "abi-tags"
+A_PLATFORM_TAGS = _NS + "platform-tags"
+A_REQUIRES_PYTHON = _NS + "requires-python"
+A_YANKED = _NS + "yanked"
+A_YANKED_REASON = _NS + "yanked-reason"
+A_UPLOAD_TIME = _NS + "upload-time"
+A_SIZE = _NS + "size"
+A_SHA256 = _NS + "sha256"
+A_METADATA_SHA256 = _NS + "core-metadata-sha256"
+
+SDIST_SUFFIXES: Mapping[str, str] = {
+    ".tar.gz": SDIST_TAR_GZ_LAYER,
+    ".tgz": SDIST_TAR_GZ_LAYER,
+    ".zip": SDIST_ZIP_LAYER,
+    ".tar.bz2": SDIST_TAR_BZ2_LAYER,
+    ".tar.xz": SDIST_TAR_XZ_LAYER,
+    ".tar": SDIST_TAR_LAYER,
+}
