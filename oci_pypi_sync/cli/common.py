@@ -1,0 +1,178 @@
+"""What every command shares: logging, exit codes, error handling, registry flags."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from oci_pypi_sync.errors import OciPypiError, UsageError
+
+# httpx imports its own command-line client (rich, pygments) along with the
+# library, a tenth of a no-op sync's time; a None entry makes that import fail
+# at once, and httpx then goes on without it, as it does when they are missing.
+# (This module imports httpx only inside commands, so the entry comes first.)
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+
+T = TypeVar("T")
+
+log = logging.getLogger("oci_pypi_sync")
+
+
+def configure_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        verbosity, logging.DEBUG if verbosity > 1 else logging.ERROR
+    )
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
+    root = logging.getLogger("oci_pypi_sync")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbosity > 1:
+        logging.getLogger("httpx").setLevel(logging.DEBUG)
+        logging.getLogger("httpx").addHandler(handler)
+
+
+def run(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine, turning our errors into a one-line message and an exit code."""
+    try:
+        return asyncio.run(coro_factory())
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OciPypiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FATAL)
+
+
+verbose_option = click.option(
+    "-v", "--verbose", count=True, help="Say more (-vv for HTTP requests)."
+)
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+index_url_option = click.option(
+    "--index-url",
+    "-i",
+    metavar="URL",
+    help="Simple repository index to read (default: OCI_PYPI_INDEX_URL, PIP_INDEX_URL, "
+    "pip's configuration, then pip's default).",
+)
+
+
+def registry_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The TLS and credential flags every command that talks to a registry takes."""
+    path = click.Path(exists=True, dir_okay=False)
+    options = [
+        click.option(
+            "--ca-bundle",
+            type=path,
+            help="CA certificates to trust for registries (env OCI_PYPI_CA_BUNDLE).",
+        ),
+        click.option("--client-cert", type=path, help="Client certificate for registries."),
+        click.option("--client-key", type=path, help="Key of the client certificate."),
+        click.option("--username", "-u", help="Registry user name (with --password-stdin)."),
+        click.option(
+            "--password-stdin", is_flag=True, help="Read the registry password from stdin."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def registry_access(
+    hosts: list[str],
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+) -> tuple[Any, Any]:
+    """The TLS options and credentials the registry flags ask for (``None``: the defaults)."""
+    from pathlib import Path
+
+    from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+    from oci_pypi_sync.stores.tls import TlsOptions
+
+    tls = TlsOptions(
+        ca_bundle=Path(ca_bundle) if ca_bundle else None,
+        client_cert=Path(client_cert) if client_cert else None,
+        client_key=Path(client_key) if client_key else None,
+    )
+    if password_stdin and not username:
+        raise click.UsageError("--password-stdin needs --username")
+    credentials = None
+    if username:
+        password = read_password(password_stdin)
+        explicit = dict.fromkeys(hosts, Credentials(username=username, password=password))
+        credentials = CredentialStore(explicit=explicit)
+    return tls, credentials
+
+
+@dataclass(frozen=True)
+class TargetAccess:
+    """A parsed target with the TLS options and credentials its commands open it with."""
+
+    target: Any
+    tls: Any
+    credentials: Any
+
+    def open(self, *, create: bool = False, **options: Any) -> Any:
+        from oci_pypi_sync.stores.targets import open_store
+
+        return open_store(
+            self.target, create=create, tls=self.tls, credentials=self.credentials, **options
+        )
+
+
+def target_access(
+    target: str | None,
+    plain_http: bool,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+) -> TargetAccess:
+    """Parse ``--to``/``--from`` and the registry flags; usage errors become click's."""
+    from oci_pypi_sync.stores.targets import parse_target
+
+    try:
+        parsed = parse_target(target, plain_http=plain_http)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    tls, credentials = registry_access(
+        registry_hosts(parsed), ca_bundle, client_cert, client_key, username, password_stdin
+    )
+    return TargetAccess(parsed, tls, credentials)
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.read().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True))
+
+
+def registry_hosts(*targets: Any) -> list[str]:
+    from oci_pypi_sync.stores.targets import RegistryTarget
+
+    return [t.host for t in targets if isinstance(t, RegistryTarget)]

@@ -1,0 +1,314 @@
+"""``oci-pypi sync``: mirror what requirements select into a target."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from oci_pypi_sync.cli.common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    configure_logging,
+    index_url_option,
+    quiet_option,
+    registry_access,
+    registry_hosts,
+    registry_options,
+    run,
+    verbose_option,
+)
+from oci_pypi_sync.errors import UsageError
+
+
+@click.command()
+@click.argument("requirements", nargs=-1, metavar="[REQ]...")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="OCI_PYPI_CONFIG",
+    help="A TOML file declaring the sync ([sync] table); flags and OCI_PYPI_* win over it.",
+)
+@click.option(
+    "--to",
+    "target",
+    metavar="TARGET",
+    default=None,
+    help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
+    "(a PATH ending in .tar is a packed layout; default: oci:./oci-pypi-mirror).",
+)
+@index_url_option
+@click.option(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    multiple=True,
+    metavar="FILE",
+    help="A pip requirements file (-r/-c includes, hashes, markers); repeatable.",
+)
+@click.option(
+    "--pylock", metavar="FILE", default=None, help="Mirror the files a pylock.toml names."
+)
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    metavar="X.Y",
+    help="Target Python version; repeatable. Needs --platform.",
+)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="TAG",
+    help="Target wheel platform tag (manylinux_2_28_x86_64, win_amd64...) or shorthand "
+    "(linux/amd64, darwin/arm64...); repeatable.",
+)
+@click.option("--with-deps", is_flag=True, default=None, help="Add the dependency closure.")
+@click.option("--all", "all_projects", is_flag=True, help="Every project of the index.")
+@click.option("--latest", type=click.IntRange(1), default=None, help="Keep the N newest versions.")
+@click.option("--allow", multiple=True, metavar="NAME|re:PATTERN", help="Only these projects.")
+@click.option("--deny", multiple=True, metavar="NAME|re:PATTERN", help="Never these projects.")
+@click.option("--pre", is_flag=True, default=None, help="Include pre-release versions.")
+@click.option(
+    "--include-yanked", is_flag=True, default=None, help="Include yanked files (PEP 592)."
+)
+@click.option("--only-binary", is_flag=True, default=None, help="Mirror wheels only, no sdists.")
+@click.option("--dry-run", is_flag=True, help="Show what would be mirrored; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Files at once (default 8)."
+)
+@click.option(
+    "--state",
+    "state_path",
+    metavar="PATH",
+    default=None,
+    help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
+    "or one per registry under $XDG_STATE_HOME/oci-pypi.",
+)
+@click.option("--no-state", is_flag=True, help="Keep no state file; the target alone is asked.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    default=None,
+    help="Take only the projects of shard K (0-based) of N, by normalized name.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1),
+    envvar="OCI_PYPI_SHARDS",
+    default=None,
+    help="Split into N shards and take the one JOB_COMPLETION_INDEX (Kubernetes Indexed "
+    "Job) or CI_NODE_INDEX (GitLab parallel) names.",
+)
+@click.option(
+    "--prune", is_flag=True, default=None, help="Take files the index dropped out of indexes."
+)
+@click.option(
+    "--recheck", is_flag=True, help="Check every project against the target, even unchanged ones."
+)
+@click.option(
+    "--retry-quarantined", is_flag=True, help="Try projects quarantined after repeated failures."
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=None,
+    help="Retries of a step after a transient fault (default 4).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Network timeout for connecting and for each read or write.",
+)
+@click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
+@click.option(
+    "--probe-metadata/--no-probe-metadata",
+    default=True,
+    show_default=True,
+    help="Fetch a wheel's .metadata even when the index does not advertise it.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a live progress display (default: when stderr is a terminal).",
+)
+@registry_options
+@verbose_option
+@quiet_option
+def sync(
+    requirements: tuple[str, ...],
+    config_path: str | None,
+    target: str | None,
+    index_url: str | None,
+    requirement_files: tuple[str, ...],
+    pylock: str | None,
+    pythons: tuple[str, ...],
+    platforms: tuple[str, ...],
+    with_deps: bool | None,
+    all_projects: bool,
+    latest: int | None,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    pre: bool | None,
+    include_yanked: bool | None,
+    only_binary: bool | None,
+    dry_run: bool,
+    as_json: bool,
+    jobs: int | None,
+    state_path: str | None,
+    no_state: bool,
+    shard: str | None,
+    shards: int | None,
+    prune: bool | None,
+    recheck: bool,
+    retry_quarantined: bool,
+    retries: int | None,
+    timeout: float | None,
+    plain_http: bool,
+    probe_metadata: bool,
+    progress: bool | None,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    username: str | None,
+    password_stdin: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Mirror the files that REQ... select (PEP 508, e.g. 'scipy>=1.11,<1.13') into TARGET.
+
+    Every option can also come from OCI_PYPI_<OPTION> (e.g. OCI_PYPI_ONLY_BINARY=1)
+    or from the [sync] table of --config FILE; flags win, then the environment.
+
+    \b
+    Examples:
+      oci-pypi sync six                          # into ./oci-pypi-mirror
+      oci-pypi sync 'scipy>=1.11,<1.13' --to registry.example.com/pypi
+      oci-pypi sync requests --with-deps --python 3.12 --platform linux/amd64
+      oci-pypi sync -r requirements.txt --to oci:/srv/mirror --dry-run --json
+      oci-pypi sync --config mirror.toml --shard 0/4
+    """
+    import os
+
+    from oci_pypi_sync.cli.render import plan_table, report_json, summary_line
+    from oci_pypi_sync.config import load_config, merge_settings
+    from oci_pypi_sync.engine.job import JobFlags, run_job
+    from oci_pypi_sync.index.location import resolve_index_url
+    from oci_pypi_sync.plan.shard import shard_from_environment
+    from oci_pypi_sync.stores.targets import open_store, parse_target, planning_store
+
+    configure_logging(-1 if quiet else verbose)
+    try:
+        if shards is not None and shard is None:
+            shard = str(shard_from_environment(shards))
+        config = load_config(config_path) if config_path else None
+        settings = merge_settings(
+            {
+                "to": target,
+                "index_url": index_url,
+                "requirements": requirements,
+                "requirement_files": requirement_files,
+                "pylock": pylock,
+                "python": pythons,
+                "platform": platforms,
+                "pre": pre,
+                "include_yanked": include_yanked,
+                "only_binary": only_binary,
+                "latest": latest,
+                "allow": allow,
+                "deny": deny,
+                "with_deps": with_deps,
+                "jobs": jobs,
+                "state": state_path,
+                "shard": shard,
+                "prune": prune,
+                "retries": retries,
+                "timeout": timeout,
+            },
+            os.environ,
+            config,
+        )
+        parsed_target = parse_target(settings.to, plain_http=plain_http)
+        tls, credentials = registry_access(
+            registry_hosts(parsed_target),
+            ca_bundle,
+            client_cert,
+            client_key,
+            username,
+            password_stdin,
+        )
+        location = resolve_index_url(settings.index_url)
+        if not (settings.requirements or settings.requirement_files or settings.pylock) and not (
+            all_projects
+        ):
+            raise UsageError(
+                "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
+            )
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    flags = JobFlags(
+        dry_run=dry_run,
+        all_projects=all_projects,
+        recheck=recheck,
+        retry_quarantined=retry_quarantined,
+        probe_metadata=probe_metadata,
+    )
+    show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
+    connections = settings.jobs * 2
+
+    async def go() -> Any:
+        from oci_pypi_sync.cli.progress import LogObserver, RichObserver
+        from oci_pypi_sync.index.client import IndexClient
+        from oci_pypi_sync.state.journal import Journal, default_journal_path
+
+        store = (
+            planning_store(parsed_target)
+            if dry_run
+            else open_store(
+                parsed_target,
+                timeout=settings.timeout,
+                max_connections=connections,
+                tls=tls,
+                credentials=credentials,
+            )
+        )
+        journal = None
+        try:
+            if not dry_run and not no_state:
+                path = settings.state or default_journal_path(parsed_target)
+                journal = Journal.open(path, target=parsed_target)
+            async with IndexClient(
+                location.url, timeout=settings.timeout, max_connections=connections
+            ) as index:
+                if show_progress:
+                    with RichObserver() as observer:
+                        return await run_job(
+                            settings, flags, index, store, journal=journal, observer=observer
+                        )
+                return await run_job(
+                    settings, flags, index, store, journal=journal, observer=LogObserver()
+                )
+        finally:
+            await store.aclose()
+            if journal is not None:
+                journal.close()
+
+    report = run(go)
+    if as_json:
+        click.echo(report_json(report))
+    elif dry_run:
+        click.echo(plan_table(report))
+    if not quiet:
+        click.echo(summary_line(report), err=True)
+        for project_error in report.project_errors:
+            click.echo(f"error: {project_error.project}: {project_error.error}", err=True)
+        for failed in report.files:
+            if failed.action == "failed":
+                click.echo(f"error: {failed.filename}: {failed.error}", err=True)
+    sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)
