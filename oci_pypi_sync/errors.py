@@ -143,3 +143,10 @@ def parse_retry_after(value: str | None) -> float | None:
     import time
 
     return max(0.0, when.timestamp() - time.time())
+
+
+# --- provenance ------------------------------------------------------------
+
+
+class ProvenanceError(OciPypiError):
+    """A file's PEP 740 provenance is unreadable, does not verify, or is not trusted."""

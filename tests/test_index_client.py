@@ -520,3 +520,53 @@ async def test_replay_refuses_requests_it_did_not_record() -> None:
         async with IndexClient(INDEX_URL) as client:
             with pytest.raises(CannotOverwriteExistingCassetteException, match=r"simple/six/"):
                 await client.get_project_page("six")
+
+
+# --- PEP 740 provenance ------------------------------------------------------
+
+PROVENANCE_URL = "https://index.test/integrity/demo/1.0/demo-1.0-py3-none-any.whl/provenance"
+
+
+async def test_provenance_is_fetched_with_the_integrity_accept_header_and_kept_as_bytes() -> None:
+    served = b'{"version":1,"attestation_bundles":[]}'
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, headers={"Content-Type": "application/vnd.pypi.integrity.v1+json"}, content=served
+        )
+
+    async with mock_client(handler) as client:
+        got = await client.get_provenance(demo_file(provenance=PROVENANCE_URL))
+    assert got == served
+    assert str(seen[0].url) == PROVENANCE_URL
+    assert seen[0].headers["Accept"].startswith("application/vnd.pypi.integrity.v1+json")
+
+
+async def test_no_provenance_url_asks_nothing_and_404_means_none() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404, json={"message": "No provenance available"})
+
+    async with mock_client(handler) as client:
+        assert await client.get_provenance(demo_file()) is None
+        assert seen == []
+        assert await client.get_provenance(demo_file(provenance=PROVENANCE_URL)) is None
+    assert len(seen) == 1
+
+
+async def test_provenance_errors_name_the_file_and_an_oversized_body_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "big" in str(request.url):
+            return httpx.Response(200, content=b" " * (4 << 20) + b"{}")
+        return httpx.Response(403, json={"message": "Attestations temporarily disabled"})
+
+    async with mock_client(handler) as client:
+        with pytest.raises(IndexError_, match=r"provenance of demo-1.0") as refused:
+            await client.get_provenance(demo_file(provenance=PROVENANCE_URL))
+        assert refused.value.status == 403
+        with pytest.raises(IndexError_, match="larger than 4 MiB"):
+            await client.get_provenance(demo_file(provenance=PROVENANCE_URL + "/big"))

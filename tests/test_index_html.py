@@ -323,3 +323,31 @@ def test_sloppy_markup_does_not_crash() -> None:
         ("d-1.tar.gz", False),
         ("d-2.tar.gz", True),
     ]
+
+
+# --- PEP 740 provenance ------------------------------------------------------
+
+
+def test_data_provenance_is_the_provenance_url() -> None:
+    url = "https://index.test/integrity/demo/1.0/demo-1.0.tar.gz/provenance"
+    file = only_file(
+        page(
+            f'<a href="demo-1.0.tar.gz#sha256={SHA}" data-provenance="{url}">x</a>',
+            head='<meta name="pypi:repository-version" content="1.3">',
+        )
+    )
+    assert file.provenance == url
+
+
+def test_without_data_provenance_there_is_none() -> None:
+    assert only_file(page('<a href="demo-1.0.tar.gz">x</a>')).provenance is None
+
+
+def test_data_provenance_is_unescaped_and_resolved_against_the_base() -> None:
+    file = only_file(
+        page(
+            '<a href="demo-1.0.tar.gz" data-provenance="/integrity/demo?x=1&amp;y=2">x</a>',
+            head='<base href="https://mirror.test/simple/demo/">',
+        )
+    )
+    assert file.provenance == "https://mirror.test/integrity/demo?x=1&y=2"

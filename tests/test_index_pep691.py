@@ -179,3 +179,37 @@ def test_wrong_shapes_raise_invalid_page_naming_the_url(raw: bytes, message: str
     with pytest.raises(InvalidPageError, match=message) as caught:
         parse_json_page(raw, PAGE_URL)
     assert PAGE_URL in str(caught.value)
+
+
+# --- PEP 740 provenance ------------------------------------------------------
+
+
+def test_provenance_url_is_read_and_null_means_none() -> None:
+    url = "https://index.test/integrity/demo/1.0/demo-1.0-py3-none-any.whl/provenance"
+    page = parse_json_page(
+        body(
+            [
+                file_entry(provenance=url),
+                file_entry(filename="demo-1.0.tar.gz", provenance=None),
+                file_entry(filename="demo-0.9.tar.gz"),
+            ],
+            meta={"api-version": "1.3"},
+        ),
+        PAGE_URL,
+    )
+    assert [f.provenance for f in page.files] == [url, None, None]
+
+
+def test_a_relative_provenance_url_resolves_against_the_page() -> None:
+    page = parse_json_page(body([file_entry(provenance="../../integrity/x/provenance")]), PAGE_URL)
+    assert page.files[0].provenance == "https://index.test/integrity/x/provenance"
+
+
+def test_a_provenance_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(InvalidPageError, match="provenance"):
+        parse_json_page(body([file_entry(provenance={"url": "x"})]), PAGE_URL)
+
+
+def test_a_provenance_url_of_another_scheme_is_ignored() -> None:
+    page = parse_json_page(body([file_entry(provenance="file:///etc/passwd")]), PAGE_URL)
+    assert page.files[0].provenance is None

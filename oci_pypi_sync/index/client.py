@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = f"oci-pypi-sync/{__version__}"
 CHUNK_SIZE = 1024 * 1024
+#: What a PEP 740 Integrity API answers with; plain JSON is its fallback.
+INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json, application/json;q=0.5"
+#: A provenance object holds a few attestations of about 10 KB each.
+MAX_PROVENANCE_BYTES = 4 << 20
 TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
 
@@ -273,6 +277,45 @@ class IndexClient:
         if file.core_metadata is not None:
             verify_metadata(raw, file.core_metadata, f"{file.filename}.metadata")
         return parse_core_metadata(raw)
+
+    async def get_provenance(self, file: DistributionFile) -> bytes | None:
+        """The file's PEP 740 provenance object, byte for byte as served; ``None`` when none.
+
+        Asked of the URL the page gave (the index's Integrity API) with
+        ``Accept: application/vnd.pypi.integrity.v1+json``; a 404 or 410
+        means the file has no provenance. The body is read up to
+        :data:`MAX_PROVENANCE_BYTES` and is not parsed here: its bytes are
+        what the mirror stores.
+        """
+        url = file.provenance
+        if url is None:
+            return None
+        logger.debug("GET %s (provenance)", redact_url(url))
+        what = f"the provenance of {file.filename}"
+        try:
+            async with self._http.stream(
+                "GET",
+                url,
+                headers=self._headers(INTEGRITY_ACCEPT),
+                auth=self._auth,
+                follow_redirects=True,
+            ) as response:
+                if response.status_code in {404, 410}:
+                    return None
+                self._raise_for_status(response, what)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_PROVENANCE_BYTES:
+                        raise IndexError_(
+                            f"{what} is larger than {MAX_PROVENANCE_BYTES >> 20} MiB "
+                            f"({redact_url(url)})"
+                        )
+                return bytes(body)
+        except httpx.TooManyRedirects:
+            raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from exc
 
     async def get_file_size(self, file: DistributionFile) -> int:
         """The file's size: PEP 700's ``size`` when the page gave it, else a HEAD request."""

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from packaging.version import InvalidVersion, Version
 
@@ -155,3 +156,20 @@ def yank_state(value: object) -> tuple[bool, str | None]:
     if isinstance(value, str):
         return True, value.strip() or None
     return True, None
+
+
+def provenance_url(value: str | None, base_url: str) -> str | None:
+    """The absolute URL of a file's PEP 740 provenance, from ``provenance`` or ``data-provenance``.
+
+    PEP 740 asks for a fully qualified URL; a relative one is resolved
+    against the page (as file URLs are) rather than refused. Anything but an
+    ``http``/``https`` URL counts as no provenance.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    url, _fragment = urldefrag(urljoin(base_url, text))
+    if urlsplit(url).scheme not in {"http", "https"}:
+        logger.warning("ignoring the provenance URL %r: not an http(s) URL", text)
+        return None
+    return url

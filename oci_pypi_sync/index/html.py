@@ -1,4 +1,4 @@
-"""PEP 503 HTML project pages, with the PEP 592/629/658/714/792 additions.
+"""PEP 503 HTML project pages, with the PEP 592/629/658/714/740/792 additions.
 
 Project pages are small (a large one is under 2 MB), so the stdlib
 :class:`html.parser.HTMLParser` is used for correctness: it unescapes
@@ -16,6 +16,7 @@ from oci_pypi_sync.index.fields import (
     checked_filename,
     core_metadata_from_attribute,
     hash_from_fragment,
+    provenance_url,
     yank_state,
 )
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
@@ -77,6 +78,7 @@ def _distribution_file(
         core_metadata = None
 
     requires_python = (attributes.get("data-requires-python") or "").strip() or None
+    provenance = provenance_url(attributes.get("data-provenance"), base_url)
     return DistributionFile(
         filename=filename,
         url=url,
@@ -85,6 +87,7 @@ def _distribution_file(
         yanked=yanked,
         yanked_reason=reason,
         core_metadata=core_metadata,
+        provenance=provenance,
     )
 
 

@@ -1,4 +1,4 @@
-"""PEP 691 JSON project pages, with the PEP 700 and PEP 792 additions.
+"""PEP 691 JSON project pages, with the PEP 700, PEP 740 and PEP 792 additions.
 
 The JSON is checked field by field: a page of the wrong shape raises
 :class:`InvalidPageError` naming the page, rather than a ``KeyError`` deep
@@ -18,6 +18,7 @@ from oci_pypi_sync.index.fields import (
     checked_filename,
     checked_hashes,
     core_metadata_from_json,
+    provenance_url,
     yank_state,
 )
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
@@ -82,6 +83,7 @@ def _file(entry: object, page_url: str) -> DistributionFile | None:
         raise InvalidPageError(f"the page {page_url} has an unreadable size for {filename}")
 
     requires_python = _optional_str(entry.get("requires-python"), "requires-python", page_url)
+    provenance = _optional_str(entry.get("provenance"), "provenance", page_url)
     return DistributionFile(
         filename=filename,
         url=url,
@@ -92,6 +94,7 @@ def _file(entry: object, page_url: str) -> DistributionFile | None:
         core_metadata=core_metadata,
         size=size,
         upload_time=_optional_str(entry.get("upload-time"), "upload-time", page_url),
+        provenance=provenance_url(provenance, page_url),
     )
 
 

@@ -32,6 +32,8 @@ class DistributionFile:
     and keeps its fragment stripped. ``hashes`` holds the lowercase hash
     name and hex digest pairs the index gave, sorted by name. ``size`` and
     ``upload_time`` come from PEP 700 JSON and are ``None`` in HTML.
+    ``provenance`` is the absolute URL of the file's PEP 740 provenance
+    object (the index's Integrity API), ``None`` when the page names none.
     """
 
     filename: str
@@ -43,6 +45,7 @@ class DistributionFile:
     core_metadata: CoreMetadataRef | None = None
     size: int | None = None
     upload_time: str | None = None
+    provenance: str | None = None
 
     @property
     def sha256(self) -> str | None:
