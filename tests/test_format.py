@@ -224,3 +224,121 @@ def test_parse_release_index_round_trips() -> None:
     assert entries == artifact.entries
     rebuilt = fmt.build_release_index("foo", "1.0", entries)
     assert rebuilt.data == index.data
+
+
+# --- referrers: provenance and Sigstore bundles -------------------------------------
+
+
+def _subject() -> fmt.Descriptor:
+    artifact = fmt.build_file_artifact(_file("demo-1.0.tar.gz"), "demo", 4)
+    return artifact.manifest.descriptor
+
+
+def test_the_provenance_referrer_points_at_the_file_manifest_and_holds_the_bytes() -> None:
+    subject = _subject()
+    provenance = b'{"attestation_bundles":[],"version":1}'
+    referrer = fmt.provenance_referrer(subject, "demo-1.0.tar.gz", provenance)
+    manifest = json.loads(referrer.manifest.data)
+    assert manifest == {
+        "schemaVersion": 2,
+        "mediaType": fmt.OCI_MANIFEST,
+        "artifactType": "application/vnd.oci-pypi.provenance.v1",
+        "config": fmt.empty_config().descriptor.to_json(),
+        "layers": [
+            {
+                "mediaType": "application/vnd.pypi.integrity.v1+json",
+                "digest": "sha256:" + hashlib.sha256(provenance).hexdigest(),
+                "size": len(provenance),
+                "annotations": {fmt.TITLE: "demo-1.0.tar.gz.provenance"},
+            }
+        ],
+        "subject": {
+            "mediaType": fmt.OCI_MANIFEST,
+            "digest": subject.digest,
+            "size": subject.size,
+        },
+        "annotations": {fmt.A_FORMAT: fmt.FORMAT_VERSION},
+    }
+    assert referrer.manifest.data == fmt.canonical_json(manifest)
+    assert referrer.layer.data == provenance
+    assert fmt.provenance_annotations(referrer) == {
+        fmt.A_PROVENANCE: referrer.manifest.descriptor.digest,
+        fmt.A_PROVENANCE_SHA256: hashlib.sha256(provenance).hexdigest(),
+    }
+    parsed = fmt.parse_referrer(referrer.manifest.data)
+    assert parsed.subject.digest == subject.digest
+    assert parsed.artifact_type == fmt.PROVENANCE_ARTIFACT
+    # deterministic: the same inputs, the same digest
+    again = fmt.provenance_referrer(subject, "demo-1.0.tar.gz", provenance)
+    assert again.manifest.descriptor.digest == referrer.manifest.descriptor.digest
+
+
+def test_a_bundle_referrer_follows_the_cosign_conventions() -> None:
+    referrer = fmt.bundle_referrer(_subject(), "demo-1.0.tar.gz", b"{}", "https://slsa.dev/p/v1")
+    manifest = json.loads(referrer.manifest.data)
+    assert manifest["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    assert manifest["annotations"] == {
+        "dev.sigstore.bundle.content": "dsse-envelope",
+        "dev.sigstore.bundle.predicateType": "https://slsa.dev/p/v1",
+    }
+    entry = referrer.descriptor.to_json()
+    assert entry["artifactType"] == fmt.SIGSTORE_BUNDLE
+    assert entry["annotations"] == manifest["annotations"]
+
+
+def test_referrers_tags_name_the_subject_digest_and_never_a_version() -> None:
+    digest = "sha256:" + "ab" * 32
+    tag = fmt.referrers_tag(digest)
+    assert tag == "sha256-" + "ab" * 32
+    assert fmt.is_valid_tag(tag)
+    assert fmt.is_referrers_tag(tag)
+    assert not fmt.is_referrers_tag("sha256-abc")
+    assert not fmt.is_referrers_tag("1.0")
+    assert fmt.tag_version(tag) is None
+
+
+def test_referrers_merge_as_a_set_keeps_foreign_entries_and_drops_replaced_ones() -> None:
+    subject = _subject()
+    old = fmt.provenance_referrer(subject, "demo-1.0.tar.gz", b"{}")
+    new = fmt.provenance_referrer(subject, "demo-1.0.tar.gz", b"{ }")
+    bundle = fmt.bundle_referrer(subject, "demo-1.0.tar.gz", b"{}", "p")
+    foreign = {
+        "mediaType": fmt.OCI_MANIFEST,
+        "digest": "sha256:" + "0" * 64,
+        "size": 9,
+        "artifactType": "application/vnd.example+json",
+        "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
+    }
+    first = fmt.merge_referrers([foreign], [old.descriptor, bundle.descriptor])
+    second = fmt.merge_referrers(first, [new.descriptor], replaces=[old.manifest.descriptor.digest])
+    digests = [e["digest"] for e in second]
+    assert old.manifest.descriptor.digest not in digests
+    assert set(digests) == {
+        foreign["digest"],
+        new.manifest.descriptor.digest,
+        bundle.manifest.descriptor.digest,
+    }
+    assert foreign in second
+    # the order is the set's, not the history's
+    reordered = fmt.merge_referrers(
+        [], [bundle.descriptor, new.descriptor, fmt.Descriptor.from_json(foreign)]
+    )
+    assert fmt.build_referrers_index(second).data == fmt.build_referrers_index(reordered).data
+    index = json.loads(fmt.build_referrers_index(second).data)
+    assert index["mediaType"] == fmt.OCI_INDEX
+    assert fmt.parse_referrers_index(fmt.build_referrers_index(second).data) == second
+    assert fmt.merge_referrers(second, [new.descriptor]) == second
+
+
+def test_a_refreshed_entry_keeps_its_provenance_annotations() -> None:
+    from oci_pypi_sync.format.reconcile import refresh_entry
+
+    file = _file("demo-1.0.tar.gz")
+    artifact = fmt.build_file_artifact(file, "demo", 4)
+    notes = {**artifact.entries[0].annotations, fmt.A_PROVENANCE: "sha256:" + "1" * 64}
+    entry = fmt.Descriptor.from_json({**artifact.entries[0].to_json(), "annotations": notes})
+    yanked = _file("demo-1.0.tar.gz", yanked=True)
+    refreshed = refresh_entry(entry, yanked, fmt.parse_filename("demo-1.0.tar.gz", "demo"))
+    assert refreshed.annotations[fmt.A_YANKED] == "true"
+    assert refreshed.annotations[fmt.A_PROVENANCE] == "sha256:" + "1" * 64

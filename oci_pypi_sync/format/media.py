@@ -23,6 +23,12 @@ SDIST_TAR_XZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+xz"
 SDIST_TAR_LAYER = "application/vnd.oci-pypi.sdist.v1.tar"
 CORE_METADATA_LAYER = "application/vnd.oci-pypi.core-metadata.v1"
 
+# Referrers of a file's manifest: its PEP 740 provenance, and each attestation
+# as a Sigstore bundle (the media type cosign and actions/attest use).
+PROVENANCE_ARTIFACT = "application/vnd.oci-pypi.provenance.v1"
+INTEGRITY_LAYER = "application/vnd.pypi.integrity.v1+json"
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
 EMPTY_CONFIG_BYTES = b"{}"
 
 # --- annotation keys -------------------------------------------------------
@@ -45,6 +51,12 @@ A_UPLOAD_TIME = _NS + "upload-time"
 A_SIZE = _NS + "size"
 A_SHA256 = _NS + "sha256"
 A_METADATA_SHA256 = _NS + "core-metadata-sha256"
+A_PROVENANCE = _NS + "provenance"
+A_PROVENANCE_SHA256 = _NS + "provenance-sha256"
+#: Index-entry annotations that record stored facts, not the index's: kept on refresh.
+PROVENANCE_ANNOTATIONS = (A_PROVENANCE, A_PROVENANCE_SHA256)
+SIGSTORE_CONTENT = "dev.sigstore.bundle.content"
+SIGSTORE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 
 SDIST_SUFFIXES: Mapping[str, str] = {
     ".tar.gz": SDIST_TAR_GZ_LAYER,

@@ -16,6 +16,7 @@ from oci_pypi_sync.format import (
     A_METADATA_SHA256,
     A_SHA256,
     A_SIZE,
+    PROVENANCE_ANNOTATIONS,
     TITLE,
     Descriptor,
     FileName,
@@ -41,9 +42,16 @@ def entry_file_size(entry: Descriptor, file: DistributionFile) -> int:
 
 
 def refresh_entry(entry: Descriptor, file: DistributionFile, name: FileName) -> Descriptor:
-    """The entry with its annotations rebuilt from the index's current record of the file."""
+    """The entry with its annotations rebuilt from the index's current record of the file.
+
+    What the entry records about the file's stored provenance is kept: the
+    index's page does not say it.
+    """
     size = entry_file_size(entry, file)
     annotations = file_annotations(file, name, size, entry.annotations.get(A_METADATA_SHA256))
+    for key in PROVENANCE_ANNOTATIONS:
+        if key in entry.annotations:
+            annotations[key] = entry.annotations[key]
     return replace(entry, annotations=annotations)
 
 
