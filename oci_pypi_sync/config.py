@@ -53,6 +53,8 @@ from oci_pypi_sync.plan.environments import (
 )
 from oci_pypi_sync.plan.select import SelectionOptions, check_patterns, parse_requirements
 from oci_pypi_sync.plan.shard import parse_shard
+from oci_pypi_sync.provenance.policy import POLICIES
+from oci_pypi_sync.provenance.publishers import parse_pins
 
 Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "target"]
 
@@ -104,6 +106,9 @@ KEYS: tuple[Key, ...] = (
     Key("prune", "prune", "bool", "prune", False),
     Key("retries", "retries", "int", "retries", 4),
     Key("timeout", "timeout", "number", "timeout"),
+    Key("provenance", "provenance", "str", "provenance", "mirror"),
+    Key("trusted_publisher", "trusted-publisher", "strs", "trusted-publishers", ()),
+    Key("trusted_root", "trusted-root", "path", "trusted-root"),
 )
 KEYS_BY_FIELD: Mapping[str, Key] = {key.field: key for key in KEYS}
 KEYS_BY_CONFIG: Mapping[str, Key] = {key.config_key: key for key in KEYS}
@@ -151,6 +156,9 @@ class SyncConfig:
     prune: bool | None = None
     retries: int | None = None
     timeout: float | None = None
+    provenance: str | None = None
+    trusted_publisher: tuple[str, ...] = ()
+    trusted_root: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +190,9 @@ class Settings:
     prune: bool = False
     retries: int = 4
     timeout: float | None = None
+    provenance: str = "mirror"
+    trusted_publisher: tuple[str, ...] = ()
+    trusted_root: Path | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
 
     def environments(self) -> tuple[TargetEnvironment, ...]:
@@ -428,6 +439,16 @@ def _check(
             parse_shard(shard)
         except UsageError as exc:
             raise fail("shard", str(exc)) from exc
+    policy = values.get("provenance")
+    if isinstance(policy, str) and policy not in POLICIES:
+        raise fail("provenance", f"{policy!r} is not one of {', '.join(POLICIES)}")
+    pins = _strings(values.get("trusted_publisher"))
+    try:
+        parse_pins(pins)
+    except UsageError as exc:
+        raise fail("trusted_publisher", str(exc)) from exc
+    if complete and pins and policy == "ignore":
+        raise fail("trusted_publisher", "pinned publishers need --provenance mirror or require")
 
 
 def _strings(value: object) -> tuple[str, ...]:

@@ -37,6 +37,10 @@ class FixtureFile:
     requires_python: str | None = None
     advertised_sha256: str | None = None  # a lie, when set
     upload_time: str = "2024-01-02T03:04:05.000000Z"
+    # PEP 740: the provenance object served at the Integrity API path; with
+    # ``provenance_advertised`` only, the page names a URL the server answers 404 to
+    provenance: bytes | None = None
+    provenance_advertised: bool = False
 
     @property
     def sha256(self) -> str:
@@ -54,6 +58,7 @@ class FixtureIndex:
     statuses: list[int] = field(default_factory=list)  # the status of each request, in order
     throttle: float | None = None  # bytes per second per file body; None: full speed
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
+    provenance_requests: list[str] = field(default_factory=list)  # their Accept headers
     _sent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_sent(self, path: str, size: int) -> None:
@@ -70,6 +75,20 @@ class FixtureIndex:
     def files_by_name(self) -> dict[str, FixtureFile]:
         return {f.filename: f for files in self.projects.values() for f in files}
 
+    def provenance_path(self, project: str, f: FixtureFile) -> str:
+        """The Integrity API path of a file's provenance (PEP 740, as the index routes it)."""
+        version = f.filename.split("-")[1].removesuffix(".tar.gz")
+        return f"/integrity/{canonicalize_name(project)}/{version}/{f.filename}/provenance"
+
+    def provenance_url(self, project: str, f: FixtureFile) -> str | None:
+        if f.provenance is None and not f.provenance_advertised:
+            return None
+        return self.url.removesuffix("/simple/") + self.provenance_path(project, f)
+
+    def api_version(self, project: str) -> str:
+        advertised = any(self.provenance_url(project, f) for f in self.projects[project])
+        return "1.3" if advertised else "1.1"
+
     def page_json(self, project: str) -> bytes:
         files = []
         for f in self.projects[project]:
@@ -85,10 +104,11 @@ class FixtureIndex:
                 entry["requires-python"] = f.requires_python
             if f.metadata is not None:
                 entry["core-metadata"] = {"sha256": hashlib.sha256(f.metadata).hexdigest()}
+            if self.api_version(project) >= "1.3":
+                entry["provenance"] = self.provenance_url(project, f)
             files.append(entry)
-        return json.dumps(
-            {"meta": {"api-version": "1.1"}, "name": project, "files": files, "versions": []}
-        ).encode()
+        meta = {"api-version": self.api_version(project)}
+        return json.dumps({"meta": meta, "name": project, "files": files, "versions": []}).encode()
 
     def page_html(self, project: str) -> bytes:
         anchors = []
@@ -102,12 +122,14 @@ class FixtureIndex:
             if f.metadata is not None:
                 digest = hashlib.sha256(f.metadata).hexdigest()
                 attrs += f' data-core-metadata="sha256={digest}"'
+            provenance = self.provenance_url(project, f)
+            if provenance is not None:
+                attrs += f' data-provenance="{html.escape(provenance)}"'
             anchors.append(f"<a {attrs}>{html.escape(f.filename)}</a><br/>")
         return (
             "<!DOCTYPE html><html><head>"
-            '<meta name="pypi:repository-version" content="1.1"></head><body>'
-            + "".join(anchors)
-            + "</body></html>"
+            f'<meta name="pypi:repository-version" content="{self.api_version(project)}">'
+            "</head><body>" + "".join(anchors) + "</body></html>"
         ).encode()
 
 
@@ -192,6 +214,13 @@ class _Handler(BaseHTTPRequestHandler):
                 throttled = True
             elif name.endswith(".metadata") and name[: -len(".metadata")] in files:
                 body = files[name[: -len(".metadata")]].metadata
+        elif len(parts) == 5 and parts[0] == "integrity" and parts[4] == "provenance":
+            index.provenance_requests.append(self.headers.get("Accept", ""))
+            for project, project_files in index.projects.items():
+                for f in project_files:
+                    if index.provenance_path(project, f) == path:
+                        body = f.provenance
+                        content_type = "application/vnd.pypi.integrity.v1+json"
         if body is None:
             index.statuses.append(404)
             self.send_error(404)

@@ -310,8 +310,10 @@ def test_referrers_merge_as_a_set_keeps_foreign_entries_and_drops_replaced_ones(
         "artifactType": "application/vnd.example+json",
         "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
     }
-    first = fmt.merge_referrers([foreign], [old.descriptor, bundle.descriptor])
-    second = fmt.merge_referrers(first, [new.descriptor], replaces=[old.manifest.descriptor.digest])
+    first = fmt.merge_referrers([foreign], [old.descriptor.to_json(), bundle.descriptor.to_json()])
+    second = fmt.merge_referrers(
+        first, [new.descriptor.to_json()], replaces=[old.manifest.descriptor.digest]
+    )
     digests = [e["digest"] for e in second]
     assert old.manifest.descriptor.digest not in digests
     assert set(digests) == {
@@ -322,13 +324,13 @@ def test_referrers_merge_as_a_set_keeps_foreign_entries_and_drops_replaced_ones(
     assert foreign in second
     # the order is the set's, not the history's
     reordered = fmt.merge_referrers(
-        [], [bundle.descriptor, new.descriptor, fmt.Descriptor.from_json(foreign)]
+        [], [bundle.descriptor.to_json(), new.descriptor.to_json(), foreign]
     )
     assert fmt.build_referrers_index(second).data == fmt.build_referrers_index(reordered).data
     index = json.loads(fmt.build_referrers_index(second).data)
     assert index["mediaType"] == fmt.OCI_INDEX
     assert fmt.parse_referrers_index(fmt.build_referrers_index(second).data) == second
-    assert fmt.merge_referrers(second, [new.descriptor]) == second
+    assert fmt.merge_referrers(second, [new.descriptor.to_json()]) == second
 
 
 def test_a_refreshed_entry_keeps_its_provenance_annotations() -> None:

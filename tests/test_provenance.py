@@ -222,7 +222,9 @@ def test_provenance_for_another_file_or_digest_is_refused(verifier: ProvenanceVe
     attested, other = github_sdist(), google_sdist()
     with pytest.raises(ProvenanceError, match="not this file's"):
         verifier.verify(attested.provenance, attested.filename, other.sha256)
-    with pytest.raises(ProvenanceError, match=r"is about 'pypi_attestations-0.0.19.tar.gz'"):
+    with pytest.raises(
+        ProvenanceError, match=r"is about .pypi_attestations-0.0.19.tar.gz., not gcb"
+    ):
         verifier.verify(attested.provenance, other.filename, attested.sha256)
     with pytest.raises(ProvenanceError, match=r"not 'pypi_attestations-0.0.20.tar.gz'|is about"):
         verifier.verify(attested.provenance, "pypi_attestations-0.0.20.tar.gz", attested.sha256)
@@ -239,7 +241,7 @@ def test_a_wrong_pinned_publisher_is_refused_and_the_right_one_admitted(
     verifier: ProvenanceVerifier,
 ) -> None:
     attested = github_sdist()
-    with pytest.raises(ProvenanceError, match=r"not by the trusted publisher .*pypa/sampleproject"):
+    with pytest.raises(ProvenanceError, match=r"not the trusted publisher .*pypa/sampleproject"):
         verifier.verify(
             attested.provenance,
             attested.filename,
@@ -265,7 +267,7 @@ def test_a_wrong_pinned_publisher_is_refused_and_the_right_one_admitted(
 def test_what_is_not_a_provenance_object_is_refused(verifier: ProvenanceVerifier) -> None:
     attested = github_sdist()
     for body in (b"not json", b"{}", b'{"version":1,"attestation_bundles":[]}'):
-        with pytest.raises(ProvenanceError, match=attested.filename):
+        with pytest.raises(ProvenanceError, match="provenance"):
             verifier.verify(body, attested.filename, attested.sha256)
 
 

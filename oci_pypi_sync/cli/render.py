@@ -26,6 +26,17 @@ def report_document(report: SyncReport) -> dict[str, Any]:
                 "size": f.size,
                 "action": f.action,
                 **({"error": f.error} if f.error else {}),
+                **(
+                    {
+                        "provenance": {
+                            "status": f.provenance.status,
+                            "publishers": list(f.provenance.publishers),
+                            "attestations": f.provenance.attestations,
+                        }
+                    }
+                    if f.provenance is not None
+                    else {}
+                ),
             }
             for f in report.files
         ],
@@ -49,6 +60,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
             {"project": e.project, "error": e.error, "quarantined": e.quarantined}
             for e in report.project_errors
         ],
+        "warnings": [{"project": w.project, "warning": w.message} for w in report.warnings],
         "totals": {
             "files": len(report.files),
             "pushed": report.count("pushed"),

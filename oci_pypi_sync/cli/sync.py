@@ -134,6 +134,29 @@ from oci_pypi_sync.errors import UsageError
     help="Fetch a wheel's .metadata even when the index does not advertise it.",
 )
 @click.option(
+    "--provenance",
+    "provenance",
+    type=click.Choice(["ignore", "mirror", "require"]),
+    default=None,
+    help="PEP 740 provenance: mirror it when the index has it and it verifies (default), "
+    "require it for every file, or ignore it.",
+)
+@click.option(
+    "--trusted-publisher",
+    "trusted_publishers",
+    multiple=True,
+    metavar="PROJECT=PUBLISHER",
+    help="Accept PROJECT's files only from this Trusted Publisher, e.g. "
+    "sampleproject=github:pypa/sampleproject[@release.yml]; repeatable.",
+)
+@click.option(
+    "--trusted-root",
+    metavar="FILE",
+    default=None,
+    help="A Sigstore trusted_root.json to verify provenance with (default: the one "
+    "the sigstore package ships).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a live progress display (default: when stderr is a terminal).",
@@ -172,6 +195,9 @@ def sync(
     timeout: float | None,
     plain_http: bool,
     probe_metadata: bool,
+    provenance: str | None,
+    trusted_publishers: tuple[str, ...],
+    trusted_root: str | None,
     progress: bool | None,
     ca_bundle: str | None,
     client_cert: str | None,
@@ -230,6 +256,9 @@ def sync(
                 "prune": prune,
                 "retries": retries,
                 "timeout": timeout,
+                "provenance": provenance,
+                "trusted_publisher": trusted_publishers,
+                "trusted_root": trusted_root,
             },
             os.environ,
             config,
@@ -311,4 +340,6 @@ def sync(
         for failed in report.files:
             if failed.action == "failed":
                 click.echo(f"error: {failed.filename}: {failed.error}", err=True)
+        for warning in report.warnings:
+            click.echo(f"warning: {warning.message}", err=True)
     sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -22,6 +22,8 @@ from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.plan.inputs import read_pylock, read_requirements_file
 from oci_pypi_sync.plan.select import SelectionOptions, parse_requirements, project_allowed
 from oci_pypi_sync.plan.shard import parse_shard
+from oci_pypi_sync.provenance.policy import ProvenanceOptions, ProvenancePolicy
+from oci_pypi_sync.provenance.publishers import parse_pins
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
@@ -76,6 +78,11 @@ def read_inputs(settings: Settings) -> JobInputs:
 
 
 def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOptions) -> SyncOptions:
+    provenance = ProvenanceOptions(
+        policy=cast(ProvenancePolicy, settings.provenance),
+        trusted=parse_pins(settings.trusted_publisher),
+        trusted_root=settings.trusted_root,
+    )
     return SyncOptions(
         selection=selection,
         dry_run=flags.dry_run,
@@ -86,6 +93,7 @@ def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOption
         shard=parse_shard(settings.shard) if settings.shard else None,
         recheck=flags.recheck,
         retry_quarantined=flags.retry_quarantined,
+        provenance=provenance,
     )
 
 

@@ -11,6 +11,21 @@ from typing import Literal, Protocol
 
 FileAction = Literal["pushed", "skipped", "failed", "planned"]
 ReleaseAction = Literal["pushed", "unchanged", "failed", "planned"]
+ProvenanceStatus = Literal["stored", "unchanged", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileProvenance:
+    """A file's PEP 740 provenance in this run.
+
+    ``stored``: verified and written; ``unchanged``: verified, the mirror
+    held it already; ``none``: the index serves none. ``publishers`` are
+    written as ``--trusted-publisher`` takes them.
+    """
+
+    status: ProvenanceStatus
+    publishers: tuple[str, ...] = ()
+    attestations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,7 @@ class FileResult:
     size: int | None
     action: FileAction
     error: str | None = None
+    provenance: FileProvenance | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +70,14 @@ class ProjectError:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectWarning:
+    """Something a person should look at that did not fail the run (a publisher change)."""
+
+    project: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
     """The outcome of a sync: per file, per release, and per failed project."""
 
@@ -64,6 +88,7 @@ class SyncReport:
     dry_run: bool = False
     projects: int = 0
     projects_unchanged: int = 0
+    warnings: tuple[ProjectWarning, ...] = ()
 
     @property
     def failed(self) -> bool:

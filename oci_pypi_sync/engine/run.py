@@ -29,11 +29,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from oci_pypi_sync.engine.provenance import CheckedProvenance, ProvenanceStep
 from oci_pypi_sync.engine.results import (
     FileAction,
+    FileProvenance,
     FileResult,
     NullObserver,
     ProjectError,
+    ProjectWarning,
     ReleaseResult,
     SyncObserver,
     SyncReport,
@@ -79,6 +82,8 @@ from oci_pypi_sync.plan.select import (
     select_files,
     version_sort_key,
 )
+from oci_pypi_sync.provenance.policy import ProvenanceOptions
+from oci_pypi_sync.provenance.publishers import publisher_changes
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
@@ -128,6 +133,7 @@ class SyncOptions:
     shard: Shard | None = None
     recheck: bool = False
     retry_quarantined: bool = False
+    provenance: ProvenanceOptions = field(default_factory=ProvenanceOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,7 @@ class _ProjectOutcome:
     releases: tuple[ReleaseResult, ...] = ()
     error: ProjectError | None = None
     unchanged: bool = False
+    warnings: tuple[ProjectWarning, ...] = ()
 
 
 class Syncer:
@@ -169,6 +176,7 @@ class Syncer:
         # new to the state file first needs its tags (see _listed_repositories).
         self._catalog_pages = 0
         self._repositories: asyncio.Future[frozenset[str] | None] | None = None
+        self._provenance = ProvenanceStep(index, store, self.options.provenance, self.options.retry)
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         grouped = group_requirements(requirements)
@@ -200,6 +208,7 @@ class Syncer:
             dry_run=self.options.dry_run,
             projects=len(grouped),
             projects_unchanged=sum(1 for o in ordered if o.unchanged),
+            warnings=tuple(w for o in ordered for w in o.warnings),
         )
 
     async def _update_catalog(self, releases: Sequence[ReleaseResult]) -> ProjectError | None:
@@ -279,9 +288,11 @@ class Syncer:
                 for version, files in selection.releases
             )
         )
+        files = tuple(f for release_files, _ in results for f in release_files)
         outcome = _ProjectOutcome(
-            files=tuple(f for release_files, _ in results for f in release_files),
+            files=files,
             releases=tuple(release for _, release in results),
+            warnings=_publisher_warnings(repository_name(project), files),
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
@@ -522,37 +533,82 @@ class Syncer:
     ) -> tuple[FileResult, tuple[Descriptor, ...] | None]:
         file = selected.file
         sha256 = file.sha256 or ""
+        try:
+            # Before any byte is written: a file whose provenance fails is not mirrored.
+            checked = await self._provenance.check(repo, file)
+        except FATAL_ERRORS:
+            raise
+        except OciPypiError as exc:
+            return self._file_failed(repo, selected, exc)
         reused = reusable_entries(known, file, selected.name)
         if reused is not None:
             size = entry_file_size(reused[0], file)
+            subject = Descriptor(OCI_MANIFEST, reused[0].digest, reused[0].size)
+            try:
+                entries, provenance = await self._store_provenance(
+                    repo, file, subject, checked, reused
+                )
+            except FATAL_ERRORS:
+                raise
+            except OciPypiError as exc:
+                return self._file_failed(repo, selected, exc)
             self._record_done(repo, selected, size, reused[0].digest)
-            result = FileResult(repo, selected.version, file.filename, sha256, size, "skipped")
+            result = FileResult(
+                repo, selected.version, file.filename, sha256, size, "skipped", None, provenance
+            )
             self.observer.file_finished(result)
-            return result, reused
+            return result, entries
         if self.journal is not None:
             self.journal.record_file_pending(
                 repo, selected.version, file.filename, sha256, file.size
             )
         try:
             artifact, uploaded, size = await self._transfer(repo, selected)
+            entries, provenance = await self._store_provenance(
+                repo, file, artifact.manifest.descriptor, checked, artifact.entries
+            )
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:
-            log.warning("%s: %s", file.filename, exc)
-            if self.journal is not None:
-                self.journal.record_file_failed(
-                    repo, selected.version, file.filename, sha256, file.size, str(exc)
-                )
-            result = FileResult(
-                repo, selected.version, file.filename, sha256, file.size, "failed", str(exc)
-            )
-            self.observer.file_finished(result)
-            return result, None
+            return self._file_failed(repo, selected, exc)
         self._record_done(repo, selected, size, artifact.manifest.descriptor.digest)
         action: FileAction = "pushed" if uploaded else "skipped"
-        result = FileResult(repo, selected.version, file.filename, sha256, size, action)
+        result = FileResult(
+            repo, selected.version, file.filename, sha256, size, action, None, provenance
+        )
         self.observer.file_finished(result)
-        return result, artifact.entries
+        return result, entries
+
+    async def _store_provenance(
+        self,
+        repo: str,
+        file: DistributionFile,
+        subject: Descriptor,
+        checked: CheckedProvenance | None,
+        entries: tuple[Descriptor, ...],
+    ) -> tuple[tuple[Descriptor, ...], FileProvenance | None]:
+        """The file's entries, annotated once its provenance is stored as referrers."""
+        if checked is None:
+            return entries, FileProvenance("none") if self._provenance.active else None
+        return await self._provenance.store_referrers(
+            repo, file.filename, subject, checked, entries
+        )
+
+    def _file_failed(
+        self, repo: str, selected: SelectedFile, exc: OciPypiError
+    ) -> tuple[FileResult, None]:
+        file = selected.file
+        sha256 = file.sha256 or ""
+        log.warning("%s: %s", file.filename, exc)
+        if self.journal is not None:
+            self.journal.record_file_failed(
+                repo, selected.version, file.filename, sha256, file.size, str(exc)
+            )
+        result = FileResult(
+            repo, selected.version, file.filename, sha256, file.size, "failed", str(exc)
+        )
+        self.observer.file_finished(result)
+        return result, None
 
     def _record_done(self, repo: str, selected: SelectedFile, size: int, manifest: str) -> None:
         journal = self.journal
@@ -867,6 +923,19 @@ def _metadata_matches(metadata: CoreMetadata, selected: SelectedFile) -> bool:
     ) == normalize_version(selected.name.version)
 
 
+def _publisher_warnings(project: str, files: Sequence[FileResult]) -> tuple[ProjectWarning, ...]:
+    """A warning for each change of publisher from one version to the next."""
+    by_version: dict[str, set[str]] = {}
+    for result in files:
+        if result.provenance is not None:
+            by_version.setdefault(result.version, set()).update(result.provenance.publishers)
+    ordered = sorted(by_version.items(), key=lambda item: version_sort_key(item[0]))
+    changes = publisher_changes(project, ordered)
+    for change in changes:
+        log.warning("%s", change)
+    return tuple(ProjectWarning(project, str(change)) for change in changes)
+
+
 def _page_files(page: ProjectPage, project: str) -> dict[str, tuple[DistributionFile, FileName]]:
     files = {}
     for file in page.files:
@@ -901,6 +970,7 @@ def selection_key(requirements: Sequence[Requirement], options: SyncOptions) -> 
         "format": FORMAT_VERSION,
         "requirements": sorted(str(r) for r in requirements),
         **options.selection.key(),
+        **options.provenance.key(),
         "probe_metadata": options.probe_metadata,
         "prune": options.prune,
     }
@@ -925,6 +995,9 @@ def project_fingerprint(page: ProjectPage, options_key: str) -> str:
             f.size if f.size is not None else -1,
             [list(pair) for pair in (f.core_metadata.hashes if f.core_metadata else ())],
             f.core_metadata is not None,
+            # the provenance URL only when there is one, so pages without
+            # provenance keep the fingerprints recorded before it was read
+            *((f.provenance,) if f.provenance else ()),
         )
         for f in page.files
     )

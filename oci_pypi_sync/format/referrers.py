@@ -159,12 +159,13 @@ def parse_referrers_index(body: bytes) -> list[dict[str, Any]]:
 
 def merge_referrers(
     existing: Sequence[Mapping[str, Any]],
-    fresh: Iterable[Descriptor],
+    fresh: Iterable[Mapping[str, Any]],
     *,
     replaces: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """The entries of an updated referrers index: the fresh ones added, none twice.
+    """The entries of an updated referrers index: ``fresh`` ones added, none twice.
 
+    Entries are descriptors as JSON (:meth:`Referrer.descriptor` ``.to_json()``).
     Entries whose digest is in ``replaces`` are taken out (a superseded
     provenance artifact of ours); every other existing entry stays as it
     is, whoever wrote it. The result is sorted by artifactType and digest,
@@ -176,8 +177,8 @@ def merge_referrers(
         digest = str(entry["digest"])
         if digest not in dropped:
             merged.setdefault(digest, dict(entry))
-    for descriptor in fresh:
-        merged[descriptor.digest] = descriptor.to_json()
+    for entry in fresh:
+        merged[str(entry["digest"])] = dict(entry)
     return sorted(merged.values(), key=lambda e: (str(e.get("artifactType", "")), e["digest"]))
 
 

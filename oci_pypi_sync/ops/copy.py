@@ -5,9 +5,11 @@ Tools such as ``skopeo copy`` re-serialise what they copy and drop
 manifests and indexes as the exact bytes it read, so every digest is
 preserved. Per tag, children go first (blobs, then child manifests by
 digest, then the tag), so the destination never has a tag pointing at
-missing content. What the destination already holds is skipped (a tag at
-the same digest, a blob it has), so a rerun after an interruption copies
-only what is missing.
+missing content. A referrers fallback tag (``sha256-<hex>``) brings its
+subject along, and is merged with one the destination already has. What
+the destination already holds is skipped (a tag at the same digest, a
+blob it has), so a rerun after an interruption copies only what is
+missing.
 
 A tag that fails is recorded and the others go on; an unreachable
 destination or refused credentials stop the copy, since nothing else could
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
+from oci_pypi_sync.engine.referrers import update_referrers_tag
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import (
     AuthenticationError,
@@ -31,7 +34,7 @@ from oci_pypi_sync.errors import (
     RegistryUnreachableError,
     TargetError,
 )
-from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST
+from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, is_referrers_tag, parse_referrers_index
 from oci_pypi_sync.stores.protocols import Store, StoredManifest
 
 __all__ = [
@@ -150,6 +153,8 @@ class _Copier:
             )
             if current is not None and current.digest == source.digest:
                 return TagCopy(repo, tag, "unchanged", source.digest)
+            if is_referrers_tag(tag):
+                return await self.copy_referrers(repo, tag, source, current)
             await self.copy_children(repo, source, 0)
             media_type = _media_type(source)
             await self.step(
@@ -163,6 +168,36 @@ class _Copier:
         except OciPypiError as exc:
             log.warning("%s: %s", where, exc)
             return TagCopy(repo, tag, "failed", None, str(exc))
+
+    async def copy_referrers(
+        self, repo: str, tag: str, source: StoredManifest, current: StoredManifest | None
+    ) -> TagCopy:
+        """A referrers fallback tag: its subject first, then the referrers, then the tag.
+
+        A destination without the tag gets the source's bytes (the same
+        digest); one whose tag lists other referrers gets the union.
+        """
+        where = f"{repo}:{tag}"
+        subject = "sha256:" + tag.removeprefix("sha256-")
+        if await self.step(f"{where}: subject", lambda: self.src.has_manifest(repo, subject)):
+            await self.copy_manifest(repo, subject, 0)
+        await self.copy_children(repo, source, 0)
+        if current is None:
+            media_type = _media_type(source)
+            await self.step(
+                f"{where}: tag", lambda: self.dst.put_manifest(repo, tag, media_type, source.body)
+            )
+            self.totals.manifests_copied += 1
+            return TagCopy(repo, tag, "copied", source.digest)
+        try:
+            entries = parse_referrers_index(source.body)
+        except ValueError as exc:
+            raise TargetError(f"{self.src.display_name}: {where}: {exc}") from exc
+        digest = await self.step(
+            f"{where}: merge", lambda: update_referrers_tag(self.dst, repo, subject, entries)
+        )
+        self.totals.manifests_copied += 1
+        return TagCopy(repo, tag, "copied", digest)
 
     async def copy_children(self, repo: str, manifest: StoredManifest, depth: int) -> None:
         """Everything ``manifest`` references, stored in the destination before it."""

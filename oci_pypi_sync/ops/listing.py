@@ -18,6 +18,7 @@ from oci_pypi_sync.format import (
     OCI_INDEX,
     OCI_VERSION,
     TITLE,
+    is_referrers_tag,
     parse_release_index,
     tag_version,
 )
@@ -68,7 +69,8 @@ async def list_projects(store: Store) -> tuple[list[ProjectListing], str]:
     for repository in await store.list_repositories():
         if repository == CATALOG_REPOSITORY or canonicalize_name(repository) != repository:
             continue
-        projects.append(ProjectListing(repository, len(await store.list_tags(repository))))
+        tags = [t for t in await store.list_tags(repository) if not is_referrers_tag(t)]
+        projects.append(ProjectListing(repository, len(tags)))
     return projects, "repositories"
 
 
@@ -77,6 +79,8 @@ async def list_releases(store: Store, project: str) -> list[ReleaseListing]:
     repository = str(canonicalize_name(project))
     releases = []
     for tag in await store.list_tags(repository):
+        if is_referrers_tag(tag):  # lists a file's referrers, not a version
+            continue
         manifest = await store.get_manifest(repository, tag)
         if manifest is None or manifest.media_type != OCI_INDEX:
             continue

@@ -50,6 +50,7 @@ from oci_pypi_sync.format import (
     build_file_artifact,
     build_release_index,
     empty_config,
+    is_referrers_tag,
     normalize_version,
     parse_filename,
     version_tag,
@@ -180,8 +181,8 @@ class _Verifier:
             add("missing-manifest", _tagged_digest(self.store, repo, tag), "tag", "index")
             return found
         self.manifests_checked += 1
-        if "." in repo:
-            # Not a project: a catalog or another artifact. Structure only.
+        if "." in repo or is_referrers_tag(tag):
+            # Not a version: a catalog, another artifact, a file's referrers. Structure only.
             await self._check_tree(repo, tag, top, found, 0)
             return found
         problem, entries = release_index_problem(top, repo, tag)

@@ -142,22 +142,20 @@ class ProvenanceVerifier:
             if publisher not in publishers:
                 publishers.append(publisher)
             if not bundle.attestations:
-                raise ProvenanceError(
-                    f"{filename}: the provenance names {publisher} with no attestation"
-                )
+                raise ProvenanceError(f"the provenance names {publisher} with no attestation")
             for attestation in bundle.attestations:
                 number = len(verified) + 1
                 verified.append(
                     _verify_one(verifier, attestation, bundle.publisher, filename, sha256, number)
                 )
         if not verified:
-            raise ProvenanceError(f"{filename}: the provenance holds no attestation")
+            raise ProvenanceError("the provenance holds no attestation")
         refused = untrusted(publishers, trusted)
         if refused:
             pins = ", ".join(str(pin) for pin in trusted)
             raise ProvenanceError(
-                f"{filename}: published by {', '.join(str(p) for p in refused)}, "
-                f"not by the trusted publisher ({pins})"
+                f"the provenance names the publisher {', '.join(str(p) for p in refused)}, "
+                f"not the trusted publisher ({pins})"
             )
         return VerifiedProvenance(tuple(publishers), tuple(verified))
 
@@ -193,7 +191,8 @@ def parse_provenance(provenance: bytes, filename: str) -> Provenance:
         return Provenance.model_validate_json(provenance)
     except ValidationError as exc:
         raise ProvenanceError(
-            f"{filename}: not a PEP 740 provenance object ({_validation_summary(exc)})"
+            f"the provenance of {filename} is not a PEP 740 provenance object "
+            f"({_validation_summary(exc)})"
         ) from None
 
 
@@ -218,7 +217,7 @@ def _verify_one(
     sha256: str,
     number: int,
 ) -> VerifiedAttestation:
-    where = f"{filename}: attestation {number}"
+    where = f"provenance attestation {number}"
     try:
         bundle = attestation.to_bundle()
         claims = attestation.certificate_claims
@@ -315,7 +314,7 @@ def check_statement(
     tags, spelled as the filename spells them or not) with ``sha256``; its
     predicate type one PyPI accepts.
     """
-    where = where or filename
+    where = where or "the attestation"
     if payload_type != IN_TOTO_PAYLOAD:
         raise ProvenanceError(f"{where}: the payload is {payload_type}, not an in-toto statement")
     try:

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError, SizeMismatchError
-from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, REF_NAME, canonical_json
+from oci_pypi_sync.format import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    canonical_json,
+    is_referrers_tag,
+)
 from oci_pypi_sync.stores.protocols import StoredManifest
 
 LAYOUT_FILE = "oci-layout"
@@ -227,6 +233,10 @@ class LayoutStore:
             "size": len(body),
             "annotations": {REF_NAME: f"{repo}:{reference}"},
         }
+        # A referrers fallback tag's subject (a file's manifest, a child of a
+        # version index) is listed untagged too: ORAS resolves a digest in a
+        # layout only when index.json lists it, and then finds its referrers.
+        subject = self._referrers_subject(reference)
         async with self._index_lock:
             with self._locked():
                 index = self.read_index()
@@ -237,12 +247,31 @@ class LayoutStore:
                     if (entry.get("annotations") or {}).get(REF_NAME) != ref_name
                 ]
                 manifests.append(descriptor)
-                manifests.sort(key=lambda e: (e.get("annotations") or {}).get(REF_NAME, ""))
+                if subject is not None and not any(
+                    entry.get("digest") == subject["digest"] and not entry.get("annotations")
+                    for entry in manifests
+                ):
+                    manifests.append(subject)
+                manifests.sort(
+                    key=lambda e: ((e.get("annotations") or {}).get(REF_NAME, ""), e["digest"])
+                )
                 index["manifests"] = manifests
                 index.setdefault("schemaVersion", 2)
                 index.setdefault("mediaType", OCI_INDEX)
                 _atomic_write(self.path / INDEX_FILE, canonical_json(index), self._tmp_dir())
         return digest
+
+    def _referrers_subject(self, tag: str) -> dict[str, Any] | None:
+        """The untagged ``index.json`` entry of a fallback tag's subject, when it is stored."""
+        if not is_referrers_tag(tag):
+            return None
+        digest = "sha256:" + tag.removeprefix("sha256-")
+        try:
+            body = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        stored = checked_manifest(self.display_name, digest, body)
+        return {"mediaType": stored.media_type, "digest": digest, "size": len(body)}
 
     async def list_tags(self, repo: str) -> list[str]:
         return tags_of(self.tags(), repo)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,4 +101,21 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and locks."""
+        ...
+
+
+@runtime_checkable
+class ReferrersApi(Protocol):
+    """A store that may list referrers itself (a registry with the OCI 1.1 referrers API).
+
+    Stores without this capability (layouts, tars) find referrers only
+    through the ``sha256-<hex>`` fallback tag, which the writer keeps.
+    """
+
+    async def put_referrer(self, repo: str, digest: str, media_type: str, body: bytes) -> bool:
+        """Store a manifest that has a ``subject``, by digest.
+
+        ``True`` when the store lists it among its subject's referrers
+        itself, ``False`` when the fallback tag must list it.
+        """
         ...

@@ -534,6 +534,23 @@ class RegistryStore:
         raise await self._failure(response, "manifest", f"{name}@{digest}")
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        digest, _ = await self._put_manifest(repo, reference, media_type, body)
+        return digest
+
+    async def put_referrer(self, repo: str, digest: str, media_type: str, body: bytes) -> bool:
+        """Store a manifest with a ``subject`` by digest; whether the registry lists it itself.
+
+        A registry with the OCI 1.1 referrers API answers the ``PUT`` with
+        an ``OCI-Subject`` header naming the subject; without one the caller
+        keeps the referrers fallback tag.
+        """
+        _, response = await self._put_manifest(repo, digest, media_type, body)
+        subject = (json.loads(body).get("subject") or {}).get("digest")
+        return subject is not None and response.headers.get("OCI-Subject") == subject
+
+    async def _put_manifest(
+        self, repo: str, reference: str, media_type: str, body: bytes
+    ) -> tuple[str, httpx.Response]:
         name = repository_name(self.prefix, repo)
         target = format_target(name, reference)
         digest = compute_digest("sha256", body)
@@ -556,7 +573,7 @@ class RegistryStore:
                 f"expected {digest}",
                 status=response.status_code,
             )
-        return digest
+        return digest, response
 
     # --- plumbing ---
 
