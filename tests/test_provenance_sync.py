@@ -1,0 +1,407 @@
+"""Sync with PEP 740 provenance: real files and their real provenance, into a registry and a layout.
+
+A local index replays the files and provenance objects of
+``tests/data/provenance`` (PEP 691 and the Integrity API). What the sync
+leaves is read back independently: tags and manifests over the
+distribution API, ``index.json`` and blobs hashed from disk, and
+``oras discover`` when ``../shared/bin/oras`` is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cli_helpers import cli_env, get_manifest, run_cli, tags
+from fixture_index import FixtureFile, FixtureIndex, make_sdist, serve_index
+from packaging.requirements import Requirement
+from provenance_data import (
+    Attested,
+    flipped_signature,
+    github_sdist,
+    gitlab_sdist,
+    google_sdist,
+    grown_github_provenance,
+)
+from registry_server import RegistryServer, running_registry
+
+from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.run import SyncOptions, sync
+from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.ops.copy import copy
+from oci_pypi_sync.provenance.policy import ProvenanceOptions
+from oci_pypi_sync.provenance.publishers import parse_pins
+from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.tarball import open_tar_store
+from oci_pypi_sync.stores.targets import open_store, parse_target
+
+pytestmark = pytest.mark.registry
+
+ORAS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "bin" / "oras"
+
+
+def oras_binary() -> str | None:
+    for candidate in (os.environ.get("OCI_PYPI_ORAS"), str(ORAS), "/work/shared/bin/oras"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("oras")
+
+
+def served(attested: Attested, provenance: bytes | None = None) -> FixtureFile:
+    return FixtureFile(
+        attested.filename,
+        attested.data,
+        provenance=attested.provenance if provenance is None else provenance,
+    )
+
+
+@pytest.fixture
+def index() -> Iterator[FixtureIndex]:
+    fixture = FixtureIndex()
+    fixture.add("pypi-attestations", served(github_sdist()))
+    fixture.add("gcb-attestation-test", served(google_sdist()))
+    fixture.add("gitlab-oidc-project", served(gitlab_sdist()))
+    fixture.add("plain", make_sdist("plain", "1.0"))
+    with serve_index(fixture):
+        yield fixture
+
+
+async def run_sync(index: FixtureIndex, store: Store, *projects: str, **provenance: Any) -> Any:
+    options = SyncOptions(provenance=ProvenanceOptions(**provenance))
+    async with IndexClient(index.url) as client:
+        return await sync([Requirement(p) for p in projects], client, store, options)
+
+
+def entry_of(index_body: bytes, filename: str) -> dict[str, Any]:
+    entries = json.loads(index_body)["manifests"]
+    found: dict[str, Any] = next(e for e in entries if e["annotations"][fmt.TITLE] == filename)
+    return found
+
+
+def registry_blob(registry: RegistryServer, name: str, digest: str) -> bytes:
+    response = httpx.get(f"{registry.url}/v2/{name}/blobs/{digest}", timeout=10)
+    response.raise_for_status()
+    assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
+    return response.content
+
+
+def oras_discover(*args: str) -> dict[str, Any]:
+    oras = oras_binary()
+    if oras is None:
+        pytest.skip("oras is not installed (../shared/bin/oras)")
+    result = subprocess.run(
+        [oras, "discover", "--format", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def discovered_types(document: dict[str, Any]) -> list[str]:
+    return sorted(
+        r["artifactType"] for r in document.get("referrers") or document.get("manifests") or []
+    )
+
+
+# --- into a registry ---------------------------------------------------------------
+
+
+async def test_provenance_lands_in_the_registry_as_referrers(
+    index: FixtureIndex, registry: RegistryServer
+) -> None:
+    store = open_store(parse_target(f"{registry.host}/prov-a"))
+    try:
+        report = await run_sync(
+            index, store, "pypi-attestations", "gcb-attestation-test", "gitlab-oidc-project"
+        )
+    finally:
+        await store.aclose()
+    assert not report.failed, report
+    by_file = {f.filename: f.provenance for f in report.files}
+    assert by_file["pypi_attestations-0.0.19.tar.gz"].publishers == (
+        "github:trailofbits/pypi-attestations@release.yml",
+    )
+    assert by_file["gcb_attestation_test-0.0.0.tar.gz"].publishers == (
+        "google:919436158236-compute@developer.gserviceaccount.com",
+    )
+    assert by_file["gitlab_oidc_project-0.0.3.tar.gz"].status == "stored"
+    assert index.provenance_requests[0].startswith("application/vnd.pypi.integrity.v1+json")
+
+    attested = github_sdist()
+    name = "prov-a/pypi-attestations"
+    _, release = get_manifest(registry.url, name, "0.0.19")
+    entry = entry_of(release, attested.filename)
+    subject = entry["digest"]
+    fallback = fmt.referrers_tag(subject)
+    assert tags(registry.url, name) == ["0.0.19", fallback]
+    _, referrers_body = get_manifest(registry.url, name, fallback)
+    referrers = json.loads(referrers_body)["manifests"]
+    assert sorted(r["artifactType"] for r in referrers) == [
+        fmt.SIGSTORE_BUNDLE,
+        fmt.PROVENANCE_ARTIFACT,
+    ]
+    provenance_entry = next(r for r in referrers if r["artifactType"] == fmt.PROVENANCE_ARTIFACT)
+    assert entry["annotations"][fmt.A_PROVENANCE] == provenance_entry["digest"]
+    _, manifest_body = get_manifest(registry.url, name, provenance_entry["digest"])
+    manifest = json.loads(manifest_body)
+    assert manifest["subject"]["digest"] == subject
+    stored = registry_blob(registry, name, manifest["layers"][0]["digest"])
+    assert stored == attested.provenance  # byte for byte as the index served it
+    assert entry["annotations"][fmt.A_PROVENANCE_SHA256] == hashlib.sha256(stored).hexdigest()
+    bundle_entry = next(r for r in referrers if r["artifactType"] == fmt.SIGSTORE_BUNDLE)
+    assert bundle_entry["annotations"]["dev.sigstore.bundle.predicateType"] == (
+        "https://docs.pypi.org/attestations/publish/v1"
+    )
+
+    discovered = oras_discover("--plain-http", f"{registry.host}/{name}@{subject}")
+    assert discovered_types(discovered) == [fmt.SIGSTORE_BUNDLE, fmt.PROVENANCE_ARTIFACT]
+
+
+async def test_a_layout_holds_the_same_referrers_and_oras_finds_them(
+    index: FixtureIndex, registry: RegistryServer, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "layout")
+    report = await run_sync(index, layout, "pypi-attestations")
+    assert not report.failed
+    registry_store = open_store(parse_target(f"{registry.host}/prov-b"))
+    try:
+        registry_report = await run_sync(index, registry_store, "pypi-attestations")
+    finally:
+        await registry_store.aclose()
+    assert [r.digest for r in report.releases] == [r.digest for r in registry_report.releases]
+
+    refs = layout.tags()
+    release = layout.blob_path(refs["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    subject = entry_of(release, github_sdist().filename)["digest"]
+    fallback = refs[f"pypi-attestations:{fmt.referrers_tag(subject)}"]
+    _, registry_fallback = get_manifest(
+        registry.url, "prov-b/pypi-attestations", fmt.referrers_tag(subject)
+    )
+    # the same digests in a layout as in a registry
+    assert fallback["digest"] == "sha256:" + hashlib.sha256(registry_fallback).hexdigest()
+    for entry in json.loads(layout.blob_path(fallback["digest"]).read_bytes())["manifests"]:
+        body = layout.blob_path(entry["digest"]).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == entry["digest"].removeprefix("sha256:")
+    listed = [e for e in layout.read_index()["manifests"] if e["digest"] == subject]
+    assert listed  # the subject, untagged, for ORAS to resolve
+    assert not listed[0].get("annotations")
+
+    discovered = oras_discover("--oci-layout", f"{tmp_path / 'layout'}@{subject}")
+    assert discovered_types(discovered) == [fmt.SIGSTORE_BUNDLE, fmt.PROVENANCE_ARTIFACT]
+
+
+async def test_a_file_without_provenance_is_mirrored_under_mirror_but_not_require(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    mirror = await run_sync(index, LayoutStore(tmp_path / "m"), "plain")
+    assert not mirror.failed
+    assert mirror.files[0].provenance is not None
+    assert mirror.files[0].provenance.status == "none"
+
+    layout = LayoutStore(tmp_path / "r")
+    required = await run_sync(index, layout, "plain", "pypi-attestations", policy="require")
+    outcome = {f.filename: f for f in required.files}
+    assert outcome["plain-1.0.tar.gz"].action == "failed"
+    assert "serves no provenance" in (outcome["plain-1.0.tar.gz"].error or "")
+    assert outcome["pypi_attestations-0.0.19.tar.gz"].action == "pushed"
+    assert "plain:1.0" not in layout.tags()
+    assert "pypi-attestations:0.0.19" in layout.tags()
+
+    asked = len(index.provenance_requests)
+    ignored = await run_sync(
+        index, LayoutStore(tmp_path / "i"), "pypi-attestations", policy="ignore"
+    )
+    assert ignored.files[0].provenance is None
+    assert len(index.provenance_requests) == asked  # not even fetched
+
+
+@pytest.mark.parametrize(
+    ("variant", "error"),
+    [
+        ("tampered", "does not verify"),
+        ("other-digest", "is about 'gcb_attestation_test-0.0.0.tar.gz'"),
+        ("wrong-pin", "not the trusted publisher"),
+    ],
+)
+async def test_a_file_whose_provenance_fails_is_not_mirrored(
+    variant: str, error: str, tmp_path: Path
+) -> None:
+    attested = github_sdist()
+    provenance = {
+        "tampered": flipped_signature(attested.provenance),
+        "other-digest": google_sdist().provenance,
+        "wrong-pin": attested.provenance,
+    }[variant]
+    fixture = FixtureIndex()
+    fixture.add("pypi-attestations", served(attested, provenance))
+    pins = parse_pins(
+        ["pypi-attestations=github:pypa/sampleproject"] if variant == "wrong-pin" else []
+    )
+    layout = LayoutStore(tmp_path / "layout")
+    with serve_index(fixture):
+        report = await run_sync(fixture, layout, "pypi-attestations", trusted=pins)
+    (result,) = report.files
+    assert result.action == "failed"
+    assert error in (result.error or "")
+    assert layout.tags() == {}  # nothing of it was written
+    assert not (tmp_path / "layout" / "blobs" / "sha256" / attested.sha256).exists()
+
+
+async def test_provenance_that_grows_is_picked_up_and_unchanged_provenance_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    attested = github_sdist()
+    fixture = FixtureIndex()
+    fixture.add("pypi-attestations", served(attested))
+    layout = LayoutStore(tmp_path / "layout")
+    with serve_index(fixture):
+        first = await run_sync(fixture, layout, "pypi-attestations")
+        assert first.files[0].provenance is not None
+        assert first.files[0].provenance.attestations == 1
+        before = layout.read_index()
+
+        again = await run_sync(fixture, layout, "pypi-attestations")
+        assert again.files[0].provenance is not None
+        assert again.files[0].provenance.status == "unchanged"
+        assert [r.action for r in again.releases] == ["unchanged"]
+        assert layout.read_index() == before
+
+        fixture.projects["pypi-attestations"][0].provenance = grown_github_provenance()
+        grown = await run_sync(fixture, layout, "pypi-attestations")
+    result = grown.files[0]
+    assert result.provenance is not None
+    assert (result.provenance.status, result.provenance.attestations) == ("stored", 2)
+    assert [r.action for r in grown.releases] == ["pushed"]
+    refs = layout.tags()
+    release = layout.blob_path(refs["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    entry = entry_of(release, attested.filename)
+    fallback = refs[f"pypi-attestations:{fmt.referrers_tag(entry['digest'])}"]
+    listed = json.loads(layout.blob_path(fallback["digest"]).read_bytes())["manifests"]
+    provenance = [e for e in listed if e["artifactType"] == fmt.PROVENANCE_ARTIFACT]
+    bundles = [e for e in listed if e["artifactType"] == fmt.SIGSTORE_BUNDLE]
+    assert [e["digest"] for e in provenance] == [entry["annotations"][fmt.A_PROVENANCE]]
+    assert len(bundles) == 2  # the first attestation's bundle, unchanged, and the new one
+    predicates = sorted(b["annotations"]["dev.sigstore.bundle.predicateType"] for b in bundles)
+    assert predicates == [
+        "https://docs.pypi.org/attestations/publish/v1",
+        "https://slsa.dev/provenance/v1",
+    ]
+
+
+async def test_referrers_survive_copy_through_a_tar_into_a_fresh_registry(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "layout")
+    report = await run_sync(index, layout, "pypi-attestations", "gcb-attestation-test")
+    assert not report.failed
+    tar_path = tmp_path / "mirror.tar"
+    tar = open_tar_store(tar_path, writable=True)
+    copied = await copy(layout, tar)
+    await tar.aclose()
+    assert not copied.failed
+    source_tags = {ref: entry["digest"] for ref, entry in layout.tags().items()}
+
+    with running_registry(tmp_path / "fresh") as fresh:
+        destination = open_store(parse_target(f"{fresh.host}/air"))
+        source = open_tar_store(tar_path, writable=False)
+        try:
+            result = await copy(source, destination)
+        finally:
+            await destination.aclose()
+        assert not result.failed, result
+        for ref, digest in source_tags.items():
+            repo, _, tag = ref.rpartition(":")
+            assert get_manifest(fresh.url, f"air/{repo}", tag)[0] == digest
+        release = layout.blob_path(source_tags["pypi-attestations:0.0.19"]).read_bytes()
+        subject = entry_of(release, github_sdist().filename)["digest"]
+        _, fallback = get_manifest(fresh.url, "air/pypi-attestations", fmt.referrers_tag(subject))
+        for entry in json.loads(fallback)["manifests"]:
+            digest, body = get_manifest(fresh.url, "air/pypi-attestations", entry["digest"])
+            assert json.loads(body)["subject"]["digest"] == subject
+        discovered = oras_discover("--plain-http", f"{fresh.host}/air/pypi-attestations@{subject}")
+        assert discovered_types(discovered) == [fmt.SIGSTORE_BUNDLE, fmt.PROVENANCE_ARTIFACT]
+
+
+async def test_copy_merges_a_fallback_tag_the_destination_already_has(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    grown = LayoutStore(tmp_path / "grown")
+    fixture = FixtureIndex()
+    fixture.add("pypi-attestations", served(github_sdist(), grown_github_provenance()))
+    with serve_index(fixture):
+        await run_sync(fixture, grown, "pypi-attestations")
+    first = LayoutStore(tmp_path / "first")
+    await run_sync(index, first, "pypi-attestations")
+    # the destination holds the first provenance; the source the grown one
+    result = await copy(grown, first)
+    assert not result.failed
+    (tag,) = [t for t in await first.list_tags("pypi-attestations") if fmt.is_referrers_tag(t)]
+    merged = await first.get_manifest("pypi-attestations", tag)
+    assert merged is not None
+    listed = {e["digest"] for e in json.loads(merged.body)["manifests"]}
+    grown_listed = await grown.get_manifest("pypi-attestations", tag)
+    assert grown_listed is not None
+    assert {e["digest"] for e in json.loads(grown_listed.body)["manifests"]} <= listed
+
+
+def test_the_cli_reports_provenance_and_refuses_under_require(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "home")
+    layout = tmp_path / "layout"
+    result = run_cli(
+        [
+            "sync",
+            "pypi-attestations",
+            "plain",
+            "--index-url",
+            index.url,
+            "--to",
+            f"oci:{layout}",
+            "--provenance",
+            "require",
+            "--trusted-publisher",
+            "pypi-attestations=github:trailofbits/pypi-attestations@release.yml",
+            "--json",
+        ],
+        env,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.describe()
+    files = {f["filename"]: f for f in result.json()["files"]}
+    assert files["pypi_attestations-0.0.19.tar.gz"]["provenance"] == {
+        "status": "stored",
+        "publishers": ["github:trailofbits/pypi-attestations@release.yml"],
+        "attestations": 1,
+    }
+    assert files["plain-1.0.tar.gz"]["action"] == "failed"
+    assert "error: plain-1.0.tar.gz: the index serves no provenance" in result.stderr
+
+    bad = run_cli(
+        [
+            "sync",
+            "plain",
+            "--index-url",
+            index.url,
+            "--to",
+            f"oci:{layout}",
+            "--trusted-publisher",
+            "plain",
+        ],
+        env,
+    )
+    assert bad.returncode == 2
+    assert "PROJECT=PUBLISHER" in bad.stderr
