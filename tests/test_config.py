@@ -47,6 +47,9 @@ def test_full_example_loads_with_paths_relative_to_the_file() -> None:
         prune=True,
         retries=6,
         timeout=30.0,
+        provenance="require",
+        trusted_publisher=("numpy=github:numpy/numpy",),
+        trusted_root=base / "trust" / "trusted_root.json",
     )
 
 
@@ -238,3 +241,30 @@ def test_selection_options_from_settings() -> None:
     assert options.latest == 2
     assert options.deny == ("re:.*-dev",)
     assert options.hashes == digests
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ({"provenance": "always"}, "'always' is not one of ignore, mirror, require"),
+        ({"trusted_publisher": ("numpy",)}, "PROJECT=PUBLISHER"),
+        ({"trusted_publisher": ("numpy=svn:numpy",)}, "KIND:IDENTITY"),
+        (
+            {"provenance": "ignore", "trusted_publisher": ("numpy=github:numpy/numpy",)},
+            "need --provenance mirror or require",
+        ),
+    ],
+)
+def test_provenance_settings_are_checked(cli: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        merge_settings(cli, {}, None)
+
+
+def test_trusted_publishers_come_from_the_environment_as_a_list() -> None:
+    settings = merge_settings(
+        {},
+        {"OCI_PYPI_TRUSTED_PUBLISHER": "a=github:o/a, b=google:ci@p.iam.gserviceaccount.com"},
+        None,
+    )
+    assert settings.trusted_publisher == ("a=github:o/a", "b=google:ci@p.iam.gserviceaccount.com")
+    assert settings.provenance == "mirror"

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cli_helpers import cli_env, get_manifest, run_cli, tags
+from cli_helpers import cli_command, cli_env, get_manifest, run_cli, tags
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, serve_index
 from packaging.requirements import Requirement
 from provenance_data import (
@@ -30,6 +30,7 @@ from provenance_data import (
     gitlab_sdist,
     google_sdist,
     grown_github_provenance,
+    sigstore_root,
 )
 from registry_server import RegistryServer, running_registry
 
@@ -405,3 +406,196 @@ def test_the_cli_reports_provenance_and_refuses_under_require(
     )
     assert bad.returncode == 2
     assert "PROJECT=PUBLISHER" in bad.stderr
+
+
+# --- verify --provenance, offline -------------------------------------------------------
+
+
+def offline_command() -> list[str] | None:
+    """A prefix that runs a command with no network at all (a fresh network namespace)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False, timeout=30)
+    return [unshare, "-n"] if probe.returncode == 0 else None
+
+
+async def test_verify_provenance_passes_offline_and_reports_publishers(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    prefix = offline_command()
+    if prefix is None:
+        pytest.skip("unshare -n is not available here: cannot take the network away")
+    layout = tmp_path / "layout"
+    report = await run_sync(
+        index, LayoutStore(layout), "pypi-attestations", "gcb-attestation-test", "plain"
+    )
+    assert not report.failed
+    env = cli_env(tmp_path / "home")
+    command = [*prefix, *cli_command("verify", f"oci:{layout}", "--provenance", "--json")]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    provenance = document["provenance"]
+    assert provenance["ok"] is True
+    assert provenance["files_verified"] == 2
+    assert provenance["attestations_verified"] == 2
+    assert provenance["bundles_checked"] == 2
+    assert provenance["publishers"] == {
+        "gcb-attestation-test": ["google:919436158236-compute@developer.gserviceaccount.com"],
+        "pypi-attestations": ["github:trailofbits/pypi-attestations@release.yml"],
+    }
+    assert [f["filename"] for f in provenance["without_provenance"]] == ["plain-1.0.tar.gz"]
+    # and the same with a trusted root brought across the air gap
+    root = str(shutil.copy(sigstore_root("production"), tmp_path / "trusted_root.json"))
+    pinned = subprocess.run(
+        [*prefix, *cli_command("verify", f"oci:{layout}", "--provenance", "--trusted-root", root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert "publishers pypi-attestations: github:trailofbits/pypi-attestations@release.yml" in (
+        pinned.stdout
+    )
+
+
+async def test_verify_provenance_fails_for_a_wrong_pin_or_root_and_a_pinned_file_without(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    await run_sync(index, LayoutStore(layout), "pypi-attestations", "plain")
+    env = cli_env(tmp_path / "home")
+    pinned = run_cli(
+        [
+            "verify",
+            f"oci:{layout}",
+            "--provenance",
+            "--trusted-publisher",
+            "pypi-attestations=github:pypa/sampleproject",
+            "--trusted-publisher",
+            "plain=github:example/plain",
+        ],
+        env,
+        timeout=120,
+    )
+    assert pinned.returncode == 1, pinned.describe()
+    assert (
+        "provenance failed pypi-attestations 0.0.19: pypi_attestations-0.0.19.tar.gz: "
+        "the provenance names the publisher github:trailofbits/pypi-attestations@release.yml"
+    ) in pinned.stdout
+    assert "provenance failed plain 1.0: plain-1.0.tar.gz: no provenance" in pinned.stdout
+    staging = run_cli(
+        [
+            "verify",
+            f"oci:{layout}",
+            "--provenance",
+            "--trusted-root",
+            str(sigstore_root("staging")),
+        ],
+        env,
+        timeout=120,
+    )
+    assert staging.returncode == 1, staging.describe()
+    assert "does not verify" in staging.stdout
+
+
+async def test_verify_provenance_refuses_a_bundle_that_is_not_an_attestation_of_the_file(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = LayoutStore(tmp_path / "layout")
+    await run_sync(index, layout, "pypi-attestations", "gcb-attestation-test")
+    release = layout.blob_path(layout.tags()["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    subject = entry_of(release, github_sdist().filename)["digest"]
+    # another file's real bundle, attached to this file's manifest with oras's conventions
+    other = layout.tags()["gcb-attestation-test:0.0.0"]["digest"]
+    other_subject = json.loads(layout.blob_path(other).read_bytes())["manifests"][0]["digest"]
+    listing = await layout.get_manifest("gcb-attestation-test", fmt.referrers_tag(other_subject))
+    assert listing is not None
+    bundle_entry = next(
+        e for e in json.loads(listing.body)["manifests"] if e["artifactType"] == fmt.SIGSTORE_BUNDLE
+    )
+    bundle_manifest = json.loads(layout.blob_path(bundle_entry["digest"]).read_bytes())
+    bundle_layer = fmt.Descriptor.from_json(bundle_manifest["layers"][0])
+    bundle = layout.blob_path(bundle_layer.digest).read_bytes()
+    subject_descriptor = fmt.Descriptor(fmt.OCI_MANIFEST, subject, 0)
+    stray = fmt.bundle_referrer(subject_descriptor, "x", bundle, "https://slsa.dev/provenance/v1")
+    from oci_pypi_sync.engine.referrers import attach_referrers
+
+    await attach_referrers(layout, "pypi-attestations", subject, [stray])
+    from oci_pypi_sync.ops.provenance import verify_provenance
+
+    audit = await verify_provenance(layout)
+    assert not audit.ok
+    (failure,) = audit.failures
+    assert failure.filename == github_sdist().filename
+    assert "is not one of the provenance's attestations" in failure.detail
+
+
+# --- serve: the Integrity API over the mirror -------------------------------------------
+
+
+async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    from oci_pypi_sync.index.pep691 import parse_json_page
+    from oci_pypi_sync.serve.app import create_app
+
+    layout = LayoutStore(tmp_path / "layout")
+    await run_sync(index, layout, "pypi-attestations", "plain")
+    attested = github_sdist()
+    app = create_app(LayoutStore(tmp_path / "layout", create=False))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mirror.test") as http:
+        json_page = await http.get(
+            "/simple/pypi-attestations/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        page = parse_json_page(json_page.content, str(json_page.url))
+        assert page.api_version == "1.3"
+        (file,) = page.files
+        expected = (
+            "http://mirror.test/integrity/pypi-attestations/0.0.19/"
+            "pypi_attestations-0.0.19.tar.gz/provenance"
+        )
+        assert file.provenance == expected
+        html = await http.get("/simple/pypi-attestations/")
+        assert f'data-provenance="{expected}"' in html.text
+
+        answer = await http.get(
+            expected, headers={"Accept": "application/vnd.pypi.integrity.v1+json"}
+        )
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/vnd.pypi.integrity.v1+json"
+        assert answer.content == attested.provenance  # the same object, byte for byte
+        again = await http.get(expected, headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304
+
+        plain = await http.get("/simple/plain/?format=json")
+        assert plain.json()["files"][0]["provenance"] is None
+        missing = await http.get("/integrity/plain/1.0/plain-1.0.tar.gz/provenance")
+        assert missing.status_code == 404
+        assert missing.json() == {"message": "No provenance available for plain-1.0.tar.gz"}
+        wrong_version = await http.get(expected.replace("/0.0.19/", "/0.0.18/"))
+        assert wrong_version.status_code == 404
+        refused = await http.get(expected, headers={"Accept": "text/html"})
+        assert refused.status_code == 406
+
+    # A mirror of the mirror: its pages and Integrity API are read and verified like the index's.
+    served_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    second = LayoutStore(tmp_path / "second")
+    async with IndexClient("http://mirror.test/simple/", http=served_client) as client:
+        report = await sync([Requirement("pypi-attestations")], client, second)
+    await served_client.aclose()
+    assert not report.failed
+    assert report.files[0].provenance is not None
+    assert report.files[0].provenance.status == "stored"
+
+    def project_tags(store: LayoutStore) -> dict[str, Any]:
+        return {r: e for r, e in store.tags().items() if r.startswith("pypi-attestations:")}
+
+    # the same version index and the same referrers: the same digests
+    assert project_tags(second) == project_tags(layout)

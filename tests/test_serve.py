@@ -156,7 +156,7 @@ async def test_json_page_lists_every_file_as_the_source_index_did(
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON_V1
     page = parse_json_page(response.content, str(response.url))
-    assert page.api_version == "1.1"
+    assert page.api_version == "1.3"
     assert page.name == NAME
     served, source = by_name(page), by_name(mirror.source)
     assert sorted(served) == sorted(source)
@@ -187,7 +187,7 @@ async def test_html_page_carries_hashes_yanks_and_metadata(
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     page = parse_html_page(response.content, str(response.url), NAME)
-    assert page.api_version == "1.1"
+    assert page.api_version == "1.3"
     served, source = by_name(page), by_name(mirror.source)
     assert sorted(served) == sorted(source)
     for filename, original in source.items():
@@ -223,7 +223,7 @@ async def test_project_list_skips_repositories_that_are_not_projects(
     assert html_page.headers["content-type"] == "text/html; charset=utf-8"
     assert '<a href="demo-pkg/">demo-pkg</a>' in html_page.text
     assert json_page.json() == {
-        "meta": {"api-version": "1.1"},
+        "meta": {"api-version": "1.3"},
         "projects": [{"name": "demo-pkg"}, {"name": "other-project"}],
     }
     # A repository that cannot be a project (a dot in its name) is not listed.

@@ -25,6 +25,26 @@ from oci_pypi_sync.errors import UsageError
 @click.argument("target", metavar="TARGET", required=False)
 @click.option("--repair", is_flag=True, help="Re-fetch what is missing or wrong from the index.")
 @click.option("--deep", is_flag=True, help="Read back and hash every blob (registries too).")
+@click.option(
+    "--provenance",
+    "check_provenance",
+    is_flag=True,
+    help="Also verify every stored PEP 740 attestation again, offline, against the file's blob.",
+)
+@click.option(
+    "--trusted-root",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A Sigstore trusted_root.json for --provenance (default: the sigstore package's).",
+)
+@click.option(
+    "--trusted-publisher",
+    "trusted_publishers",
+    multiple=True,
+    metavar="PROJECT=PUBLISHER",
+    help="With --provenance: PROJECT's files must be attested by this publisher; repeatable.",
+)
 @index_url_option
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
@@ -34,6 +54,9 @@ def verify(
     target: str | None,
     repair: bool,
     deep: bool,
+    check_provenance: bool,
+    trusted_root: str | None,
+    trusted_publishers: tuple[str, ...],
     index_url: str | None,
     plain_http: bool,
     as_json: bool,
@@ -46,18 +69,25 @@ def verify(
 ) -> None:
     """Check that every tag's index, manifest and blob is present with the right digest and size.
 
+    With --provenance, every stored PEP 740 provenance object is verified
+    again with no network, against the digest of the file's blob, and the
+    report lists files without provenance and the publishers per project.
     Exits 0 when the mirror is sound (or was fully repaired), 1 otherwise.
 
     \b
     Examples:
       oci-pypi verify                            # ./oci-pypi-mirror
       oci-pypi verify registry.example.com/pypi --repair
+      oci-pypi verify oci:/srv/mirror --provenance --trusted-root trusted_root.json
     """
     import json
+    from pathlib import Path
 
     from oci_pypi_sync.index.location import resolve_index_url
+    from oci_pypi_sync.ops.provenance import verify_provenance
     from oci_pypi_sync.ops.verify import repair as run_repair
     from oci_pypi_sync.ops.verify import verify as run_verify
+    from oci_pypi_sync.provenance.publishers import parse_pins
 
     configure_logging(verbose)
     access = target_access(
@@ -65,8 +95,11 @@ def verify(
     )
     try:
         location = resolve_index_url(index_url) if repair else None
+        pins = parse_pins(trusted_publishers)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    if (trusted_root or trusted_publishers) and not check_provenance:
+        raise click.UsageError("--trusted-root and --trusted-publisher go with --provenance")
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
@@ -79,11 +112,16 @@ def verify(
                 async with IndexClient(location.url) as index:
                     mended = await run_repair(store, report, index)
                 report = await run_verify(store, deep=deep)
-            return report, mended
+            audit = None
+            if check_provenance:
+                root = Path(trusted_root) if trusted_root else None
+                audit = await verify_provenance(store, trusted_root=root, pins=pins)
+            return report, mended, audit
         finally:
             await store.aclose()
 
-    report, mended = run(go)
+    report, mended, audit = run(go)
+    ok = report.ok and (audit is None or audit.ok)
     if as_json:
         document = {
             "target": report.target,
@@ -95,6 +133,19 @@ def verify(
             "repaired": [asdict(a) for a in mended.repaired] if mended else [],
             "unrepaired": [asdict(a) for a in mended.unrepaired] if mended else [],
         }
+        if audit is not None:
+            document["ok"] = ok
+            document["provenance"] = {
+                "ok": audit.ok,
+                "files_checked": audit.files_checked,
+                "files_verified": audit.files_verified,
+                "attestations_verified": audit.attestations_verified,
+                "bundles_checked": audit.bundles_checked,
+                "failures": [asdict(f) for f in audit.failures],
+                "without_provenance": [asdict(f) for f in audit.without],
+                "publishers": {name: list(found) for name, found in audit.publishers.items()},
+                "publisher_changes": [str(change) for change in audit.changes],
+            }
         click.echo(json.dumps(document, indent=2))
     else:
         if mended is not None:
@@ -110,4 +161,25 @@ def verify(
             + ("sound" if report.ok else f"{len(report.findings)} findings"),
             err=True,
         )
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILURES)
+        if audit is not None:
+            for project, found in audit.publishers.items():
+                click.echo(f"publishers {project}: {', '.join(found)}")
+            for missing in audit.without:
+                click.echo(
+                    f"no provenance {missing.repository} {missing.version}: {missing.filename}"
+                )
+            for failure in audit.failures:
+                click.echo(
+                    f"provenance failed {failure.repository} {failure.version}: "
+                    f"{failure.filename}: {failure.detail}"
+                )
+            for change in audit.changes:
+                click.echo(f"warning: {change}", err=True)
+            click.echo(
+                f"{audit.target}: provenance of {audit.files_verified} of {audit.files_checked} "
+                f"files verified ({audit.attestations_verified} attestations, "
+                f"{audit.bundles_checked} Sigstore bundles), {len(audit.without)} without, "
+                f"{len(audit.failures)} failed",
+                err=True,
+            )
+    sys.exit(EXIT_OK if ok else EXIT_FAILURES)

@@ -9,7 +9,9 @@ URLs (all below the application's root path):
   blob, with ``Range`` support; the digest in the path makes the URL
   immutable and the filename is the last segment, as installers want;
 - ``/files/<project>/<sha256>/<filename>.metadata``: its core metadata
-  (PEP 658/714).
+  (PEP 658/714);
+- ``/integrity/<project>/<version>/<filename>/provenance``: its PEP 740
+  provenance object, as stored (the Integrity API).
 
 Reads go through :class:`~oci_pypi_sync.serve.view.MirrorView`, which
 caches; rendered pages are cached too, by the content they show.
@@ -26,7 +28,13 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +53,7 @@ access_logger = logging.getLogger("oci_pypi_sync.serve.access")
 PAGE_CACHE_CONTROL = "public, max-age=60"
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 METADATA_SUFFIX = ".metadata"
+INTEGRITY_TYPE = fmt.INTEGRITY_LAYER
 _RENDERED_PAGES = 1024
 _STORE_ERRORS = (TargetError, DigestMismatchError, SizeMismatchError, OSError)
 
@@ -116,7 +125,7 @@ class SimpleRepository:
 
     def __init__(self, view: MirrorView) -> None:
         self.view = view
-        self._rendered: Lru[tuple[str, str, str], tuple[bytes, str]] = Lru(_RENDERED_PAGES)
+        self._rendered: Lru[tuple[str, str, str, str], tuple[bytes, str]] = Lru(_RENDERED_PAGES)
 
     async def index(self, request: Request) -> Response:
         chosen = _negotiate(request)
@@ -140,10 +149,11 @@ class SimpleRepository:
         project = await self.view.project(name)
         if project is None:
             return PlainTextResponse(f"no project {name!r} in this mirror\n", status_code=404)
-        key = (name, chosen.content_type, project.key)
+        base_url = str(request.base_url)
+        key = (name, chosen.content_type, project.key, base_url)
         rendered = self._rendered.get(key)
         if rendered is None:
-            body = pages.render_project(project, chosen.format)
+            body = pages.render_project(project, chosen.format, base_url)
             rendered = (body, fmt.sha256_digest(body))
             self._rendered.put(key, rendered)
         return _page(request, rendered[0], chosen, rendered[1])
@@ -162,6 +172,37 @@ class SimpleRepository:
                 if data is not None:
                     return _metadata_response(request, file, data)
         return PlainTextResponse("not found\n", status_code=404)
+
+    async def provenance(self, request: Request) -> Response:
+        """The PEP 740 Integrity API: a file's provenance object as the mirror stores it."""
+        project = str(request.path_params["project"])
+        version = str(request.path_params["version"])
+        filename = str(request.path_params["filename"])
+        if not _integrity_acceptable(request.headers.get("accept")):
+            return JSONResponse({"message": "Request not acceptable"}, status_code=406)
+        found = await self.view.project(canonicalize_name(project))
+        file = found.file(filename) if found is not None else None
+        data = None
+        if file is not None and fmt.normalize_version(version) == file.version:
+            data = await self.view.provenance(str(canonicalize_name(project)), file)
+        if file is None or data is None:
+            return JSONResponse(
+                {"message": f"No provenance available for {filename}"},
+                status_code=404,
+                headers={"Vary": "Accept"},
+            )
+        headers = {
+            "ETag": f'"sha256:{file.provenance_sha256}"',
+            "Cache-Control": PAGE_CACHE_CONTROL,
+            "Vary": "Accept",
+            "Content-Type": INTEGRITY_TYPE,
+        }
+        if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return Response(headers=headers)
+        return Response(data, headers=headers)
 
     def _file_response(self, request: Request, project: str, file: ServedFile) -> Response:
         etag = f'"{file.blob_digest}"'
@@ -192,6 +233,18 @@ class SimpleRepository:
         headers["Content-Range"] = wanted.content_range
         stop = wanted.stop if wanted.stop < file.size else None
         return _stream(request, self.view.store, project, file, 206, headers, wanted.start, stop)
+
+
+def _integrity_acceptable(accept: str | None) -> bool:
+    """Whether ``Accept`` admits the Integrity API's JSON (its own type, JSON, or anything)."""
+    if not accept or not accept.strip():
+        return True
+    for part in accept.split(","):
+        media_type, *params = (piece.strip().lower() for piece in part.split(";"))
+        zero = any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
+        if media_type in (INTEGRITY_TYPE, "application/json", "application/*", "*/*") and not zero:
+            return True
+    return False
 
 
 def _negotiate(request: Request) -> pages.Negotiated | None:
@@ -296,6 +349,11 @@ def create_app(
         Route("/simple/{project}", endpoints.project, methods=methods),
         Route("/simple/{project}/", endpoints.project, methods=methods),
         Route("/files/{project}/{sha256}/{filename}", endpoints.file, methods=methods),
+        Route(
+            "/integrity/{project}/{version}/{filename}/provenance",
+            endpoints.provenance,
+            methods=methods,
+        ),
     ]
     handlers: dict[Any, Any] = dict.fromkeys(_STORE_ERRORS, _store_failure)
     app = Starlette(routes=routes, exception_handlers=handlers)

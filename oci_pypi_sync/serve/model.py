@@ -33,6 +33,7 @@ class ServedFile:
     yanked_reason: str | None = None
     upload_time: str | None = None
     metadata_sha256: str | None = None
+    provenance_sha256: str | None = None
 
     @property
     def blob_digest(self) -> str:
@@ -109,6 +110,7 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
             yanked_reason=notes.get(fmt.A_YANKED_REASON) or None,
             upload_time=notes.get(fmt.A_UPLOAD_TIME) or None,
             metadata_sha256=notes.get(fmt.A_METADATA_SHA256) or None,
+            provenance_sha256=notes.get(fmt.A_PROVENANCE_SHA256) or None,
         )
     return Release(digest=digest, version=version, files=tuple(files.values()))
 

@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 from oci_pypi_sync.serve.model import Project, ServedFile
 
-API_VERSION = "1.1"
+#: 1.3: the PEP 740 ``provenance`` key and ``data-provenance`` attribute.
+API_VERSION = "1.3"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 JSON_LATEST = "application/vnd.pypi.simple.latest+json"
@@ -124,10 +125,22 @@ def _file_href(project: str, file: ServedFile) -> str:
     return "../../" + file_path(project, file)
 
 
+def provenance_path(project: str, file: ServedFile) -> str:
+    """The file's Integrity API path below the server root (PEP 740, as the index routes it)."""
+    return f"integrity/{project}/{quote(file.version)}/{quote(file.filename)}/provenance"
+
+
+def provenance_url(base_url: str, project: str, file: ServedFile) -> str | None:
+    """The absolute URL of the file's provenance (PEP 740 wants it fully qualified), if any."""
+    if file.provenance_sha256 is None:
+        return None
+    return base_url.rstrip("/") + "/" + provenance_path(project, file)
+
+
 # --- project pages --------------------------------------------------------------
 
 
-def _json_file(project: str, file: ServedFile) -> dict[str, Any]:
+def _json_file(project: str, file: ServedFile, base_url: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "filename": file.filename,
         "url": _file_href(project, file),
@@ -143,21 +156,26 @@ def _json_file(project: str, file: ServedFile) -> dict[str, Any]:
     if file.metadata_sha256:
         # Only the PEP 714 key: older pip misreads the legacy one in JSON.
         out["core-metadata"] = {"sha256": file.metadata_sha256}
+    out["provenance"] = provenance_url(base_url, project, file)
     return out
 
 
-def project_json(project: Project) -> bytes:
-    """A PEP 691 project page, with the PEP 700 ``versions``, ``size`` and ``upload-time``."""
+def project_json(project: Project, base_url: str) -> bytes:
+    """A PEP 691 project page, with PEP 700's ``versions``, ``size`` and ``upload-time``.
+
+    ``base_url`` is the server's root as the client reached it: the PEP 740
+    ``provenance`` URL of each file is absolute.
+    """
     page = {
         "meta": {"api-version": API_VERSION},
         "name": project.name,
-        "files": [_json_file(project.name, file) for file in project.files],
+        "files": [_json_file(project.name, file, base_url) for file in project.files],
         "versions": list(project.versions),
     }
     return json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _anchor(project: str, file: ServedFile) -> str:
+def _anchor(project: str, file: ServedFile, base_url: str) -> str:
     attrs = [f'href="{escape(_file_href(project, file))}#sha256={file.sha256}"']
     if file.requires_python:
         attrs.append(f'data-requires-python="{escape(file.requires_python)}"')
@@ -167,6 +185,9 @@ def _anchor(project: str, file: ServedFile) -> str:
         value = f"sha256={file.metadata_sha256}"
         attrs.append(f'data-core-metadata="{value}"')
         attrs.append(f'data-dist-info-metadata="{value}"')  # pip before 23.x reads this one
+    provenance = provenance_url(base_url, project, file)
+    if provenance is not None:
+        attrs.append(f'data-provenance="{escape(provenance)}"')
     return f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br/>\n"
 
 
@@ -179,17 +200,18 @@ def _html_document(title: str, body: Iterable[str]) -> bytes:
     ).encode()
 
 
-def project_html(project: Project) -> bytes:
-    """A PEP 503 project page, with PEP 592 yanks and PEP 658/714 metadata attributes."""
+def project_html(project: Project, base_url: str) -> bytes:
+    """A PEP 503 project page, with PEP 592 yanks, PEP 658/714 metadata and PEP 740 provenance."""
     return _html_document(
-        f"Links for {project.name}", (_anchor(project.name, file) for file in project.files)
+        f"Links for {project.name}",
+        (_anchor(project.name, file, base_url) for file in project.files),
     )
 
 
-def render_project(project: Project, page_format: PageFormat) -> bytes:
+def render_project(project: Project, page_format: PageFormat, base_url: str) -> bytes:
     if page_format is PageFormat.JSON:
-        return project_json(project)
-    return project_html(project)
+        return project_json(project, base_url)
+    return project_html(project, base_url)
 
 
 # --- the project list ----------------------------------------------------------

@@ -265,6 +265,26 @@ class MirrorView:
 
         return await self._shared(("metadata", digest), fetch)
 
+    async def provenance(self, project: str, file: ServedFile) -> bytes | None:
+        """The file's PEP 740 provenance object as stored, checked against its digest."""
+        if not file.provenance_sha256:
+            return None
+        digest = "sha256:" + file.provenance_sha256
+        cached = self._metadata.get(digest)
+        if cached is not None:
+            return cached
+
+        async def fetch() -> bytes | None:
+            if not await self.store.has_blob(project, digest):
+                return None
+            data = await read_blob_bytes(self.store, project, digest)
+            if fmt.sha256_digest(data) != digest:
+                return None
+            self._metadata.put(digest, data)
+            return data
+
+        return await self._shared(("provenance", digest), fetch)
+
     # --- plumbing -------------------------------------------------------------------
 
     async def _shared(self, key: tuple[str, str], fetch: Callable[[], Awaitable[V]]) -> V:
