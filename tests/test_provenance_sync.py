@@ -407,6 +407,16 @@ def test_the_cli_reports_provenance_and_refuses_under_require(
     assert bad.returncode == 2
     assert "PROJECT=PUBLISHER" in bad.stderr
 
+    (tmp_path / "root.json").write_text("{}")
+    for command in (
+        ["sync", "plain", "--index-url", index.url, "--to", f"oci:{layout}"],
+        ["verify", f"oci:{layout}", "--provenance"],
+    ):
+        refused = run_cli([*command, "--trusted-root", str(tmp_path / "root.json")], env)
+        assert refused.returncode == 2, refused.describe()
+        assert "is not a Sigstore trusted_root.json" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
 
 # --- verify --provenance, offline -------------------------------------------------------
 

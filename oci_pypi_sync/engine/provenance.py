@@ -72,11 +72,19 @@ class ProvenanceStep:
         return self.options.policy != "ignore"
 
     def _sigstore(self) -> ProvenanceVerifier:
+        """The verifier, its trusted root loaded here once (verification runs in threads)."""
         if self._verifier is None:
             from oci_pypi_sync.provenance.verify import ProvenanceVerifier
 
-            self._verifier = ProvenanceVerifier(self.options.trusted_root)
+            verifier = ProvenanceVerifier(self.options.trusted_root)
+            verifier.load()
+            self._verifier = verifier
         return self._verifier
+
+    def prepare(self) -> None:
+        """Load a ``--trusted-root`` before the run starts, so a bad file stops it at once."""
+        if self.active and self.options.trusted_root is not None:
+            self._sigstore()
 
     async def check(self, project: str, file: DistributionFile) -> CheckedProvenance | None:
         """The file's verified provenance; ``None`` when it has none and may go without.

@@ -179,6 +179,8 @@ class Syncer:
         self._provenance = ProvenanceStep(index, store, self.options.provenance, self.options.retry)
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
+        if not self.options.dry_run:
+            self._provenance.prepare()
         grouped = group_requirements(requirements)
         shard = self.options.shard
         if shard is not None:

@@ -225,7 +225,9 @@ async def verify_provenance(
     """Verify every stored provenance object of ``repositories`` (default: all projects)."""
     from oci_pypi_sync.provenance.verify import ProvenanceVerifier
 
-    auditor = _Auditor(store, ProvenanceVerifier(trusted_root), pins or {})
+    verifier = ProvenanceVerifier(trusted_root)
+    verifier.load()  # once, here: a bad trusted root stops the check before any file
+    auditor = _Auditor(store, verifier, pins or {})
     names = (
         sorted(set(repositories)) if repositories is not None else await store.list_repositories()
     )

@@ -114,9 +114,18 @@ class ProvenanceVerifier:
         self.trusted_root = trusted_root
         self._verifier: Verifier | None = None
 
-    def _sigstore(self) -> Verifier:
+    def load(self) -> None:
+        """Load the trusted root now (before verifying from several threads at once).
+
+        Raises :class:`UsageError` for a ``trusted_root`` that cannot be
+        read, :class:`ProvenanceError` when the default root cannot be loaded.
+        """
         if self._verifier is None:
             self._verifier = load_verifier(self.trusted_root)
+
+    def _sigstore(self) -> Verifier:
+        self.load()
+        assert self._verifier is not None
         return self._verifier
 
     def verify(
