@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-FaultKind = Literal["reset", "status", "truncate", "stall", "reset_upload"]
+FaultKind = Literal["reset", "status", "truncate", "stall", "reset_upload", "header"]
 _BUFFER = 64 * 1024
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
@@ -55,6 +55,7 @@ class Fault:
     then: Literal["continue", "close"] = "close"
     after_bytes: int | None = None
     forward: bool = False
+    header: tuple[str, str] | None = None
 
     @classmethod
     def reset(cls, *, forward: bool = False) -> Fault:
@@ -107,6 +108,15 @@ class Fault:
         The bytes before the cut reach the upstream, then both sides are reset.
         """
         return cls("reset_upload", after_bytes=after_bytes)
+
+    @classmethod
+    def add_header(cls, name: str, value: str) -> Fault:
+        """Pass the exchange through, adding a header to the upstream's response.
+
+        Makes a registry look as if it had a capability it lacks (the OCI
+        referrers API's ``OCI-Subject`` answer to a manifest ``PUT``).
+        """
+        return cls("header", header=(name, value))
 
     def label(self) -> str:
         if self.kind == "status":
@@ -437,6 +447,8 @@ class FaultProxy:
         fault: Fault | None,
     ) -> bool:
         headers = [(k, v) for k, v in response.headers.raw_items() if k.lower() not in _HOP_BY_HOP]
+        if fault is not None and fault.header is not None:
+            headers.append((fault.header[0].encode(), fault.header[1].encode()))
         stall_at = fault.after_bytes if fault is not None and fault.kind == "stall" else None
         limit: int | None = None
         if fault is not None and fault.kind == "truncate":

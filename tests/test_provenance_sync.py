@@ -609,3 +609,69 @@ async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
 
     # the same version index and the same referrers: the same digests
     assert project_tags(second) == project_tags(layout)
+
+
+async def test_a_change_of_publisher_between_versions_is_a_warning_not_a_failure(
+    tmp_path: Path,
+) -> None:
+    # One page listing two real files whose attestations name different publishers:
+    # what a project looks like after it moved (or was taken over).
+    google, github = google_sdist(), github_sdist()
+    fixture = FixtureIndex()
+    fixture.add("moved", served(google), served(github))
+    layout = LayoutStore(tmp_path / "layout")
+    with serve_index(fixture):
+        report = await run_sync(fixture, layout, "moved")
+    assert not report.failed
+    expected = (
+        "moved: the publisher changed from "
+        "google:919436158236-compute@developer.gserviceaccount.com (0.0.0) "
+        "to github:trailofbits/pypi-attestations@release.yml (0.0.19)"
+    )
+    assert [w.message for w in report.warnings] == [expected]
+    from oci_pypi_sync.ops.provenance import verify_provenance
+
+    audit = await verify_provenance(layout)
+    assert audit.ok
+    assert [str(change) for change in audit.changes] == [expected]
+    assert audit.publishers["moved"] == (
+        "github:trailofbits/pypi-attestations@release.yml",
+        "google:919436158236-compute@developer.gserviceaccount.com",
+    )
+
+
+async def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
+    index: FixtureIndex, registry: RegistryServer
+) -> None:
+    from fault_proxy import Fault, FaultProxy, Rule
+
+    from oci_pypi_sync.index.records import DistributionFile
+
+    attested = github_sdist()
+    file = DistributionFile(
+        attested.filename, "https://x.test/f", hashes=(("sha256", attested.sha256),)
+    )
+    subject = fmt.build_file_artifact(file, "pypi-attestations", len(attested.data))
+    subject_digest = subject.manifest.descriptor.digest
+    # Distribution has no referrers API; the proxy answers manifest PUTs as one that has
+    # it would (OCI-Subject naming the subject), so the sync must not keep a fallback tag.
+    says_subject = Rule(
+        Fault.add_header("OCI-Subject", subject_digest), "PUT", r"/manifests/sha256:", times=50
+    )
+    with FaultProxy(registry.url, [says_subject]) as proxy:
+        store = open_store(parse_target(f"{proxy.host}/prov-api"))
+        try:
+            report = await run_sync(index, store, "pypi-attestations")
+        finally:
+            await store.aclose()
+    assert not report.failed
+    assert report.files[0].provenance is not None
+    assert report.files[0].provenance.status == "stored"
+    assert tags(registry.url, "prov-api/pypi-attestations") == ["0.0.19"]
+    _, release = get_manifest(registry.url, "prov-api/pypi-attestations", "0.0.19")
+    entry = entry_of(release, attested.filename)
+    assert entry["digest"] == subject_digest
+    _, referrer = get_manifest(
+        registry.url, "prov-api/pypi-attestations", entry["annotations"][fmt.A_PROVENANCE]
+    )
+    assert json.loads(referrer)["subject"]["digest"] == subject_digest
