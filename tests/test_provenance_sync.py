@@ -675,3 +675,39 @@ async def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
         registry.url, "prov-api/pypi-attestations", entry["annotations"][fmt.A_PROVENANCE]
     )
     assert json.loads(referrer)["subject"]["digest"] == subject_digest
+
+
+async def test_lost_referrers_are_found_by_verify_and_written_back_by_a_recheck(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    from oci_pypi_sync.ops.provenance import verify_provenance
+    from oci_pypi_sync.ops.verify import verify
+
+    layout = LayoutStore(tmp_path / "layout")
+    await run_sync(index, layout, "pypi-attestations")
+    release = layout.blob_path(layout.tags()["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    entry = entry_of(release, github_sdist().filename)
+    lost = layout.blob_path(entry["annotations"][fmt.A_PROVENANCE])
+    lost.unlink()
+
+    structure = await verify(layout)
+    assert [(f.kind, f.tag) for f in structure.findings] == [
+        ("missing-manifest", fmt.referrers_tag(entry["digest"]))
+    ]
+    audit = await verify_provenance(layout)
+    assert [f.detail for f in audit.failures] == [
+        f"the provenance artifact {entry['annotations'][fmt.A_PROVENANCE]} is missing"
+    ]
+    again = await run_sync(index, layout, "pypi-attestations")  # unchanged: nothing written
+    assert again.files[0].provenance is not None
+    assert again.files[0].provenance.status == "unchanged"
+    assert not lost.exists()
+
+    options = SyncOptions(recheck=True)
+    async with IndexClient(index.url) as client:
+        rechecked = await sync([Requirement("pypi-attestations")], client, layout, options)
+    assert rechecked.files[0].provenance is not None
+    assert rechecked.files[0].provenance.status == "stored"
+    assert lost.exists()
+    assert (await verify(layout)).ok
+    assert (await verify_provenance(layout)).ok

@@ -60,11 +60,14 @@ class ProvenanceStep:
         store: Store,
         options: ProvenanceOptions,
         retry: RetryPolicy,
+        *,
+        recheck: bool = False,
     ) -> None:
         self.index = index
         self.store = store
         self.options = options
         self._retry = retry
+        self._recheck = recheck
         self._verifier: ProvenanceVerifier | None = None
 
     @property
@@ -118,6 +121,14 @@ class ProvenanceStep:
         )
         return CheckedProvenance(provenance, verified)
 
+    async def _stored(self, repo: str, referrer: Referrer) -> bool:
+        digest = referrer.manifest.descriptor.digest
+        return await with_retries(
+            self._retry,
+            f"{repo}: {digest}: check",
+            lambda: self.store.has_manifest(repo, digest),
+        )
+
     async def store_referrers(
         self,
         repo: str,
@@ -132,7 +143,10 @@ class ProvenanceStep:
         publishers = tuple(str(p) for p in checked.verified.publishers)
         count = len(checked.verified.attestations)
         recorded = {e.annotations.get(A_PROVENANCE) for e in entries}
-        if recorded == {notes[A_PROVENANCE]}:
+        if recorded == {notes[A_PROVENANCE]} and not (
+            # --recheck also writes back referrers found missing (what verify reports)
+            self._recheck and not await self._stored(repo, referrer)
+        ):
             return tuple(entries), FileProvenance("unchanged", publishers, count)
         bundles: list[Referrer] = [
             bundle_referrer(subject, filename, attestation.bundle, attestation.predicate_type)

@@ -176,7 +176,13 @@ class Syncer:
         # new to the state file first needs its tags (see _listed_repositories).
         self._catalog_pages = 0
         self._repositories: asyncio.Future[frozenset[str] | None] | None = None
-        self._provenance = ProvenanceStep(index, store, self.options.provenance, self.options.retry)
+        self._provenance = ProvenanceStep(
+            index,
+            store,
+            self.options.provenance,
+            self.options.retry,
+            recheck=self.options.recheck,
+        )
 
     async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
         if not self.options.dry_run:

@@ -732,6 +732,18 @@ async def repair(
                 )
             )
             continue
+        if is_referrers_tag(tag):
+            unrepaired.append(
+                RepairAction(
+                    repo,
+                    tag,
+                    "index",
+                    None,
+                    "a file's referrers (provenance): `oci-pypi sync --recheck` of the project "
+                    "writes back what is missing",
+                )
+            )
+            continue
         try:
             await repairer.repair_tag(repo, tag, findings)
         except FATAL_ERRORS:
