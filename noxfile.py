@@ -163,8 +163,10 @@ def bench(session: nox.Session) -> None:
     """End-to-end benchmark against baselines measured in the same run (loopback only).
 
     Not run by default: the full corpus is ~1.3 GB and takes several minutes.
-    ``-- --quick`` for a reduced corpus in under a minute; the arguments go to
-    benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
+    ``-- --quick`` for a reduced corpus in about five minutes; the arguments go
+    to benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
+    The ORAS CLI rows need ``oras`` on PATH (or ``ORAS=PATH``); without it
+    they are skipped with a note.
     """
     missing = sorted(
         {
@@ -179,7 +181,7 @@ def bench(session: nox.Session) -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
-    session.install("-e", ".[test]", "oras", "bandersnatch", "py-spy")
+    session.install("-e", ".[test]", "aiohttp", "oras", "bandersnatch", "py-spy")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 

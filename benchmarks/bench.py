@@ -6,8 +6,11 @@ fresh Distribution registry (``docker-registry``) per case, its storage on
 tmpfs when there is one. Contenders, each a process of its own on the same
 corpus at the same concurrency:
 
-* ``limit``: HEAD, POST, streamed PUT per file, nothing else;
+* ``limit``: HEAD, POST, streamed PUT per file, nothing else, over raw
+  aiohttp (``limit-httpx``: the same over httpx, the limit of earlier runs);
 * ``naive``: download to a temp file, push with oras-py;
+* ``oras``: download to a temp file, push with the ORAS CLI;
+  ``oras-layout``: the ORAS CLI copying a ready OCI layout, file by file;
 * ``download-only``: the GETs alone;
 * ``bandersnatch``: a PEP 381 mirror of the same projects to disk;
 * ``oci-pypi``: ``cold`` (empty registry, no state), ``noop`` (re-run with
@@ -16,7 +19,9 @@ corpus at the same concurrency:
 Then the project-list parse check (927,088 names as HTML through nginx)
 and a warm project-page latency of ``oci-pypi``'s simple-repository server
 for a 2,500-file project. ``--profile DIR`` also runs the small-file case
-under py-spy. Exit status is 0 unless a contender failed::
+under py-spy. ``benchmarks/http_stack.py`` measures the client CPU per
+registry request of raw aiohttp and of oci-pypi's registry store side by
+side. Exit status is 0 unless a contender failed::
 
     python benchmarks/bench.py [--quick] [--runs 3] [--jobs 8] [--json PATH] [--profile DIR]
     nox -s bench -- --quick
@@ -49,13 +54,32 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import corpus as corpus_mod  # noqa: E402
 from registry_server import running_registry  # noqa: E402
-from servers import Nginx, free_port, registry_requests, running_nginx  # noqa: E402
+from servers import (  # noqa: E402
+    Nginx,
+    free_port,
+    registry_request_kinds,
+    registry_requests,
+    running_nginx,
+)
 
 MB = 1_000_000
 PREFIX = "bench"
 RSS_LIMIT_MB = 100.0
 SAMPLE_SECONDS = 0.05
-TOOLS = ("oci-pypi", "limit", "limit-lean", "naive", "download-only", "bandersnatch")
+TOOLS = (
+    "oci-pypi",
+    "limit",
+    "limit-httpx",
+    "naive",
+    "oras",
+    "oras-layout",
+    "download-only",
+    "bandersnatch",
+)
+#: oci-pypi's cold sync against the limit, and its client CPU per registry request
+#: against raw aiohttp's
+LIMIT_RATIO = 1.15
+CPU_PER_REQUEST_RATIO = 1.10
 
 
 # --- measuring a process -----------------------------------------------------------
@@ -270,7 +294,11 @@ class Bench:
             record.registry_cpu.append(_cpu_seconds(reg.pid) - registry_cpu)
             with reg.log.open("rb") as text:
                 text.seek(registry_offset)
-                registry = registry_requests(text.read())
+                logged = text.read()
+            registry = registry_requests(logged)
+            if record.tool == "oci-pypi":
+                digests = {f.sha256 for f in self.corpus.all_files}
+                record.extra["request_kinds"] = dict(registry_request_kinds(logged, digests))
         record.add(run, self.nginx.requests_since(nginx_offset), registry)
         print(
             f"  {record.case:<13} {record.tool:<14} run {len(record.walls)}: "
@@ -299,6 +327,7 @@ class Bench:
         return path
 
     def contender(self, mode: str, plan: Path, host: str = "") -> list[str]:
+        layout = ["--layout", str(self.work / "oras-layout"), "--root", str(self.corpus.root)]
         return [
             sys.executable,
             str(HERE / "contenders.py"),
@@ -313,6 +342,7 @@ class Bench:
             str(self.jobs),
             "--tmp",
             str(self.work / "naive-tmp"),
+            *layout,
         ]
 
     def oci_pypi(self, host: str, state: Path) -> list[str]:
@@ -341,7 +371,23 @@ class Bench:
         alike instead of on one (between two runs the limit's median moved
         from 10.6 s to 12.3 s).
         """
-        for tool in ("download-only", "limit", "limit-lean", "naive", "bandersnatch", "oci-pypi"):
+        oras = oras_cli()
+        if oras is None:
+            print("  oras, oras-layout: no ORAS CLI (set ORAS=PATH), skipped", flush=True)
+            skip |= {"oras", "oras-layout"}
+        else:
+            os.environ["ORAS"] = oras
+        order = (
+            "download-only",
+            "limit",
+            "limit-httpx",
+            "naive",
+            "oras",
+            "oras-layout",
+            "bandersnatch",
+            "oci-pypi",
+        )
+        for tool in order:
             if tool not in skip:  # the table's order
                 self.record("cold", tool)
         if "oci-pypi" not in skip:
@@ -353,8 +399,17 @@ class Bench:
                 self.record(case, tool)
         plan = self.plan()
         (self.work / "naive-tmp").mkdir(exist_ok=True)
+        if "oras-layout" not in skip:
+            print("  making the OCI layout oras-layout copies from (untimed)...", flush=True)
+            made = run_measured(self.contender("oras-layout-make", plan), timeout=self.timeout)
+            if made.returncode != 0:
+                print(made.stderr[-1500:], file=sys.stderr, flush=True)
+                skip.add("oras-layout")
+                self.records.pop(("cold", "oras-layout"), None)
+        tools = ("download-only", "limit", "limit-httpx", "oci-pypi")
+        tools += ("oras", "oras-layout", "naive")
         for i in range(self.runs):
-            for tool in ("download-only", "limit", "limit-lean", "oci-pypi", "naive"):
+            for tool in tools:
                 if tool in skip or (tool == "naive" and i >= naive_runs):
                     continue
                 if tool == "oci-pypi":
@@ -363,10 +418,16 @@ class Bench:
                     self.run_baseline(tool, i, plan)
             if "bandersnatch" not in skip:
                 self.run_bandersnatch(i)
-        if ("cold", "limit-lean") in self.records:
-            self.records[("cold", "limit-lean")].note = "the limit over oci-pypi's transport"
-        if ("cold", "naive") in self.records:
-            self.records[("cold", "naive")].note = "threads, one oras client each"
+        notes = {
+            "limit": "raw aiohttp",
+            "limit-httpx": "the limit of earlier runs (httpx)",
+            "naive": "threads, one oras-py client each",
+            "oras": "download, then `oras push`",
+            "oras-layout": "`oras cp --from-oci-layout` per file",
+        }
+        for tool, note in notes.items():
+            if ("cold", tool) in self.records:
+                self.records[("cold", tool)].note = note
 
     def run_baseline(self, tool: str, i: int, plan: Path) -> None:
         record = self.record("cold", tool)
@@ -708,7 +769,8 @@ def print_table(bench: Bench) -> None:
     naive = bench.records.get(("cold", "naive"))
     header = (
         f"{'case':<13} {'tool':<14} {'wall_s':>8} {'MB/s':>7} {'x limit':>8} {'naive/x':>8} "
-        f"{'rss_MB':>7} {'cpu_s':>6} {'reg_cpu':>7} {'idx req':>8} {'reg req':>8}  note"
+        f"{'rss_MB':>7} {'cpu_s':>6} {'reg_cpu':>7} {'idx req':>8} {'reg req':>8} "
+        f"{'req/file':>8}  note"
     )
     print("\n" + header)
     print("-" * len(header))
@@ -717,12 +779,30 @@ def print_table(bench: Bench) -> None:
         vs_limit = f"{record.wall_s / limit.wall_s:8.2f}" if limit and limit.walls else f"{'':>8}"
         vs_naive = f"{naive.wall_s / record.wall_s:8.2f}" if naive and naive.walls else f"{'':>8}"
         failed = " FAILED" if record.failures else ""
+        registry_total = sum(record.registry_requests.values())
+        per_file = f"{registry_total / record.files:.2f}" if record.files and registry_total else ""
         print(
             f"{record.case:<13} {record.tool:<14} {record.wall_s:8.2f} {rate:7.1f} {vs_limit} "
             f"{vs_naive} {record.peak_rss_mb:7.1f} {_median(record.cpu):6.2f} "
             f"{_median(record.registry_cpu):7.2f} {sum(record.index_requests.values()):8d} "
-            f"{sum(record.registry_requests.values()):8d}  {record.note}{failed}"
+            f"{sum(record.registry_requests.values()):8d} {per_file:>8}  {record.note}{failed}"
         )
+
+
+def print_request_kinds(bench: Bench) -> None:
+    """oci-pypi's registry requests per file by what they were for (cold, changed-1pct)."""
+    for case in ("cold", "changed-1pct"):
+        record = bench.records.get((case, "oci-pypi"))
+        kinds = record.extra.get("request_kinds") if record else None
+        if not record or not kinds or not record.files:
+            continue
+        total = sum(kinds.values())
+        print(
+            f"\noci-pypi {case}: {total} registry requests for {record.files} files "
+            f"({total / record.files:.2f} per file)"
+        )
+        for kind, count in sorted(kinds.items(), key=lambda item: -item[1]):
+            print(f"  {count:7d}  {count / record.files:6.3f}/file  {kind}")
 
 
 def _median(values: list[float]) -> float:
@@ -742,7 +822,31 @@ def targets(bench: Bench, extras: dict[str, Any]) -> list[tuple[str, bool | None
     out: list[tuple[str, bool | None, str]] = []
     if limit and limit.walls:
         ratio = cold.wall_s / limit.wall_s
-        out.append(("cold within 1.25x of limit", ratio <= 1.25, f"{ratio:.2f}x"))
+        out.append((f"cold within {LIMIT_RATIO}x of limit", ratio <= LIMIT_RATIO, f"{ratio:.2f}x"))
+    oras = r.get(("cold", "oras"))
+    if oras and oras.walls and not oras.failures:
+        out.append(
+            (
+                "cold faster than oras per file",
+                cold.wall_s < oras.wall_s,
+                f"{1000 * cold.wall_s / cold.files:.2f} ms vs {1000 * oras.wall_s / oras.files:.2f}"
+                f" ms per file ({oras.wall_s / cold.wall_s:.2f}x)",
+            )
+        )
+    else:
+        out.append(("cold faster than oras per file", None, oras.note if oras else "not run"))
+    stacks = extras.get("http_stack")
+    if stacks:
+        rows = stacks["rows"]
+        ratio = rows["store"]["us_per_request"] / rows["aiohttp"]["us_per_request"]
+        out.append(
+            (
+                f"client CPU per registry request within {CPU_PER_REQUEST_RATIO}x of raw aiohttp",
+                ratio <= CPU_PER_REQUEST_RATIO,
+                f"{rows['store']['us_per_request']:.0f} us vs "
+                f"{rows['aiohttp']['us_per_request']:.0f} us ({ratio:.2f}x)",
+            )
+        )
     if naive and naive.walls:
         ratio = naive.wall_s / cold.wall_s
         out.append(("cold >= 3x faster than naive", ratio >= 3, f"{ratio:.2f}x faster"))
@@ -805,6 +909,23 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {mem_kib / 1024 / 1024:.1f} GiB RAM"
 
 
+LOADS: list[str] = []
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def oras_cli() -> str | None:
+    """The ORAS CLI: ``$ORAS``, on ``PATH``, or in a ``shared/bin`` beside the checkout."""
+    candidates = [os.environ.get("ORAS"), shutil.which("oras")]
+    candidates += [str(up / "shared" / "bin" / "oras") for up in HERE.parents[:3]]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK) and Path(candidate).is_file():
+            return candidate
+    return None
+
+
 def scratch_dir() -> Path:
     """tmpfs when it has room (registry and mirror writes then cost the same for all)."""
     shm = Path("/dev/shm")
@@ -815,7 +936,7 @@ def scratch_dir() -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced corpus, one run: < 1 min")
+    parser.add_argument("--quick", action="store_true", help="reduced corpus, one run: ~5 min")
     parser.add_argument("--runs", type=int, default=None, help="runs per case (default 3; quick 1)")
     parser.add_argument(
         "--naive-runs", type=int, default=None, help="runs of naive (default: --runs)"
@@ -825,7 +946,9 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="profile the small-file case into DIR")
     parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     parser.add_argument("--serve-requests", type=int, default=200)
-    parser.add_argument("--skip", action="append", default=[], choices=[*TOOLS, "list", "serve"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=[*TOOLS, "list", "serve", "http-stack"]
+    )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     shape = corpus_mod.QUICK if args.quick else corpus_mod.FULL
@@ -835,7 +958,8 @@ def main() -> int:
 
     compileall.compile_dir(Path(oci_pypi_sync.__file__).parent, quiet=1)
 
-    print(f"machine: {machine()}; scratch on {scratch_dir()}", flush=True)
+    LOADS.append(_loadavg())
+    print(f"machine: {machine()}; scratch on {scratch_dir()}; loadavg {LOADS[0]}", flush=True)
     extras: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="oci-pypi-bench-", dir=scratch_dir()) as tmp:
         work = Path(tmp)
@@ -864,11 +988,30 @@ def main() -> int:
             served = serve_check(work, args.jobs, args.serve_requests)
             if served:
                 extras["serve"] = served
+        if "http-stack" not in skip:
+            import http_stack
+
+            print("client CPU per registry request, side by side...", flush=True)
+            extras["http_stack"] = http_stack.compare(
+                ["aiohttp", "store"],
+                blobs=500 if args.quick else 2000,
+                size=20_000,
+                jobs=args.jobs,
+                rounds=runs,
+            )
         if args.profile:
             print("profiling the small-file case...", flush=True)
             extras["profile"] = profile_small_files(work, shape, args.jobs, args.profile)
 
     print_table(bench)
+    print_request_kinds(bench)
+    stacks = extras.get("http_stack")
+    if stacks:
+        print()
+        import http_stack
+
+        http_stack.print_rows(stacks)
+    LOADS.append(_loadavg())
     plist = extras.get("project_list")
     if plist:
         print(
@@ -906,7 +1049,7 @@ def main() -> int:
     for name, held, numbers in targets(bench, extras):
         verdict = "n/a " if held is None else ("PASS" if held else "FAIL")
         print(f"{verdict}  {name}: {numbers}")
-    lean = bench.records.get(("cold", "limit-lean"))
+    old_limit = bench.records.get(("cold", "limit-httpx"))
     cold = bench.records.get(("cold", "oci-pypi"))
     limit = bench.records.get(("cold", "limit"))
     if limit and cold and len(limit.walls) == len(cold.walls) > 1:
@@ -917,11 +1060,10 @@ def main() -> int:
             + ", ".join(f"{r:.2f}" for r in rounds)
             + f" (median {_median(rounds):.2f})"
         )
-    if lean and lean.walls and cold and cold.walls:
-        print(
-            f"info  cold vs limit-lean (the limit over the same transport): "
-            f"{cold.wall_s / lean.wall_s:.2f}x"
-        )
+    if old_limit and old_limit.walls and cold and cold.walls:
+        ratio = cold.wall_s / old_limit.wall_s
+        print(f"info  cold vs limit-httpx (the earlier limit): {ratio:.2f}x")
+    print(f"info  loadavg at start and end: {' | '.join(LOADS)} ({os.cpu_count()} CPUs)")
     for record in bench.records.values():
         if record.failures:
             crashed = True

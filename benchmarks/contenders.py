@@ -3,16 +3,25 @@
 ``limit``: the least a client must do to move each file from the index into
 the registry, with the digest and size known from the index: HEAD the
 blob, POST an upload, stream the GET body into one PUT. No manifests, no
-metadata, no state: what oci-pypi cannot beat.
+metadata, no state: what oci-pypi cannot beat. Raw aiohttp (its C parser
+and connection pool), the cheapest Python client per request measured here.
 
-``limit-lean``: the same requests over oci-pypi's own HTTP/1.1 transport
-(``oci_pypi_sync.stores.transport``), which costs less client CPU per request than
-httpx's default one: the limit with the client's share made smaller.
+``limit-httpx``: the same requests with httpx's default transport, the
+limit of earlier runs (kept for comparison with them).
 
 ``naive``: what people write today: download each file to a temporary file,
 then push it with oras-py (blob, config and manifest, monolithic PUT that
 reads the file). oras-py's client shares one ``requests`` session and its
 headers, so it is not thread-safe: each worker thread gets its own client.
+
+``oras``: what a user would pick today: each file downloaded to a
+temporary file, then pushed with the ORAS CLI (``oras push``), ``--jobs``
+of them at once.
+
+``oras-layout``: the ORAS CLI copying ready OCI layouts (one per file, made
+by ``oras push --oci-layout`` beforehand, untimed) into the registry,
+``oras cp --from-oci-layout`` per file, ``--jobs`` at once: a Go client's
+cost per request with no download in the way.
 
 ``download-only``: the GETs alone at the same concurrency, bodies
 discarded: the index side's limit.
@@ -27,6 +36,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +53,62 @@ TIMEOUT = httpx.Timeout(60.0)
 
 def _limits(jobs: int) -> httpx.Limits:
     return httpx.Limits(max_connections=jobs * 2, max_keepalive_connections=jobs * 2)
+
+
+def oras_tag(entry: dict[str, Any]) -> str:
+    """A tag naming one file (its version and the start of its digest)."""
+    return f"{entry['version'].replace('+', '_')}-{entry['sha256'][:12]}"
+
+
+async def _push_one_aiohttp(index: Any, registry: Any, base: str, entry: dict[str, Any]) -> None:
+    """HEAD, POST, streamed PUT of one file over aiohttp: three registry requests, one GET."""
+    digest = "sha256:" + entry["sha256"]
+    repo = f"{base}/{entry['project']}"
+    async with registry.head(f"{repo}/blobs/{digest}") as head:
+        if head.status == 200:
+            return
+    async with registry.post(f"{repo}/blobs/uploads/") as started:
+        if started.status != 202:
+            raise RuntimeError(f"POST upload: {started.status} {(await started.text())[:200]}")
+        location = started.headers["Location"]
+    separator = "&" if "?" in location else "?"
+    async with index.get(entry["url"]) as response:
+        response.raise_for_status()
+        async with registry.put(
+            f"{location}{separator}digest={digest}",
+            data=response.content,
+            headers={
+                "Content-Length": str(entry["size"]),
+                "Content-Type": "application/octet-stream",
+            },
+        ) as put:
+            if put.status != 201:
+                text = (await put.text())[:200]
+                raise RuntimeError(f"PUT {entry['filename']}: {put.status} {text}")
+
+
+async def run_limit_aiohttp(
+    plan: list[dict[str, Any]], registry_host: str, prefix: str, jobs: int
+) -> None:
+    import aiohttp
+
+    gate = asyncio.Semaphore(jobs)
+    base = f"http://{registry_host}/v2/{prefix}"
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=jobs * 2), timeout=timeout
+        ) as index,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=jobs * 2), timeout=timeout
+        ) as registry,
+    ):
+
+        async def one(entry: dict[str, Any]) -> None:
+            async with gate:
+                await _push_one_aiohttp(index, registry, base, entry)
+
+        await asyncio.gather(*(one(entry) for entry in plan))
 
 
 async def _push_one(
@@ -72,20 +139,16 @@ async def _push_one(
         raise RuntimeError(f"PUT {entry['filename']}: {put.status_code} {put.text[:200]}")
 
 
-def _client(jobs: int, lean: bool) -> httpx.AsyncClient:
-    if not lean:
-        return httpx.AsyncClient(timeout=TIMEOUT, limits=_limits(jobs))
-    from oci_pypi_sync.stores.transport import LeanTransport
-
-    return httpx.AsyncClient(timeout=TIMEOUT, transport=LeanTransport(max_connections=jobs * 2))
+def _client(jobs: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=TIMEOUT, limits=_limits(jobs))
 
 
-async def run_limit(
-    plan: list[dict[str, Any]], registry_host: str, prefix: str, jobs: int, *, lean: bool = False
+async def run_limit_httpx(
+    plan: list[dict[str, Any]], registry_host: str, prefix: str, jobs: int
 ) -> None:
     gate = asyncio.Semaphore(jobs)
     base = f"http://{registry_host}/v2/{prefix}"
-    async with _client(jobs, lean) as index, _client(jobs, lean) as registry:
+    async with _client(jobs) as index, _client(jobs) as registry:
 
         async def one(entry: dict[str, Any]) -> None:
             async with gate:
@@ -155,19 +218,109 @@ def run_naive(
             future.result()
 
 
+def _oras(*args: str, cwd: Path | None = None) -> None:
+    """Run the ORAS CLI; its failure is the contender's."""
+    oras = os.environ.get("ORAS", "oras")
+    done = subprocess.run(
+        [oras, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"oras {args[0]} failed: {done.stderr.strip()[-500:]}")
+
+
+def run_oras(
+    plan: list[dict[str, Any]], registry_host: str, prefix: str, jobs: int, tmp: Path
+) -> None:
+    """Download each file to a temp file, then ``oras push`` it; ``jobs`` at once."""
+    local = threading.local()
+
+    def one(entry: dict[str, Any]) -> None:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(timeout=TIMEOUT)
+        directory = Path(tempfile.mkdtemp(dir=tmp))
+        path = directory / entry["filename"]
+        try:
+            with local.http.stream("GET", entry["url"]) as response, path.open("wb") as out:
+                response.raise_for_status()
+                for chunk in response.iter_raw(CHUNK):
+                    out.write(chunk)
+            target = f"{registry_host}/{prefix}/{entry['project']}:{oras_tag(entry)}"
+            _oras("push", "--plain-http", "--no-tty", target, path.name, cwd=directory)
+        finally:
+            path.unlink(missing_ok=True)
+            directory.rmdir()
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, entry) for entry in plan]:
+            future.result()
+
+
+def make_oras_layout(plan: list[dict[str, Any]], root: Path, layout: Path, jobs: int) -> None:
+    """An OCI layout per file (``oras push --oci-layout``; concurrent pushes into one
+    layout race on its ``index.json``), each with the file under the tag ``file``."""
+
+    def one(number: int, entry: dict[str, Any]) -> None:
+        path = root / entry["url"].split("/", 3)[3]
+        target = f"{_layout_dir(layout, number)}:file"
+        _oras("push", "--no-tty", "--oci-layout", target, path.name, cwd=path.parent)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, i, entry) for i, entry in enumerate(plan)]:
+            future.result()
+
+
+def _layout_dir(layout: Path, number: int) -> Path:
+    return layout / str(number)
+
+
+def run_oras_layout(
+    plan: list[dict[str, Any]], registry_host: str, prefix: str, jobs: int, layout: Path
+) -> None:
+    """``oras cp --from-oci-layout`` of each file's tag into the registry; ``jobs`` at once."""
+
+    def one(number: int, entry: dict[str, Any]) -> None:
+        target = f"{registry_host}/{prefix}/{entry['project']}:{oras_tag(entry)}"
+        source = f"{_layout_dir(layout, number)}:file"
+        _oras("cp", "--to-plain-http", "--no-tty", "--from-oci-layout", source, target)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, i, entry) for i, entry in enumerate(plan)]:
+            future.result()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["limit", "limit-lean", "naive", "download-only"])
+    parser.add_argument(
+        "mode",
+        choices=[
+            "limit",
+            "limit-httpx",
+            "naive",
+            "oras",
+            "oras-layout",
+            "oras-layout-make",
+            "download-only",
+        ],
+    )
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--registry", default="")
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--layout", type=Path, help="the OCI layout of the oras-layout modes")
+    parser.add_argument("--root", type=Path, help="the corpus root (oras-layout-make)")
     args = parser.parse_args()
     plan: list[dict[str, Any]] = json.loads(args.plan.read_text())
-    if args.mode in ("limit", "limit-lean"):
-        lean = args.mode == "limit-lean"
-        asyncio.run(run_limit(plan, args.registry, args.prefix, args.jobs, lean=lean))
+    if args.mode == "limit":
+        asyncio.run(run_limit_aiohttp(plan, args.registry, args.prefix, args.jobs))
+    elif args.mode == "limit-httpx":
+        asyncio.run(run_limit_httpx(plan, args.registry, args.prefix, args.jobs))
+    elif args.mode == "oras":
+        run_oras(plan, args.registry, args.prefix, args.jobs, args.tmp)
+    elif args.mode == "oras-layout-make":
+        make_oras_layout(plan, args.root, args.layout, args.jobs)
+    elif args.mode == "oras-layout":
+        run_oras_layout(plan, args.registry, args.prefix, args.jobs, args.layout)
     elif args.mode == "download-only":
         asyncio.run(run_download_only(plan, args.jobs))
     else:

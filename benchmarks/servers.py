@@ -155,6 +155,42 @@ def running_nginx(root: Path, work: Path, port: int, *, workers: int = 2) -> Ite
 _ACCESS = re.compile(rb'"(GET|HEAD|POST|PUT|PATCH|DELETE) (/v2/\S*) HTTP/[0-9.]+" (\d{3})')
 
 
+_EMPTY_CONFIG = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+_BLOB_DIGEST = re.compile(r"(?:mount=|digest=)sha256(?:%3A|:)([0-9a-f]{64})")
+
+
+def registry_request_kinds(log_text: bytes, file_digests: set[str]) -> collections.Counter[str]:
+    """Requests by what they are for: a file's blob, the core metadata, the empty
+    config, a file's manifest (by digest), a release's index (by tag), listings."""
+    counts: collections.Counter[str] = collections.Counter()
+    for raw_method, raw_path, raw_status in _ACCESS.findall(log_text):
+        method, path, status = raw_method.decode(), raw_path.decode(), raw_status.decode()
+        if path == "/v2/":
+            continue
+        found = _BLOB_DIGEST.search(path)
+        blob = ""
+        if found:
+            digest = found.group(1)
+            if digest == _EMPTY_CONFIG:
+                blob = "config"
+            else:
+                blob = "file" if digest in file_digests else "metadata"
+        if "/blobs/uploads/" in path:
+            kind = f"{method} {blob} blob"
+        elif "/manifests/sha256" in path:
+            kind = f"{method} manifest by digest"
+        elif "/manifests/" in path:
+            kind = f"{method} manifest by tag"
+        elif path.endswith("/tags/list") or "/tags/list?" in path:
+            kind = f"{method} tag list"
+        elif "/_catalog" in path:
+            kind = f"{method} catalog"
+        else:
+            kind = f"{method} blob"
+        counts[f"{kind} {status}"] += 1
+    return counts
+
+
 def registry_requests(log_text: bytes) -> collections.Counter[str]:
     """Requests to ``/v2/...`` in (a slice of) a registry log, by method and status."""
     counts: collections.Counter[str] = collections.Counter()
