@@ -218,14 +218,22 @@ def run_naive(
             future.result()
 
 
-def _oras(*args: str, cwd: Path | None = None) -> None:
-    """Run the ORAS CLI; its failure is the contender's."""
+def _oras(*args: str, cwd: Path | None = None, attempts: int = 3) -> None:
+    """Run the ORAS CLI; its failure is the contender's.
+
+    Concurrent pushes of the same config blob into one repository race in
+    the registry (DIGEST_INVALID, then "manifest blob unknown"), as they do
+    for oras-py: a script would try again, so this does, up to ``attempts``.
+    """
     oras = os.environ.get("ORAS", "oras")
-    done = subprocess.run(
-        [oras, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"oras {args[0]} failed: {done.stderr.strip()[-500:]}")
+    for attempt in range(attempts):
+        done = subprocess.run(
+            [oras, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        if done.returncode == 0:
+            return
+        if attempt == attempts - 1:
+            raise RuntimeError(f"oras {args[0]} failed: {done.stderr.strip()[-500:]}")
 
 
 def run_oras(

@@ -45,12 +45,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import vcr
 from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
 from vcr.serialize import deserialize, serialize
-
-from oci_pypi_sync.stores.transport import LeanTransport
 
 INDEX_URL = "https://index.test/simple/"
 INDEX_HOST = "index.test"
@@ -84,32 +81,6 @@ class GzipAwarePersister:
         path.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-@contextmanager
-def through_vcr() -> Iterator[None]:
-    """Send the lean transport's requests through httpx's own transport, which vcrpy patches.
-
-    vcrpy intercepts ``httpx.AsyncHTTPTransport``; the tool's clients use
-    :class:`~oci_pypi_sync.stores.transport.LeanTransport`. Loopback requests (the
-    registry the tests start) keep the lean transport.
-    """
-    original = LeanTransport.handle_async_request
-    recorded = httpx.AsyncHTTPTransport()
-
-    async def handle(self: LeanTransport, request: httpx.Request) -> httpx.Response:
-        if request.url.host in _LOOPBACK:
-            return await original(self, request)
-        return await recorded.handle_async_request(request)
-
-    LeanTransport.handle_async_request = handle  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        LeanTransport.handle_async_request = original  # type: ignore[method-assign]
-
-
 def cassette_path(name: str) -> Path:
     """Where the cassette ``name`` lives (``.yaml``, or ``.yaml.gz`` for large ones)."""
     suffix = ".yaml.gz" if name in COMPRESSED else ".yaml"
@@ -138,10 +109,7 @@ def replay(name: str, *, pass_loopback: bool = False) -> Iterator[Any]:
     path = cassette_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"no cassette {name!r} at {path}")
-    with (
-        make_vcr(ignore_localhost=pass_loopback).use_cassette(
-            str(path), record_mode="none", allow_playback_repeats=True
-        ) as cassette,
-        through_vcr(),
-    ):
+    with make_vcr(ignore_localhost=pass_loopback).use_cassette(
+        str(path), record_mode="none", allow_playback_repeats=True
+    ) as cassette:
         yield cassette

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cassettes import FILES_HOST, INDEX_HOST, cassette_path, make_vcr, through_vcr
+from cassettes import FILES_HOST, INDEX_HOST, cassette_path, make_vcr
 
 from oci_pypi_sync.index.client import IndexClient, verified_chunks
 from oci_pypi_sync.index.location import pip_default_index_url
@@ -129,10 +129,10 @@ async def record_six(client: IndexClient) -> None:
 
 
 async def record_six_html(client: IndexClient) -> None:
-    response = await client._http.get(
-        client.project_url("six"), headers={"Accept": f"{HTML_V1}, text/html;q=0.5"}
+    response = await client._http.request(
+        "GET", client.project_url("six"), headers={"Accept": f"{HTML_V1}, text/html;q=0.5"}
     )
-    response.raise_for_status()
+    assert response.status_code == 200, response.status_code
 
 
 async def record_yanked(client: IndexClient) -> None:
@@ -155,7 +155,7 @@ async def record_legacy_versions(client: IndexClient) -> None:
 
 
 async def record_missing(client: IndexClient) -> None:
-    response = await client._http.get(client.project_url(MISSING_PROJECT))
+    response = await client._http.request("GET", client.project_url(MISSING_PROJECT))
     assert response.status_code == 404, response.status_code
 
 
@@ -192,7 +192,7 @@ async def main(names: list[str]) -> int:
             before_record_request=rewriter.before_record_request,
             before_record_response=rewriter.before_record_response,
         )
-        with recorder.use_cassette(str(path), record_mode="all"), through_vcr():
+        with recorder.use_cassette(str(path), record_mode="all"):
             async with IndexClient(index_url) as client:
                 await RECORDINGS[name](client)
         print(f"recorded {path.name}: {path.stat().st_size} bytes")

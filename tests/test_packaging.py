@@ -112,7 +112,7 @@ def test_wheel_metadata_is_complete(wheel: Path) -> None:
         r.split(">", 1)[0].split("[", 1)[0].split(";", 1)[0].strip()
         for r in metadata.get_all("Requires-Dist") or []
     }
-    assert {"click", "httpx", "packaging", "resolvelib", "starlette", "uvicorn"} <= requires
+    assert {"aiohttp", "click", "packaging", "resolvelib", "starlette", "uvicorn"} <= requires
 
 
 def test_wheel_declares_the_oci_pypi_command(wheel: Path) -> None:

@@ -9,6 +9,7 @@ distribution API, ``index.json`` and blobs hashed from disk, and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from provenance_data import (
     grown_github_provenance,
     sigstore_root,
 )
-from registry_server import RegistryServer, running_registry
+from registry_server import RegistryServer, free_port, running_registry
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine.run import SyncOptions, sync
@@ -595,11 +596,23 @@ async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
         assert refused.status_code == 406
 
     # A mirror of the mirror: its pages and Integrity API are read and verified like the index's.
-    served_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    second = LayoutStore(tmp_path / "second")
-    async with IndexClient("http://mirror.test/simple/", http=served_client) as client:
-        report = await sync([Requirement("pypi-attestations")], client, second)
-    await served_client.aclose()
+    from oci_pypi_sync.serve.server import build_server
+
+    port = free_port()
+    server = build_server(
+        LayoutStore(tmp_path / "layout", create=False), host="127.0.0.1", port=port
+    )
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the mirror's server did not start"
+            await asyncio.sleep(0.02)
+        second = LayoutStore(tmp_path / "second")
+        async with IndexClient(f"http://127.0.0.1:{port}/simple/") as client:
+            report = await sync([Requirement("pypi-attestations")], client, second)
+    finally:
+        server.should_exit = True
+        await serving
     assert not report.failed
     assert report.files[0].provenance is not None
     assert report.files[0].provenance.status == "stored"

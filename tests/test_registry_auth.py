@@ -3,7 +3,7 @@
 Bearer tokens come from a real token service (see ``registry_server.TokenServer``)
 that the registry verifies. A few protocol corners Distribution cannot
 produce (object-storage redirects, a challenge naming its own scope) use
-``httpx.MockTransport``.
+scripted loopback servers (``scripted_server.answering``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import random
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 from conftest import require_registry
 from registry_server import RegistryServer, TokenServer, running_registry
+from scripted_server import answering
+from yarl import URL
 
 from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.ops.login import check_login
@@ -34,6 +37,7 @@ from oci_pypi_sync.stores.auth import (
     request_scopes,
 )
 from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.http import HttpClient, Request, Response
 from oci_pypi_sync.stores.registry import RegistryStore
 
 pytestmark = pytest.mark.registry
@@ -61,13 +65,21 @@ def creds(username: str | None = None, password: str | None = None) -> Credentia
 
 
 class Recorder:
-    """Records (method, path, status) of every response, auth round trips included."""
+    """(method, path, status) of every exchange, auth round trips included, from the
+    HTTP client's debug log."""
 
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, int]] = []
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG, logger="oci_pypi_sync.stores.http")
+        self._caplog = caplog
 
-    async def __call__(self, response: httpx.Response) -> None:
-        self.seen.append((response.request.method, response.request.url.path, response.status_code))
+    @property
+    def seen(self) -> list[tuple[str, str, int]]:
+        out = []
+        for record in self._caplog.records:
+            if record.name == "oci_pypi_sync.stores.http":
+                method, url, _, status = record.getMessage().split(" ")
+                out.append((method, URL(url).path, int(status)))
+        return out
 
     def statuses(self, method: str) -> list[int]:
         return [status for m, _, status in self.seen if m == method]
@@ -162,10 +174,7 @@ def test_parse_token_response() -> None:
 
 
 async def test_streamed_body_is_never_resent_for_auth() -> None:
-    seen: list[tuple[str, str]] = []
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.method, request.url.path))
+    def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(202, headers={"Location": "/v2/pypi/six/blobs/uploads/u1"})
         if request.method == "PUT":
@@ -178,16 +187,19 @@ async def test_streamed_body_is_never_resent_for_auth() -> None:
 
     data = b"x" * 100_000
     async with (
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        answering(handler) as registry,
         RegistryStore(
-            "registry.test", "pypi", credentials=creds("alice", PASSWORD), http=client
+            URL(registry.url).raw_authority,
+            "pypi",
+            plain_http=True,
+            credentials=creds("alice", PASSWORD),
         ) as store,
     ):
         with pytest.raises(AuthenticationError) as caught:
             await store.put_blob("six", sha256(data), len(data), chunked(data))
     assert caught.value.status == 401
-    assert [m for m, _ in seen] == ["POST", "PUT", "DELETE"]
-    assert not any(path == "/token" for _, path in seen)
+    assert [r.method for r in registry.seen] == ["POST", "PUT", "DELETE"]
+    assert not any(r.url.path == "/token" for r in registry.seen)
     assert PASSWORD not in str(caught.value)
 
 
@@ -195,25 +207,29 @@ async def test_insufficient_scope_refetches_with_the_challenge_scope() -> None:
     asked: list[list[str]] = []
     tokens = {"repository:pypi/six:pull": "t-pull", "repository:pypi/six:pull,push": "t-push"}
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "auth.test":
-            scopes = request.url.params.get_list("scope")
-            asked.append(scopes)
-            return httpx.Response(200, json={"token": tokens[scopes[0]]})
-        challenge = 'Bearer realm="http://auth.test/token",service="svc"'
-        if request.headers.get("Authorization") == "Bearer t-push":
-            return httpx.Response(200)
-        if request.headers.get("Authorization") == "Bearer t-pull":
-            challenge += ',scope="repository:pypi/six:pull,push",error="insufficient_scope"'
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+    def token_service(request: httpx.Request) -> httpx.Response:
+        scopes = request.url.params.get_list("scope")
+        asked.append(scopes)
+        return httpx.Response(200, json={"token": tokens[scopes[0]]})
 
-    auth = RegistryAuth(creds(), "registry.test")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=auth) as client:
-        # Pretend a pull token was cached for a GET, then a GET that needs more.
-        first = await client.get("https://registry.test/v2/pypi/six/manifests/1.0")
-        assert first.status_code == 401  # the pull token was refused again: returned as is
-        assert asked == [["repository:pypi/six:pull"]]
-        second = await client.get("https://registry.test/v2/pypi/six/manifests/1.0")
+    async with answering(token_service) as auth_server:
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            challenge = f'Bearer realm="{auth_server.url}/token",service="svc"'
+            if request.headers.get("Authorization") == "Bearer t-push":
+                return httpx.Response(200)
+            if request.headers.get("Authorization") == "Bearer t-pull":
+                challenge += ',scope="repository:pypi/six:pull,push",error="insufficient_scope"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+        auth = RegistryAuth(creds(), "registry.test")
+        async with answering(handler) as registry, HttpClient(auth=auth) as client:
+            url = f"{registry.url}/v2/pypi/six/manifests/1.0"
+            # A pull token is fetched and cached for the GET, then refused as too narrow.
+            first = await client.request("GET", url)
+            assert first.status_code == 401  # the pull token was refused again: returned as is
+            assert asked == [["repository:pypi/six:pull"]]
+            second = await client.request("GET", url)
     assert second.status_code == 200
     assert asked[1] == ["repository:pypi/six:pull,push"]
     assert auth.cached_token(("repository:pypi/six:pull",)) == "t-push"
@@ -223,72 +239,95 @@ async def test_expired_token_is_not_attached() -> None:
     now = [0.0]
     issued: list[str] = []
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "auth.test":
-            issued.append(f"t{len(issued)}")
-            return httpx.Response(200, json={"token": issued[-1], "expires_in": 60})
-        if request.headers.get("Authorization") == f"Bearer {issued[-1] if issued else ''}":
-            return httpx.Response(200)
-        return httpx.Response(
-            401, headers={"WWW-Authenticate": 'Bearer realm="http://auth.test/t",service=s'}
-        )
+    def token_service(request: httpx.Request) -> httpx.Response:
+        issued.append(f"t{len(issued)}")
+        return httpx.Response(200, json={"token": issued[-1], "expires_in": 60})
 
-    auth = RegistryAuth(creds(), "registry.test", clock=lambda: now[0])
-    scope = ("repository:six:pull",)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=auth) as client:
-        assert (await client.head("https://registry.test/v2/six/blobs/sha256:a")).status_code == 200
-        assert auth.cached_token(scope) == "t0"
-        assert (await client.head("https://registry.test/v2/six/blobs/sha256:a")).status_code == 200
-        assert issued == ["t0"]
-        now[0] = 55.0  # past expires_in minus the safety margin
-        assert auth.cached_token(scope) is None
-        assert (await client.head("https://registry.test/v2/six/blobs/sha256:a")).status_code == 200
+    async with answering(token_service) as auth_server:
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.headers.get("Authorization") == f"Bearer {issued[-1] if issued else ''}":
+                return httpx.Response(200)
+            challenge = f'Bearer realm="{auth_server.url}/t",service=s'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+        auth = RegistryAuth(creds(), "registry.test", clock=lambda: now[0])
+        scope = ("repository:six:pull",)
+        async with answering(handler) as registry, HttpClient(auth=auth) as client:
+            url = f"{registry.url}/v2/six/blobs/sha256:a"
+            assert (await client.request("HEAD", url)).status_code == 200
+            assert auth.cached_token(scope) == "t0"
+            assert (await client.request("HEAD", url)).status_code == 200
+            assert issued == ["t0"]
+            now[0] = 55.0  # past expires_in minus the safety margin
+            assert auth.cached_token(scope) is None
+            assert (await client.request("HEAD", url)).status_code == 200
     assert issued == ["t0", "t1"]
 
 
-def test_sync_client_flow_retries_with_basic() -> None:
-    seen: list[str | None] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("Authorization"))
-        if request.headers.get("Authorization") is None:
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
-        return httpx.Response(200)
-
+def test_the_flow_retries_with_basic_and_then_sends_it_up_front() -> None:
+    """The flow alone, driven by hand: it is a generator and does no I/O."""
     auth = RegistryAuth(creds("alice", PASSWORD), "registry.test")
-    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as client:
-        assert client.get("https://registry.test/v2/six/tags/list").status_code == 200
-        assert client.get("https://registry.test/v2/six/tags/list").status_code == 200
-    assert seen[0] is None
-    assert seen[1:] == [seen[1]] * 2
-    assert seen[1] == "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+
+    def drive(statuses: list[int]) -> list[str | None]:
+        request = Request.build("GET", "https://registry.test/v2/six/tags/list")
+        flow = auth.flow(request)
+        sent = next(flow)
+        authorizations = [sent.headers.get("Authorization")]
+        for status in statuses:
+            try:
+                sent = flow.send(_answer(sent, status))
+            except StopIteration:
+                break
+            authorizations.append(sent.headers.get("Authorization"))
+        return authorizations
+
+    assert drive([401, 200]) == [None, basic]
+    assert drive([200]) == [basic]
+    # refused credentials are not sent a second time
+    assert drive([401, 401]) == [basic]
+
+
+def _answer(request: Request, status: int) -> Response:
+    """A response to ``request`` as the flow reads one (status and challenge header)."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    class Answer:
+        def __init__(self) -> None:
+            self.status_code = status
+            self.headers = CIMultiDictProxy(CIMultiDict({"WWW-Authenticate": 'Basic realm="r"'}))
+            self.request = request
+
+    return cast(Response, Answer())
 
 
 async def test_cross_host_redirect_drops_authorization() -> None:
-    seen: list[tuple[str, str | None]] = []
     payload = b"blob bytes"
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        authorization = request.headers.get("Authorization")
-        seen.append((request.url.host, authorization))
-        if request.url.host == "storage.test":
-            return httpx.Response(200, content=payload)
-        if authorization is None:
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
-        return httpx.Response(307, headers={"Location": "https://storage.test/obj?sig=1"})
+    async with answering(lambda request: httpx.Response(200, content=payload)) as storage:
 
-    async with (
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
-        RegistryStore(
-            "registry.test", "pypi", credentials=creds("alice", PASSWORD), http=client
-        ) as store,
-    ):
-        got = b"".join([c async for c in store.open_blob("six", sha256(payload))])
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.headers.get("Authorization") is None:
+                return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            return httpx.Response(307, headers={"Location": f"{storage.url}/obj?sig=1"})
+
+        async with (
+            answering(handler) as registry,
+            RegistryStore(
+                URL(registry.url).raw_authority,
+                "pypi",
+                plain_http=True,
+                credentials=creds("alice", PASSWORD),
+            ) as store,
+        ):
+            got = b"".join([c async for c in store.open_blob("six", sha256(payload))])
     assert got == payload
-    assert [host for host, _ in seen] == ["registry.test", "registry.test", "storage.test"]
-    assert seen[1][1] is not None
-    assert seen[1][1].startswith("Basic ")
-    assert seen[2][1] is None
+    authorizations = [r.headers.get("Authorization") for r in registry.seen]
+    assert authorizations[0] is None
+    assert authorizations[1] is not None
+    assert authorizations[1].startswith("Basic ")
+    assert [r.headers.get("Authorization") for r in storage.seen] == [None]
 
 
 # --- basic auth against the real registry ----------------------------------------------------
@@ -333,18 +372,13 @@ async def push_payload(store: RegistryStore, repo: str, layer: bytes) -> bytes:
     return manifest
 
 
-async def test_basic_auth_right_password(basic_registry: RegistryServer) -> None:
-    recorder = Recorder()
-    async with (
-        httpx.AsyncClient(event_hooks={"response": [recorder]}) as client,
-        RegistryStore(
-            basic_registry.host,
-            "pypi",
-            plain_http=True,
-            credentials=creds("alice", PASSWORD),
-            http=client,
-        ) as store,
-    ):
+async def test_basic_auth_right_password(
+    basic_registry: RegistryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder(caplog)
+    async with RegistryStore(
+        basic_registry.host, "pypi", plain_http=True, credentials=creds("alice", PASSWORD)
+    ) as store:
         manifest = await push_artifact(store, "six", seed=1)
         fetched = await store.get_manifest("six", "1.0")
     assert fetched is not None
@@ -439,20 +473,13 @@ def token_registry(
 
 
 async def test_bearer_push_uses_one_token_per_scope(
-    token_registry: RegistryServer, token_service: TokenServer
+    token_registry: RegistryServer, token_service: TokenServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     token_service.requests.clear()
-    recorder = Recorder()
-    async with (
-        httpx.AsyncClient(event_hooks={"response": [recorder]}) as client,
-        RegistryStore(
-            token_registry.host,
-            "pypi",
-            plain_http=True,
-            credentials=creds("alice", PASSWORD),
-            http=client,
-        ) as store,
-    ):
+    recorder = Recorder(caplog)
+    async with RegistryStore(
+        token_registry.host, "pypi", plain_http=True, credentials=creds("alice", PASSWORD)
+    ) as store:
         manifest = await push_artifact(store, "six", seed=3)
         await push_artifact(store, "six", seed=4)
         fetched = await store.get_manifest("six", "1.0")

@@ -17,6 +17,7 @@ import httpx
 import oras.client
 import pytest
 from registry_server import RegistryServer, free_port
+from scripted_server import answering
 
 from oci_pypi_sync.errors import (
     AuthenticationError,
@@ -27,6 +28,7 @@ from oci_pypi_sync.errors import (
 )
 from oci_pypi_sync.stores import registry as registry_module
 from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.http import HttpClient
 from oci_pypi_sync.stores.protocols import Store
 from oci_pypi_sync.stores.registry import (
     RegistryStore,
@@ -270,11 +272,16 @@ async def test_open_missing_blob_raises(store: RegistryStore) -> None:
 
 
 class CappingProxy:
-    """Forwards to the real registry but answers 413 to any body over ``limit`` bytes."""
+    """Forwards to the real registry but answers 413 to any body over ``limit`` bytes.
 
-    def __init__(self, limit: int) -> None:
+    A loopback server of its own in front of the registry; the ``Host`` header
+    is passed on, so the registry's upload locations point back at the proxy.
+    """
+
+    def __init__(self, upstream: str, limit: int) -> None:
         self.limit = limit
         self.calls: list[tuple[str, int]] = []
+        self._upstream_url = upstream
         self._upstream = httpx.AsyncClient()
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -282,9 +289,9 @@ class CappingProxy:
         self.calls.append((request.method, length))
         if length > self.limit:
             return httpx.Response(413, text="request entity too large")
-        body = await request.aread()
+        target = f"{self._upstream_url}{request.url.raw_path.decode()}"
         upstream = await self._upstream.request(
-            request.method, request.url, headers=request.headers, content=body
+            request.method, target, headers=request.headers, content=request.content
         )
         return httpx.Response(
             upstream.status_code, headers=upstream.headers, content=upstream.content
@@ -295,18 +302,18 @@ class CappingProxy:
 async def capped(
     registry: RegistryServer, prefix: str
 ) -> AsyncIterator[tuple[RegistryStore, CappingProxy]]:
-    proxy = CappingProxy(limit=256 * 1024)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(proxy))
-    async with RegistryStore(
-        registry.host,
-        prefix,
-        plain_http=True,
-        credentials=CredentialStore.empty(),
-        http=client,
-        chunk_size=200 * 1024,
-    ) as opened:
+    proxy = CappingProxy(registry.url, limit=256 * 1024)
+    async with (
+        answering(proxy) as server,
+        RegistryStore(
+            server.url.removeprefix("http://"),
+            prefix,
+            plain_http=True,
+            credentials=CredentialStore.empty(),
+            chunk_size=200 * 1024,
+        ) as opened,
+    ):
         yield opened, proxy
-    await client.aclose()
     await proxy._upstream.aclose()
 
 
@@ -492,13 +499,14 @@ async def test_unreachable_registry() -> None:
 
 
 async def test_shared_client_is_left_open(registry: RegistryServer) -> None:
-    client = httpx.AsyncClient()
+    client = HttpClient()
     async with RegistryStore(
         registry.host, "", plain_http=True, credentials=CredentialStore.empty(), http=client
     ) as store:
         assert store.display_name == registry.host
         assert await store.has_blob("six", sha256(b"x")) is False
-    assert client.is_closed is False
+    # still usable: its owner closes it
+    assert (await client.request("GET", f"{registry.url}/v2/")).status_code == 200
     await client.aclose()
 
 

@@ -7,11 +7,11 @@ import os
 import zipfile
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from replay_index import ReplayFile, ReplayIndex, serving
 
 from oci_pypi_sync.index.remote_wheel import RemoteWheelError, fetch_wheel_metadata
+from oci_pypi_sync.stores.http import HttpClient
 
 METADATA = (
     b"Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.2.3\n"
@@ -62,7 +62,7 @@ def index(request: pytest.FixtureRequest) -> Iterator[ReplayIndex]:
 
 async def _read(index: ReplayIndex, filename: str, data: bytes) -> bytes:
     index.add("demo-pkg", ReplayFile.of(filename, data))
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         return await fetch_wheel_metadata(http, f"{index.url}files/{filename}", filename)
 
 
@@ -122,7 +122,7 @@ async def test_wheel_without_metadata_is_an_error() -> None:
 
 async def test_missing_wheel_is_an_http_error() -> None:
     with serving(ReplayIndex()) as index:
-        async with httpx.AsyncClient() as http:
+        async with HttpClient() as http:
             with pytest.raises(Exception, match="404"):
                 await fetch_wheel_metadata(
                     http, f"{index.url}files/nope-1.0-py3-none-any.whl", "nope-1.0-py3-none-any.whl"

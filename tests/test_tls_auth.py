@@ -18,7 +18,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import require_registry
 from registry_server import RegistryServer, TlsMaterial, make_tls, running_registry
@@ -33,6 +32,7 @@ from oci_pypi_sync.errors import (
 from oci_pypi_sync.ops.login import check_login, login, logout
 from oci_pypi_sync.stores.auth import RegistryAuth
 from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.http import ConnectError
 from oci_pypi_sync.stores.registry import RegistryStore
 from oci_pypi_sync.stores.tls import (
     HostCerts,
@@ -133,12 +133,12 @@ async def test_untrusted_certificate_names_the_host_and_the_option(
     )
     # The same description applies to the error a store's client raises.
     async with registry_http_client(host, tls=True, timeout=10) as client:
-        with pytest.raises(httpx.ConnectError) as raw:
-            await client.get(f"https://{host}/v2/")
+        with pytest.raises(ConnectError) as raw:
+            await client.request("GET", f"https://{host}/v2/")
     described = describe_tls_error(host, raw.value)
     assert described is not None
     assert str(described) == str(caught.value)
-    assert describe_tls_error(host, httpx.ConnectError("connection refused")) is None
+    assert describe_tls_error(host, ConnectError("connection refused")) is None
 
 
 async def test_plain_http_port_gets_its_own_advice(registry: RegistryServer) -> None:
@@ -162,7 +162,7 @@ async def test_ca_from_environment_variables(
         ALICE,
         tls=tls_for(host, certs_dirs=NO_DIRS, environ={"OCI_PYPI_CA_BUNDLE": str(pki.ca)}),
     )
-    # SSL_CERT_FILE: left to httpx when nothing else is configured...
+    # SSL_CERT_FILE: the default trust when nothing else is configured...
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
     monkeypatch.delenv("OCI_PYPI_CA_BUNDLE", raising=False)
     assert tls_for(host, certs_dirs=NO_DIRS) is True
@@ -531,8 +531,7 @@ async def test_wrong_password_leaks_nothing(
     tls_registry: RegistryServer, pki: TlsMaterial, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "oci_pypi_sync"):
-        caplog.set_level(logging.DEBUG, logger=name)
+    caplog.set_level(logging.DEBUG, logger="oci_pypi_sync")
     host = tls_registry.host
     wrong = Credentials(username="alice", password=WRONG)
     options = TlsOptions(ca_bundle=pki.ca, certs_dirs=())
@@ -554,7 +553,8 @@ async def test_wrong_password_leaks_nothing(
         objects = [wrong, store_creds, auth, store, options, at_login.value, at_push.value]
         texts = [repr(o) for o in objects] + [str(o) for o in objects]
     assert "credentials configured for it were not accepted" in str(at_push.value)
-    assert any("/v2/" in r.getMessage() for r in caplog.records if r.name == "httpx")
+    exchanges = [r.getMessage() for r in caplog.records if r.name == "oci_pypi_sync.stores.http"]
+    assert any("/v2/" in text and "-> 401" in text for text in exchanges)
     secrets = (WRONG, PASSWORD, b64(f"alice:{WRONG}"), b64(f"alice:{PASSWORD}"))
     for text in [*texts, caplog.text]:
         for secret in secrets:

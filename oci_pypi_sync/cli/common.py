@@ -13,12 +13,6 @@ import click
 
 from oci_pypi_sync.errors import OciPypiError, UsageError
 
-# httpx imports its own command-line client (rich, pygments) along with the
-# library, a tenth of a no-op sync's time; a None entry makes that import fail
-# at once, and httpx then goes on without it, as it does when they are missing.
-# (This module imports httpx only inside commands, so the entry comes first.)
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -48,9 +42,6 @@ def configure_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    if verbosity > 1:
-        logging.getLogger("httpx").setLevel(logging.DEBUG)
-        logging.getLogger("httpx").addHandler(handler)
 
 
 def run(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -12,14 +12,14 @@ import base64
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Generator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
 from packaging.utils import canonicalize_name
+from yarl import URL
 
 from oci_pypi_sync import __version__
 from oci_pypi_sync.errors import (
@@ -35,7 +35,15 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.stores.transport import lean_client
+from oci_pypi_sync.stores.http import (
+    Auth,
+    HttpClient,
+    Request,
+    Response,
+    Timeouts,
+    TooManyRedirectsError,
+    TransportError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +53,24 @@ CHUNK_SIZE = 1024 * 1024
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json, application/json;q=0.5"
 #: A provenance object holds a few attestations of about 10 KB each.
 MAX_PROVENANCE_BYTES = 4 << 20
-TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+TIMEOUTS = Timeouts(connect=15.0, read=60.0)
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
-
-
-class _IndexOriginAuth(httpx.Auth):
+class _IndexOriginAuth:
     """HTTP basic auth sent only to the index's own origin (scheme, host, port).
 
     Files often live on another host (a CDN); the index password must not
-    travel there.
+    travel there (nor after a redirect elsewhere: :class:`HttpClient` drops it).
     """
 
-    def __init__(self, username: str, password: str, index_url: httpx.URL) -> None:
+    def __init__(self, username: str, password: str, index_url: str) -> None:
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._header = f"Basic {token}"
-        self._origin = _origin(index_url)
+        url = URL(index_url)
+        self._origin = (url.scheme, url.host or "", url.port)
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if _origin(request.url) == self._origin:
+    def flow(self, request: Request) -> Generator[Request, Response, None]:
+        if request.origin == self._origin:
             request.headers["Authorization"] = self._header
         yield request
 
@@ -78,16 +83,13 @@ def _split_credentials(index_url: str) -> tuple[str, _IndexOriginAuth | None]:
     userinfo, host = parts.netloc.rsplit("@", 1)
     username, _, password = userinfo.partition(":")
     bare = urlunsplit(parts._replace(netloc=host))
-    return bare, _IndexOriginAuth(unquote(username), unquote(password), httpx.URL(bare))
+    return bare, _IndexOriginAuth(unquote(username), unquote(password), bare)
 
 
-def _default_http(timeout: float | None = None, max_connections: int = 100) -> httpx.AsyncClient:
-    return lean_client(
-        "http://",
-        "https://",
+def _default_http(timeout: float | None = None, max_connections: int = 100) -> HttpClient:
+    return HttpClient(
         max_connections=max_connections,
-        follow_redirects=True,
-        timeout=TIMEOUT if timeout is None else httpx.Timeout(timeout),
+        timeouts=TIMEOUTS if timeout is None else Timeouts(timeout, timeout),
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -121,23 +123,21 @@ class IndexClient:
     ``index_url`` is the index root (``.../simple/``); user name and
     password in it are used for basic auth and never shown. Pass ``http``
     to share a client (its owner closes it); otherwise one is made
-    (HTTP/1.1 on :mod:`.transport`) with redirects followed and bounded
-    timeouts.
+    (:class:`~oci_pypi_sync.stores.http.HttpClient`) with bounded timeouts.
+    Redirects are followed.
     """
 
     def __init__(
         self,
         index_url: str,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         timeout: float | None = None,
         max_connections: int = 100,
     ) -> None:
         bare_url, url_auth = _split_credentials(index_url)
         # Without credentials in the URL, a shared client's own auth (if any) applies.
-        self._auth: httpx.Auth | httpx._client.UseClientDefault = (
-            url_auth if url_auth is not None else httpx.USE_CLIENT_DEFAULT
-        )
+        self._auth: Auth | None = url_auth
         self.index_url = bare_url if bare_url.endswith("/") else bare_url + "/"
         self._owns_http = http is None
         self._http = http if http is not None else _default_http(timeout, max_connections)
@@ -179,20 +179,20 @@ class IndexClient:
         *,
         accept: str | None = None,
         extra_headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         logger.debug("GET %s", redact_url(url))
         headers = {**self._headers(accept), **(extra_headers or {})}
         try:
-            return await self._http.get(
-                url, headers=headers, auth=self._auth, follow_redirects=True
+            return await self._http.request(
+                "GET", url, headers=headers, auth=self._auth, follow_redirects=True
             )
-        except httpx.TooManyRedirects:
+        except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise self._unreachable(url, exc) from exc
 
     @staticmethod
-    def _raise_for_status(response: httpx.Response, what: str) -> None:
+    def _raise_for_status(response: Response, what: str) -> None:
         if response.is_success:
             return
         raise IndexError_(
@@ -293,13 +293,15 @@ class IndexClient:
         logger.debug("GET %s (provenance)", redact_url(url))
         what = f"the provenance of {file.filename}"
         try:
-            async with self._http.stream(
+            response = await self._http.request(
                 "GET",
                 url,
                 headers=self._headers(INTEGRITY_ACCEPT),
                 auth=self._auth,
+                stream=True,
                 follow_redirects=True,
-            ) as response:
+            )
+            try:
                 if response.status_code in {404, 410}:
                     return None
                 self._raise_for_status(response, what)
@@ -312,9 +314,11 @@ class IndexClient:
                             f"({redact_url(url)})"
                         )
                 return bytes(body)
-        except httpx.TooManyRedirects:
+            finally:
+                await response.aclose()
+        except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise self._unreachable(url, exc) from exc
 
     async def get_file_size(self, file: DistributionFile) -> int:
@@ -323,13 +327,16 @@ class IndexClient:
             return file.size
         logger.debug("HEAD %s", redact_url(file.url))
         try:
-            response = await self._http.head(
+            response = await self._http.request(
+                "HEAD",
                 file.url,
                 headers={**self._headers(), "Accept-Encoding": "identity"},
                 auth=self._auth,
                 follow_redirects=True,
             )
-        except httpx.TransportError as exc:
+        except TooManyRedirectsError:
+            raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
+        except TransportError as exc:
             raise self._unreachable(file.url, exc) from exc
         self._raise_for_status(response, f"the file {file.filename}")
         length = response.headers.get("content-length")
@@ -352,27 +359,28 @@ class IndexClient:
     @asynccontextmanager
     async def _stream(self, file: DistributionFile) -> AsyncIterator[AsyncIterator[bytes]]:
         logger.debug("GET %s (streamed)", redact_url(file.url))
-        async with AsyncExitStack() as stack:
-            try:
-                response = await stack.enter_async_context(
-                    self._http.stream(
-                        "GET",
-                        file.url,
-                        headers={**self._headers(), "Accept-Encoding": "identity"},
-                        auth=self._auth,
-                        follow_redirects=True,
-                    )
-                )
-            except httpx.TooManyRedirects:
-                raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
-            except httpx.TransportError as exc:
-                raise self._unreachable(file.url, exc) from exc
+        try:
+            response = await self._http.request(
+                "GET",
+                file.url,
+                headers={**self._headers(), "Accept-Encoding": "identity"},
+                auth=self._auth,
+                stream=True,
+                follow_redirects=True,
+            )
+        except TooManyRedirectsError:
+            raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
+        except TransportError as exc:
+            raise self._unreachable(file.url, exc) from exc
+        try:
             self._raise_for_status(response, f"the file {file.filename}")
             yield self._chunks(response, file.url)
+        finally:
+            await response.aclose()
 
-    async def _chunks(self, response: httpx.Response, url: str) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: Response, url: str) -> AsyncIterator[bytes]:
         try:
             async for chunk in response.aiter_bytes(CHUNK_SIZE):
                 yield chunk
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise self._unreachable(url, exc) from exc

@@ -23,11 +23,11 @@ import zlib
 from dataclasses import dataclass
 from typing import IO
 
-import httpx
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from oci_pypi_sync.errors import IndexError_, IndexUnreachableError, parse_retry_after
 from oci_pypi_sync.index.location import redact_url
+from oci_pypi_sync.stores.http import HttpClient, Response, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class _Member:
 class _RangeReader:
     """Byte ranges of one URL, remembering what has been read (the tail holds most)."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, filename: str) -> None:
+    def __init__(self, http: HttpClient, url: str, filename: str) -> None:
         self._http = http
         self._url = url
         self._filename = filename
@@ -99,8 +99,10 @@ class _RangeReader:
         self.requests += 1
         headers = {"Range": range_header, "Accept-Encoding": "identity"}
         try:
-            response = await self._http.get(self._url, headers=headers, follow_redirects=True)
-        except httpx.TransportError as exc:
+            response = await self._http.request(
+                "GET", self._url, headers=headers, follow_redirects=True
+            )
+        except TransportError as exc:
             raise _unreachable(self._url, exc) from exc
         if response.status_code == 200:
             raise _RangesIgnoredError
@@ -123,7 +125,7 @@ def _unreachable(url: str, exc: Exception) -> IndexUnreachableError:
     return IndexUnreachableError(f"cannot fetch {redact_url(url)}: {reason}")
 
 
-def _status_error(response: httpx.Response, filename: str) -> IndexError_:
+def _status_error(response: Response, filename: str) -> IndexError_:
     return IndexError_(
         f"the index answered {response.status_code} {response.reason_phrase} "
         f"for the file {filename} ({redact_url(str(response.url))})",
@@ -280,24 +282,31 @@ def _read_member(spool: IO[bytes], filename: str) -> bytes:
         raise RemoteWheelError(f"{filename} is not a readable zip: {exc}") from exc
 
 
-async def _downloaded(http: httpx.AsyncClient, url: str, filename: str) -> bytes:
+async def _downloaded(http: HttpClient, url: str, filename: str) -> bytes:
     """The whole wheel, spooled to disk, then its METADATA read from there."""
     with tempfile.TemporaryFile() as spool:
         try:
-            async with http.stream(
-                "GET", url, headers={"Accept-Encoding": "identity"}, follow_redirects=True
-            ) as response:
+            response = await http.request(
+                "GET",
+                url,
+                headers={"Accept-Encoding": "identity"},
+                stream=True,
+                follow_redirects=True,
+            )
+            try:
                 if response.status_code != 200:
                     raise _status_error(response, filename)
                 async for chunk in response.aiter_bytes(1024 * 1024):
                     spool.write(chunk)
-        except httpx.TransportError as exc:
+            finally:
+                await response.aclose()
+        except TransportError as exc:
             raise _unreachable(url, exc) from exc
         spool.seek(0)
         return await asyncio.to_thread(_read_member, spool, filename)
 
 
-async def fetch_wheel_metadata(http: httpx.AsyncClient, url: str, filename: str) -> bytes:
+async def fetch_wheel_metadata(http: HttpClient, url: str, filename: str) -> bytes:
     """The bytes of the wheel's ``*.dist-info/METADATA``, read with range requests.
 
     Falls back to a full (spooled) download when the server ignores

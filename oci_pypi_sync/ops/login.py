@@ -31,8 +31,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from oci_pypi_sync.errors import AuthenticationError, RegistryError
 from oci_pypi_sync.stores.auth import RegistryAuth
 from oci_pypi_sync.stores.credentials import (
@@ -44,6 +42,7 @@ from oci_pypi_sync.stores.credentials import (
     normalize_registry_key,
     read_config_file,
 )
+from oci_pypi_sync.stores.http import TransportError
 from oci_pypi_sync.stores.tls import TlsOptions, describe_tls_error, registry_http_client
 
 __all__ = ["check_login", "login", "logout"]
@@ -75,11 +74,10 @@ async def check_login(
         host, tls=True if plain_http else tls, timeout=timeout, max_connections=2
     ) as client:
         try:
-            response = await client.get(url, auth=auth)
-        except ssl.SSLError as exc:
-            # httpx's async transport lets a TLS alert met while reading through unwrapped.
+            response = await client.request("GET", url, auth=auth)
+        except ssl.SSLError as exc:  # a TLS alert met outside the handshake
             raise (describe_tls_error(host, exc) or RegistryError(str(exc))) from None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise (describe_tls_error(host, exc) or describe_transport_error(host, exc)) from None
     if response.status_code in (401, 403):
         who = f"user {credentials.username!r}" if credentials.username else "the identity token"

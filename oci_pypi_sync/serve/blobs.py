@@ -17,9 +17,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import BinaryIO
 
-import httpx
-
 from oci_pypi_sync.errors import LayoutError
+from oci_pypi_sync.stores.http import TransportError
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.protocols import Store
 from oci_pypi_sync.stores.registry import RegistryStore, describe_transport_error, repository_name
@@ -84,16 +83,16 @@ async def _registry_range(
     )
     try:
         if response.status_code == 206:
-            body = _limit(response.aiter_raw(), None if stop is None else stop - start)
+            body = _limit(response.aiter_bytes(), None if stop is None else stop - start)
         elif response.status_code == 200:
-            body = _skip(response.aiter_raw(), start, stop)
+            body = _skip(response.aiter_bytes(), start, stop)
         else:
             raise await store._failure(response, "blob", f"{name}@{digest}")
         try:
             async with aclosing(body) as chunks:
                 async for chunk in chunks:
                     yield chunk
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise describe_transport_error(store.host, exc) from exc
     finally:
         await response.aclose()

@@ -1,4 +1,4 @@
-"""Registry authentication as an httpx ``auth_flow``: basic, and bearer tokens per scope.
+"""Registry authentication as an auth flow (:class:`~.http.Auth`): basic, and bearer per scope.
 
 The flow follows the distribution token spec: a request is answered 401
 with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...``; we fetch a
@@ -9,7 +9,10 @@ store opens every upload session with a body-less POST, which settles the
 push token before a large body is streamed. A streamed body is never sent
 twice; its 401 goes back to the caller.
 
-The challenge parsing and scope derivation are pure functions.
+The challenge parsing and scope derivation are pure functions, and the
+flow itself is a generator that does no I/O: it yields the requests to
+send and is sent their responses (:class:`~oci_pypi_sync.stores.http.HttpClient`
+drives it).
 """
 
 from __future__ import annotations
@@ -18,14 +21,13 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
+from oci_pypi_sync.stores.http import Request, Response
 
 __all__ = [
     "Challenge",
@@ -182,7 +184,7 @@ def basic_header(credentials: Credentials) -> str:
 # --- the flow ---------------------------------------------------------------
 
 
-class RegistryAuth(httpx.Auth):
+class RegistryAuth:
     """Authenticates requests to one registry host (basic or bearer per scope).
 
     One instance is shared by every request to the host; the token cache is
@@ -225,17 +227,19 @@ class RegistryAuth(httpx.Auth):
             return None
         return token.value
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        scopes = request_scopes(
-            request.method, request.url.path, dict(request.url.params.multi_items())
-        )
-        # Decided before sending: a transport may buffer the stream while sending it.
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        self._authorize(request, scopes)
+    def flow(self, request: Request) -> Generator[Request, Response, None]:
+        """Attach what is held; on a 401, get a token (or send basic) and send once more.
+
+        A request whose body is a stream is not sent twice: its 401 is the
+        caller's answer.
+        """
+        scopes = self._authorize(request)
         response = yield request
-        if response.status_code != 401 or not replayable:
+        if response.status_code != 401 or not request.replayable:
             return
-        challenges = parse_challenges(response.headers.get_list("www-authenticate"))
+        if scopes is None:
+            scopes = request_scopes(request.method, request.url.path, request.url.query)
+        challenges = parse_challenges(response.headers.getall("WWW-Authenticate", ()))
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         credentials = self.credentials
@@ -254,51 +258,28 @@ class RegistryAuth(httpx.Auth):
             request.headers["Authorization"] = basic_header(credentials)
             yield request
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        # Like httpx's default, but reads only the token service's answers: the
-        # registry's own responses may be large blob streams.
-        flow = self.auth_flow(request)
-        next_request = next(flow)
-        while True:
-            response = yield next_request
-            if next_request is not request:
-                await response.aread()
-            try:
-                next_request = flow.send(response)
-            except StopIteration:
-                break
+    def _authorize(self, request: Request) -> tuple[str, ...] | None:
+        """Attach what we already hold, so a streamed body needs no round trip.
 
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        flow = self.auth_flow(request)
-        next_request = next(flow)
-        while True:
-            response = yield next_request
-            if next_request is not request:
-                response.read()
-            try:
-                next_request = flow.send(response)
-            except StopIteration:
-                break
-
-    def _authorize(self, request: httpx.Request, scopes: tuple[str, ...]) -> None:
-        """Attach what we already hold, so a streamed body needs no round trip."""
-        if "Authorization" in request.headers:
-            return
+        Returns the request's scopes when they were worked out (only when a
+        token or basic credentials are held: an anonymous registry that never
+        challenged costs nothing here).
+        """
+        if "Authorization" in request.headers or not (self._tokens or self._basic):
+            return None
+        scopes = request_scopes(request.method, request.url.path, request.url.query)
         token = self.cached_token(scopes)
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"
-            return
+            return scopes
         credentials = self.credentials if self._basic else None
         if credentials is not None and credentials.has_basic:
             request.headers["Authorization"] = basic_header(credentials)
+        return scopes
 
     def _token_request(
         self, challenge: Challenge, scopes: tuple[str, ...], credentials: Credentials | None
-    ) -> httpx.Request:
+    ) -> Request:
         realm = challenge.realm or ""
         if urlsplit(realm).scheme not in ("http", "https"):
             raise AuthenticationError(
@@ -314,17 +295,18 @@ class RegistryAuth(httpx.Auth):
                 form["service"] = challenge.service
             if scopes:
                 form["scope"] = " ".join(scopes)
-            return httpx.Request("POST", realm, data=form)
-        params: list[tuple[str, str | int | float | bool | None]] = []
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            return Request.build("POST", realm, headers=headers, body=urlencode(form).encode())
+        params: list[tuple[str, str]] = []
         if challenge.service:
             params.append(("service", challenge.service))
         params.extend(("scope", scope) for scope in scopes)
         headers = {}
         if credentials is not None and credentials.has_basic:
             headers["Authorization"] = basic_header(credentials)
-        return httpx.Request("GET", realm, params=params, headers=headers)
+        return Request.build("GET", realm, params=params, headers=headers)
 
-    def _accept_token(self, response: httpx.Response, challenge: Challenge) -> _Token:
+    def _accept_token(self, response: Response, challenge: Challenge) -> _Token:
         service = urlsplit(challenge.realm or "").netloc or "?"
         if response.status_code in (401, 403):
             who = "our credentials" if self.credentials is not None else "anonymous access"

@@ -1,4 +1,4 @@
-"""A :class:`~oci_pypi_sync.stores.protocols.Store` over the OCI distribution API (httpx, async).
+"""A :class:`~oci_pypi_sync.stores.protocols.Store` over the OCI distribution API (async).
 
 Blobs are streamed: ``POST /blobs/uploads/`` opens a session (and settles
 auth with no body), then one ``PUT <Location>&digest=`` carries the body
@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Final, Self
 from urllib.parse import quote, urljoin
 
-import httpx
+from yarl import URL
 
 from oci_pypi_sync.errors import (
     AuthenticationError,
@@ -36,6 +36,15 @@ from oci_pypi_sync.errors import (
 )
 from oci_pypi_sync.stores.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.http import (
+    ConnectError,
+    ConnectTimeoutError,
+    HttpClient,
+    HTTPTimeoutError,
+    Request,
+    Response,
+    TransportError,
+)
 from oci_pypi_sync.stores.protocols import StoredManifest
 from oci_pypi_sync.stores.tls import describe_tls_error, registry_http_client
 
@@ -124,7 +133,7 @@ def format_target(name: str, reference: str) -> str:
     return f"{name}@{reference}" if is_digest(reference) else f"{name}:{reference}"
 
 
-def upload_url(current: str | httpx.URL, location: str, digest: str | None = None) -> str:
+def upload_url(current: str | URL, location: str, digest: str | None = None) -> str:
     """Resolve an upload ``Location`` against the URL that returned it, adding ``digest``.
 
     Registries return absolute or relative locations, with or without a
@@ -136,7 +145,7 @@ def upload_url(current: str | httpx.URL, location: str, digest: str | None = Non
     elif not location:
         url = str(current)
     else:
-        url = str(httpx.URL(current).join(location))
+        url = str(URL(str(current)).join(URL(location)))
     if digest is None:
         return url
     separator = "&" if "?" in url else "?"
@@ -194,19 +203,19 @@ def describe_failure(
     return RegistryError(text, status=status, code=code)
 
 
-def describe_transport_error(host: str, exc: httpx.TransportError) -> RegistryError:
+def describe_transport_error(host: str, exc: TransportError) -> RegistryError:
     """``cannot reach registry HOST: connection refused`` and the like."""
     tls_error = describe_tls_error(host, exc)
     if tls_error is not None:
         return tls_error
-    reason = "timed out" if isinstance(exc, httpx.TimeoutException) else _root_reason(exc)
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    reason = "timed out" if isinstance(exc, HTTPTimeoutError) else _root_reason(exc)
+    if isinstance(exc, ConnectError | ConnectTimeoutError):
         return RegistryUnreachableError(f"cannot reach registry {host}: {reason}")
     return RegistryError(f"connection to registry {host} failed: {reason}")
 
 
 def _root_reason(exc: BaseException) -> str:
-    """The OS-level cause (``connection refused``) under httpx's and anyio's wrappers."""
+    """The OS-level cause (``connection refused``) under the HTTP client's wrappers."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -282,7 +291,7 @@ class RegistryStore:
         *,
         plain_http: bool = False,
         credentials: CredentialStore | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float | None = None,
         max_connections: int = 100,
@@ -413,8 +422,8 @@ class RegistryStore:
         """Mount a blob another repository of this registry holds; False if it could not."""
         name = repository_name(self.prefix, repo)
         source = repository_name(self.prefix, from_repo)
-        url = f"{self.base_url}/v2/{name}/blobs/uploads/"
-        response = await self._send("POST", url, params={"mount": digest, "from": source})
+        url = f"{self.base_url}/v2/{name}/blobs/uploads/{_mount_query(digest, source)}"
+        response = await self._send("POST", url)
         if response.status_code == 201:
             return True
         if response.status_code == 202:
@@ -439,7 +448,7 @@ class RegistryStore:
                 async for chunk in response.aiter_bytes():
                     hasher.update(chunk)
                     yield chunk
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise describe_transport_error(self.host, exc) from exc
             actual = f"{algorithm}:{hasher.hexdigest()}"
             if actual != digest:
@@ -550,7 +559,7 @@ class RegistryStore:
 
     async def _put_manifest(
         self, repo: str, reference: str, media_type: str, body: bytes
-    ) -> tuple[str, httpx.Response]:
+    ) -> tuple[str, Response]:
         name = repository_name(self.prefix, repo)
         target = format_target(name, reference)
         digest = compute_digest("sha256", body)
@@ -586,28 +595,26 @@ class RegistryStore:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
         content: bytes | AsyncIterable[bytes] | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
-    ) -> httpx.Response:
-        request = self._http.build_request(
-            method, url, headers=headers, params=params, content=content
-        )
+    ) -> Response:
+        # built here, already quoted: passed on as they are
+        parsed = URL(url, encoded=True)
+        request = Request.build(method, parsed, headers=headers, body=content)
         try:
             response = await self._http.send(
                 request, auth=self._auth, stream=stream, follow_redirects=follow_redirects
             )
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise describe_transport_error(self.host, exc) from exc
-        except ssl.SSLError as exc:  # a TLS alert httpx lets through unwrapped
+        except ssl.SSLError as exc:  # a TLS alert met outside the handshake
             raise describe_tls_error(self.host, exc) or RegistryUnreachableError(
                 f"TLS with registry {self.host} failed: {exc.reason or exc}"
             ) from exc
-        logger.debug("%s %s -> %d", method, request.url.path, response.status_code)
         return response
 
-    async def _failure(self, response: httpx.Response, kind: str, target: str) -> RegistryError:
+    async def _failure(self, response: Response, kind: str, target: str) -> RegistryError:
         body = b""
         if response.request.method != "HEAD":
             try:
@@ -615,7 +622,7 @@ class RegistryStore:
                     body += chunk
                     if len(body) >= _ERROR_BODY_LIMIT:
                         break
-            except (httpx.TransportError, httpx.StreamError):
+            except TransportError:
                 pass
         await response.aclose()
         error = describe_failure(
@@ -641,7 +648,7 @@ class RegistryStore:
         """
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"
         if probe:
-            url += f"?mount={quote(digest, safe='')}&from={quote(source or name, safe='')}"
+            url += _mount_query(digest, source or name)
         response = await self._send("POST", url)
         location = response.headers.get("Location")
         if probe and response.status_code == 201:
@@ -664,7 +671,7 @@ class RegistryStore:
         location: str,
         content: bytes | AsyncIterable[bytes],
         headers: Mapping[str, str],
-    ) -> httpx.Response | None:
+    ) -> Response | None:
         """PUT the body to the session; ``None`` when the registry said 413."""
         try:
             response = await self._send(
@@ -736,6 +743,11 @@ class RegistryStore:
             await response.aclose()
         except Exception:  # cleanup must not hide the real error
             logger.debug("could not cancel upload session on %s", self.host)
+
+
+def _mount_query(digest: str, source: str) -> str:
+    """``?mount=<digest>&from=<repository>``, quoted: mount the blob from ``source``."""
+    return f"?mount={quote(digest, safe='')}&from={quote(source, safe='')}"
 
 
 def _next_link(base_url: str, link: str | None) -> str | None:

@@ -1,15 +1,15 @@
 """TLS for registry connections: which CAs to trust, which client certificate to present.
 
 Trust, first match wins: ``--ca-bundle`` / ``OCI_PYPI_CA_BUNDLE`` (replaces the
-default roots, like pip's ``--cert``), else what httpx trusts by default
-(``SSL_CERT_FILE``, ``SSL_CERT_DIR``, then certifi). The CAs of the host's
+default roots, like pip's ``--cert``), else the default trust
+(``SSL_CERT_FILE``, ``SSL_CERT_DIR``, then certifi: :func:`default_context`). The CAs of the host's
 certificate directory (``<dir>/<host>/*.crt``, the docker and podman
 ``certs.d`` convention) are added on top, as docker adds them to the system
 roots. The client certificate is ``--client-cert``/``--client-key`` (or
 ``OCI_PYPI_CLIENT_CERT``/``OCI_PYPI_CLIENT_KEY``), else the directory's
 ``*.cert`` with the ``*.key`` of the same name.
 
-:func:`tls_for` gives httpx's ``verify`` argument; :func:`describe_tls_error`
+:func:`tls_for` gives the HTTP client's ``verify`` argument; :func:`describe_tls_error`
 turns a failed handshake into a message that says what to pass.
 """
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import certifi
-import httpx
 
+from oci_pypi_sync import __version__
 from oci_pypi_sync.errors import RegistryUnreachableError, UsageError
-from oci_pypi_sync.stores.transport import lean_client
+from oci_pypi_sync.stores.http import HttpClient, Timeouts
 
 __all__ = [
     "ENV_CA_BUNDLE",
@@ -35,6 +35,7 @@ __all__ = [
     "TlsOptions",
     "TlsSettings",
     "default_certs_dirs",
+    "default_context",
     "describe_tls_error",
     "host_certs",
     "registry_http_client",
@@ -45,6 +46,7 @@ __all__ = [
 ENV_CA_BUNDLE = "OCI_PYPI_CA_BUNDLE"
 ENV_CLIENT_CERT = "OCI_PYPI_CLIENT_CERT"
 ENV_CLIENT_KEY = "OCI_PYPI_CLIENT_KEY"
+USER_AGENT = f"oci-pypi-sync/{__version__}"
 
 #: OpenSSL reasons a server sends when it does not accept our client certificate (or none).
 _CLIENT_CERT_REASONS = frozenset(
@@ -112,7 +114,7 @@ def host_certs(host: str, certs_dirs: Sequence[Path]) -> HostCerts | None:
 class TlsSettings:
     """The files the TLS context for a host is made of, and where they came from.
 
-    ``ca_bundle`` ``None`` means httpx's default roots; ``extra_cas`` are
+    ``ca_bundle`` ``None`` means the default roots; ``extra_cas`` are
     added to whichever roots apply.
     """
 
@@ -166,25 +168,36 @@ def _refuse_password() -> str:
     raise UsageError("the client key is encrypted; give an unencrypted key")
 
 
+def default_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """The default trust: ``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else certifi's roots."""
+    env = os.environ if environ is None else environ
+    try:
+        if env.get("SSL_CERT_FILE"):
+            return ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        if env.get("SSL_CERT_DIR"):
+            return ssl.create_default_context(capath=env["SSL_CERT_DIR"])
+        return ssl.create_default_context(cafile=certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        where = env.get("SSL_CERT_FILE") or env.get("SSL_CERT_DIR")
+        raise UsageError(f"CA bundle {where} could not be loaded: {_reason(exc)}") from None
+
+
 def build_context(
     settings: TlsSettings, environ: Mapping[str, str] | None = None
 ) -> ssl.SSLContext | bool:
-    """The ``verify`` argument for httpx: ``True`` (its own default) when nothing is configured."""
+    """The ``verify`` argument of :class:`HttpClient`: ``True`` (the default trust, made when
+    a first HTTPS connection opens) when nothing is configured."""
     if settings.is_default:
         return True
-    env = os.environ if environ is None else environ
-    try:
-        if settings.ca_bundle is not None:
+    if settings.ca_bundle is not None:
+        try:
             context = ssl.create_default_context(cafile=str(settings.ca_bundle))
-        elif env.get("SSL_CERT_FILE"):
-            context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
-        elif env.get("SSL_CERT_DIR"):
-            context = ssl.create_default_context(capath=env["SSL_CERT_DIR"])
-        else:
-            context = ssl.create_default_context(cafile=certifi.where())
-    except (OSError, ssl.SSLError) as exc:
-        where = settings.ca_bundle or env.get("SSL_CERT_FILE") or env.get("SSL_CERT_DIR")
-        raise UsageError(f"CA bundle {where} could not be loaded: {_reason(exc)}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"CA bundle {settings.ca_bundle} could not be loaded: {_reason(exc)}"
+            ) from None
+    else:
+        context = default_context(environ)
     for ca in settings.extra_cas:
         try:
             context.load_verify_locations(cafile=str(ca))
@@ -212,7 +225,7 @@ def tls_for(
     certs_dirs: Sequence[Path] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ssl.SSLContext | bool:
-    """httpx's ``verify`` for a registry host: an SSL context, or ``True`` for httpx's default.
+    """The ``verify`` for a registry host: an SSL context, or ``True`` for the default trust.
 
     ``certs_dirs`` ``None`` means :func:`default_certs_dirs`; ``environ``
     defaults to the process environment. Bad paths are a :class:`UsageError`.
@@ -253,8 +266,8 @@ def registry_http_client(
     tls: ssl.SSLContext | bool | TlsOptions | None = None,
     timeout: float | None = None,
     max_connections: int = 100,
-) -> httpx.AsyncClient:
-    """The httpx client for one registry (``RegistryStore``'s default, ``login``'s), lean transport.
+) -> HttpClient:
+    """The HTTP client for one registry (``RegistryStore``'s default, ``login``'s).
 
     ``tls`` ``None`` resolves the defaults for ``host`` (environment and
     certificate directories). The caller owns the client and closes it.
@@ -265,16 +278,11 @@ def registry_http_client(
         verify = tls.context_for(host)
     else:
         verify = tls
-    return lean_client(
-        f"https://{host}",
-        f"http://{host}",
+    return HttpClient(
         verify=verify,
         max_connections=max_connections,
-        timeout=(
-            httpx.Timeout(timeout, pool=None)
-            if timeout is not None
-            else httpx.Timeout(60.0, read=300.0, write=300.0, pool=None)
-        ),
+        timeouts=Timeouts(timeout, timeout) if timeout is not None else Timeouts(60.0, 300.0),
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -287,14 +295,17 @@ def _reason(exc: BaseException) -> str:
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The innermost :class:`ssl.SSLError` in the chain: the one OpenSSL raised (wrappers
+    of the HTTP client may be SSL errors themselves, without its reason)."""
     seen: set[int] = set()
+    found: ssl.SSLError | None = None
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLError):
-            return current
+            found = current
         current = current.__cause__ or current.__context__
-    return None
+    return found
 
 
 def describe_tls_error(host: str, exc: BaseException) -> RegistryUnreachableError | None:
