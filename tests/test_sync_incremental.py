@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
@@ -285,3 +287,56 @@ async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(
     assert [f.action for f in report.files] == ["skipped"]
     assert _downloads(fixture) == []
     assert sorted(locations) == ["one", "two"]
+
+
+def _config_requests(registry: RegistryServer, since: int) -> list[str]:
+    """The registry's log lines after ``since`` bytes that wrote or mounted the empty config."""
+    config = fmt.empty_config().descriptor.digest.split(":")[1]
+    with registry.log.open("rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    return [
+        line
+        for line in text.splitlines()
+        if config in line and ('"POST ' in line or '"PUT ' in line)
+    ]
+
+
+async def test_a_new_release_of_a_known_project_asks_nothing_about_the_config(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """The state file vouches for the config of a repository it wrote a release into;
+    a registry that lost it anyway gets it again when the manifest is refused."""
+    fixture = FixtureIndex()
+    fixture.add("gamma", make_wheel("gamma", "1.0"))
+    prefix = f"configs-{uuid.uuid4().hex[:8]}"
+    target = parse_target(f"{registry.host}/{prefix}")
+    repo = f"{prefix}/gamma"
+    config = fmt.empty_config().descriptor.digest
+    with serve_index(fixture), Journal.open(tmp_path / "s.sqlite", target=target) as journal:
+        store = open_store(target)
+        try:
+            await _run(fixture, store, "gamma", journal=journal)
+            fixture.add("gamma", make_wheel("gamma", "2.0"))
+            offset = registry.log.stat().st_size
+            second = await _run(fixture, store, "gamma", journal=journal)
+            asked = _config_requests(registry, offset)
+            # the registry loses the config (deleted behind the state file's back)
+            async with httpx.AsyncClient() as http:
+                deleted = await http.delete(f"{registry.url}/v2/{repo}/blobs/{config}")
+            assert deleted.status_code == 202
+            fixture.add("gamma", make_wheel("gamma", "3.0"))
+            offset = registry.log.stat().st_size
+            third = await _run(fixture, store, "gamma", journal=journal)
+            restored = _config_requests(registry, offset)
+            tags = await store.list_tags("gamma")
+        finally:
+            await store.aclose()
+    assert Counter(f.action for f in second.files) == {"skipped": 1, "pushed": 1}
+    assert asked == []
+    assert Counter(f.action for f in third.files) == {"skipped": 2, "pushed": 1}
+    assert restored  # stored again, then the manifest went through
+    assert {"1.0", "2.0", "3.0"} <= set(tags)
+    async with httpx.AsyncClient() as http:
+        head = await http.head(f"{registry.url}/v2/{repo}/blobs/{config}")
+    assert head.status_code == 200

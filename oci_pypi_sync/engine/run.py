@@ -48,6 +48,7 @@ from oci_pypi_sync.errors import (
     IndexError_,
     IndexUnreachableError,
     OciPypiError,
+    RegistryError,
     RegistryUnreachableError,
 )
 from oci_pypi_sync.format import (
@@ -168,6 +169,8 @@ class Syncer:
         # Blob writes by (repository, digest): each digest is stored once per run,
         # however many files ask at once (see _once).
         self._blob_writes: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        # Repositories whose empty config the state file vouches for (_holds_config).
+        self._config_held: dict[str, bool] = {}
         self._wheel_metadata: dict[tuple[str, str], bytes] = {}
         # Core metadata by (repository, advertised sha256) while a release syncs:
         # files that share it (a release's platform wheels) read it once.
@@ -669,18 +672,43 @@ class Syncer:
         )
         artifact = build_file_artifact(file, repo, size, metadata_raw)
         config = empty_config()
-        await self._ensure_small_blob(repo, config.descriptor.digest, config.data)
+        config_held = self._holds_config(repo)
+        if not config_held:
+            await self._ensure_small_blob(repo, config.descriptor.digest, config.data)
         if metadata_raw is not None:
             await self._ensure_small_blob(repo, artifact.layers[1].digest, metadata_raw)
         manifest = artifact.manifest
-        # A PUT by digest is idempotent and costs what a HEAD would.
-        await self._retry(
-            f"{what}: manifest",
-            lambda: self.store.put_manifest(
+
+        async def put_manifest() -> str:
+            # A PUT by digest is idempotent and costs what a HEAD would.
+            return await self.store.put_manifest(
                 repo, manifest.descriptor.digest, OCI_MANIFEST, manifest.data
-            ),
-        )
+            )
+
+        try:
+            await self._retry(f"{what}: manifest", put_manifest)
+        except RegistryError as exc:
+            if not config_held or exc.code != "MANIFEST_BLOB_UNKNOWN":
+                raise
+            # The state file said the repository holds the config; the registry
+            # does not (deleted behind the state file's back): store it, send again.
+            log.info("%s: the empty config is missing; storing it again", repo)
+            await self._ensure_small_blob(repo, config.descriptor.digest, config.data)
+            await self._retry(f"{what}: manifest", put_manifest)
         return artifact, uploaded, size
+
+    def _holds_config(self, repo: str) -> bool:
+        """Whether ``repo`` holds the empty config without asking: the state file has a
+        release this tool wrote there, whose manifests reference it.
+
+        A new release of a known project then costs no config request. The
+        state file is trusted here as it is for the files it records done.
+        """
+        held = self._config_held.get(repo)
+        if held is None:
+            held = self.journal is not None and bool(self.journal.release_digests(repo))
+            self._config_held[repo] = held
+        return held
 
     async def _mount(self, repo: str, digest: str) -> bool:
         """Mount the blob from another repository of the target where the journal saw it."""
