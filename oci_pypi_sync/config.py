@@ -29,9 +29,10 @@ How the ``sync`` command uses this::
     options = settings.selection_options(hashes=...)  # from inputs.py
 
 The keys of the first mapping are the field names of :class:`Settings`.
-A value of ``None`` (or an empty list) means the flag was not given, so
-click options feeding it need ``default=None`` (flags too); the defaults
-live in :data:`DEFAULTS`.
+A value of ``None`` (or an empty list) means the flag was not given. The
+``sync`` command's options are generated from :data:`KEYS`
+(:mod:`oci_pypi_sync.cli.options`), which declares each setting's flag,
+help text, bounds and default once.
 """
 
 from __future__ import annotations
@@ -68,13 +69,24 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One setting: its field name, its flag (and config key), its type and default."""
+    """One setting: its field, flag (and config key), type, default, range and help.
+
+    The command line's options are generated from these (see
+    :mod:`oci_pypi_sync.cli.options`), so a setting's flag, environment
+    variable, config key, help text and bounds are declared here only.
+    """
 
     field: str
     flag: str | None
     kind: Kind
     config_key: str
     default: object = None
+    help: str = ""
+    metavar: str | None = None
+    short: str | None = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def env_var(self) -> str | None:
@@ -83,32 +95,212 @@ class Key:
             return None
         return ENV_PREFIX + self.flag.upper().replace("-", "_")
 
+    @property
+    def bounds(self) -> str | None:
+        """The range a number must be in, as an error or help text says it."""
+        if self.low is None:
+            return None
+        low = _number(self.low)
+        return f"at least {low}" if self.high is None else f"between {low} and {_number(self.high)}"
 
-#: Every setting of ``[sync]``, in the order the docs list them.
+
+def format_default(key: Key) -> str | None:
+    """The default as help text and docs show it; ``None`` when there is nothing to say."""
+    if key.default is None or key.default is False or key.default == ():
+        return None
+    return str(key.default)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+#: Every setting of ``[sync]``, in the order the docs and ``--help`` list them.
 KEYS: tuple[Key, ...] = (
-    Key("index_url", "index-url", "str", "index-url"),
-    Key("to", "to", "target", "to"),
-    Key("requirements", None, "strs", "requirements", ()),
-    Key("requirement_files", "requirement", "paths", "requirements-files", ()),
-    Key("pylock", "pylock", "path", "pylock"),
-    Key("python", "python", "strs", "python", ()),
-    Key("platform", "platform", "strs", "platform", ()),
-    Key("pre", "pre", "bool", "pre", False),
-    Key("include_yanked", "include-yanked", "bool", "include-yanked", False),
-    Key("only_binary", "only-binary", "bool", "only-binary", False),
-    Key("latest", "latest", "int", "latest"),
-    Key("allow", "allow", "strs", "allow", ()),
-    Key("deny", "deny", "strs", "deny", ()),
-    Key("with_deps", "with-deps", "bool", "with-deps", False),
-    Key("jobs", "jobs", "int", "jobs", 8),
-    Key("state", "state", "path", "state"),
-    Key("shard", "shard", "str", "shard"),
-    Key("prune", "prune", "bool", "prune", False),
-    Key("retries", "retries", "int", "retries", 4),
-    Key("timeout", "timeout", "number", "timeout"),
-    Key("provenance", "provenance", "str", "provenance", "mirror"),
-    Key("trusted_publisher", "trusted-publisher", "strs", "trusted-publishers", ()),
-    Key("trusted_root", "trusted-root", "path", "trusted-root"),
+    Key(
+        "index_url",
+        "index-url",
+        "str",
+        "index-url",
+        help="Simple repository index to read (default: PIP_INDEX_URL, "
+        "pip's configuration, then pip's default).",
+        metavar="URL",
+        short="-i",
+    ),
+    Key(
+        "to",
+        "to",
+        "target",
+        "to",
+        help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
+        "(a PATH ending in .tar is a packed layout; default: oci:./oci-pypi-mirror).",
+        metavar="TARGET",
+    ),
+    Key(
+        "requirements",
+        None,
+        "strs",
+        "requirements",
+        (),
+        help="PEP 508 requirements, e.g. 'scipy>=1.11,<1.13'.",
+        metavar="[REQ]...",
+    ),
+    Key(
+        "requirement_files",
+        "requirement",
+        "paths",
+        "requirements-files",
+        (),
+        help="A pip requirements file (-r/-c includes, hashes, markers); repeatable.",
+        metavar="FILE",
+        short="-r",
+    ),
+    Key(
+        "pylock",
+        "pylock",
+        "path",
+        "pylock",
+        help="Mirror the files a pylock.toml names.",
+        metavar="FILE",
+    ),
+    Key(
+        "python",
+        "python",
+        "strs",
+        "python",
+        (),
+        help="Target Python version; repeatable. Needs --platform.",
+        metavar="X.Y",
+    ),
+    Key(
+        "platform",
+        "platform",
+        "strs",
+        "platform",
+        (),
+        help="Target wheel platform tag (manylinux_2_28_x86_64, win_amd64...) or shorthand "
+        "(linux/amd64, darwin/arm64...); repeatable.",
+        metavar="TAG",
+    ),
+    Key("pre", "pre", "bool", "pre", False, help="Include pre-release versions."),
+    Key(
+        "include_yanked",
+        "include-yanked",
+        "bool",
+        "include-yanked",
+        False,
+        help="Include yanked files (PEP 592).",
+    ),
+    Key(
+        "only_binary",
+        "only-binary",
+        "bool",
+        "only-binary",
+        False,
+        help="Mirror wheels only, no sdists.",
+    ),
+    Key(
+        "latest", "latest", "int", "latest", help="Keep the N newest versions.", metavar="N", low=1
+    ),
+    Key(
+        "allow",
+        "allow",
+        "strs",
+        "allow",
+        (),
+        help="Only these projects.",
+        metavar="NAME|re:PATTERN",
+    ),
+    Key(
+        "deny", "deny", "strs", "deny", (), help="Never these projects.", metavar="NAME|re:PATTERN"
+    ),
+    Key("with_deps", "with-deps", "bool", "with-deps", False, help="Add the dependency closure."),
+    Key(
+        "jobs",
+        "jobs",
+        "int",
+        "jobs",
+        8,
+        help="Files at once.",
+        metavar="N",
+        short="-j",
+        low=1,
+        high=256,
+    ),
+    Key(
+        "state",
+        "state",
+        "path",
+        "state",
+        help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
+        "or one per registry under $XDG_STATE_HOME/oci-pypi.",
+        metavar="PATH",
+    ),
+    Key(
+        "shard",
+        "shard",
+        "str",
+        "shard",
+        help="Take only the projects of shard K (0-based) of N, by normalized name.",
+        metavar="K/N",
+    ),
+    Key(
+        "prune",
+        "prune",
+        "bool",
+        "prune",
+        False,
+        help="Take files the index dropped out of indexes.",
+    ),
+    Key(
+        "retries",
+        "retries",
+        "int",
+        "retries",
+        4,
+        help="Retries of a step after a transient fault.",
+        metavar="N",
+        low=0,
+        high=20,
+    ),
+    Key(
+        "timeout",
+        "timeout",
+        "number",
+        "timeout",
+        help="Network timeout for connecting and for each read or write.",
+        metavar="SECONDS",
+        low=0.1,
+    ),
+    Key(
+        "provenance",
+        "provenance",
+        "str",
+        "provenance",
+        "mirror",
+        help="PEP 740 provenance: mirror it when the index has it and it verifies, "
+        "require it for every file, or ignore it.",
+        choices=POLICIES,
+    ),
+    Key(
+        "trusted_publisher",
+        "trusted-publisher",
+        "strs",
+        "trusted-publishers",
+        (),
+        help="Accept PROJECT's files only from this Trusted Publisher, e.g. "
+        "sampleproject=github:pypa/sampleproject[@release.yml]; repeatable.",
+        metavar="PROJECT=PUBLISHER",
+    ),
+    Key(
+        "trusted_root",
+        "trusted-root",
+        "path",
+        "trusted-root",
+        help="A Sigstore trusted_root.json to verify provenance with (default: the one "
+        "the sigstore package ships).",
+        metavar="FILE",
+    ),
 )
 KEYS_BY_FIELD: Mapping[str, Key] = {key.field: key for key in KEYS}
 KEYS_BY_CONFIG: Mapping[str, Key] = {key.config_key: key for key in KEYS}
@@ -386,14 +578,6 @@ def _from_env(key: Key, text: str, name: str) -> object:
     return text
 
 
-_RANGES: Mapping[str, tuple[float, float | None]] = {
-    "latest": (1, None),
-    "jobs": (1, 256),
-    "retries": (0, 20),
-    "timeout": (0.1, None),
-}
-
-
 def _check(
     values: Mapping[str, object], origins: Mapping[str, str], *, complete: bool = True
 ) -> None:
@@ -406,13 +590,12 @@ def _check(
     def fail(name: str, message: str) -> ConfigError:
         return ConfigError(f"{origins.get(name, name)}: {message}")
 
-    for name, (low, high) in _RANGES.items():
-        value = values.get(name)
-        if not isinstance(value, int | float):
+    for key in KEYS:
+        value = values.get(key.field)
+        if key.low is None or not isinstance(value, int | float) or isinstance(value, bool):
             continue
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise fail(name, f"{value} is out of range (must be {bound})")
+        if value < key.low or (key.high is not None and value > key.high):
+            raise fail(key.field, f"{value} is out of range (must be {key.bounds})")
     for name, parse in (("python", parse_python), ("platform", parse_platform)):
         for item in _strings(values.get(name)):
             try:

@@ -60,13 +60,6 @@ verbose_option = click.option(
     "-v", "--verbose", count=True, help="Say more (-vv for HTTP requests)."
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
-index_url_option = click.option(
-    "--index-url",
-    "-i",
-    metavar="URL",
-    help="Simple repository index to read (default: OCI_PYPI_INDEX_URL, PIP_INDEX_URL, "
-    "pip's configuration, then pip's default).",
-)
 
 
 def registry_options(command: Callable[..., Any]) -> Callable[..., Any]:

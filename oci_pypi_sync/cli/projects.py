@@ -9,15 +9,16 @@ import click
 from oci_pypi_sync.cli.common import (
     EXIT_OK,
     configure_logging,
-    index_url_option,
     run,
     verbose_option,
 )
+from oci_pypi_sync.cli.options import setting_parameter
+from oci_pypi_sync.config import KEYS_BY_FIELD
 from oci_pypi_sync.errors import UsageError
 
 
 @click.command()
-@index_url_option
+@setting_parameter(KEYS_BY_FIELD["index_url"])
 @verbose_option
 def projects(index_url: str | None, verbose: int) -> None:
     """Print every project name of the index, one per line."""

@@ -11,7 +11,6 @@ from oci_pypi_sync.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     configure_logging,
-    index_url_option,
     quiet_option,
     registry_access,
     registry_hosts,
@@ -19,11 +18,12 @@ from oci_pypi_sync.cli.common import (
     run,
     verbose_option,
 )
+from oci_pypi_sync.cli.options import setting_options
 from oci_pypi_sync.errors import UsageError
 
 
 @click.command()
-@click.argument("requirements", nargs=-1, metavar="[REQ]...")
+@setting_options()
 @click.option(
     "--config",
     "config_path",
@@ -31,81 +31,18 @@ from oci_pypi_sync.errors import UsageError
     envvar="OCI_PYPI_CONFIG",
     help="A TOML file declaring the sync ([sync] table); flags and OCI_PYPI_* win over it.",
 )
-@click.option(
-    "--to",
-    "target",
-    metavar="TARGET",
-    default=None,
-    help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
-    "(a PATH ending in .tar is a packed layout; default: oci:./oci-pypi-mirror).",
-)
-@index_url_option
-@click.option(
-    "-r",
-    "--requirement",
-    "requirement_files",
-    multiple=True,
-    metavar="FILE",
-    help="A pip requirements file (-r/-c includes, hashes, markers); repeatable.",
-)
-@click.option(
-    "--pylock", metavar="FILE", default=None, help="Mirror the files a pylock.toml names."
-)
-@click.option(
-    "--python",
-    "pythons",
-    multiple=True,
-    metavar="X.Y",
-    help="Target Python version; repeatable. Needs --platform.",
-)
-@click.option(
-    "--platform",
-    "platforms",
-    multiple=True,
-    metavar="TAG",
-    help="Target wheel platform tag (manylinux_2_28_x86_64, win_amd64...) or shorthand "
-    "(linux/amd64, darwin/arm64...); repeatable.",
-)
-@click.option("--with-deps", is_flag=True, default=None, help="Add the dependency closure.")
 @click.option("--all", "all_projects", is_flag=True, help="Every project of the index.")
-@click.option("--latest", type=click.IntRange(1), default=None, help="Keep the N newest versions.")
-@click.option("--allow", multiple=True, metavar="NAME|re:PATTERN", help="Only these projects.")
-@click.option("--deny", multiple=True, metavar="NAME|re:PATTERN", help="Never these projects.")
-@click.option("--pre", is_flag=True, default=None, help="Include pre-release versions.")
-@click.option(
-    "--include-yanked", is_flag=True, default=None, help="Include yanked files (PEP 592)."
-)
-@click.option("--only-binary", is_flag=True, default=None, help="Mirror wheels only, no sdists.")
 @click.option("--dry-run", is_flag=True, help="Show what would be mirrored; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
-@click.option(
-    "--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Files at once (default 8)."
-)
-@click.option(
-    "--state",
-    "state_path",
-    metavar="PATH",
-    default=None,
-    help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
-    "or one per registry under $XDG_STATE_HOME/oci-pypi.",
-)
 @click.option("--no-state", is_flag=True, help="Keep no state file; the target alone is asked.")
-@click.option(
-    "--shard",
-    metavar="K/N",
-    default=None,
-    help="Take only the projects of shard K (0-based) of N, by normalized name.",
-)
 @click.option(
     "--shards",
     type=click.IntRange(1),
+    metavar="N",
     envvar="OCI_PYPI_SHARDS",
     default=None,
     help="Split into N shards and take the one JOB_COMPLETION_INDEX (Kubernetes Indexed "
     "Job) or CI_NODE_INDEX (GitLab parallel) names.",
-)
-@click.option(
-    "--prune", is_flag=True, default=None, help="Take files the index dropped out of indexes."
 )
 @click.option(
     "--recheck", is_flag=True, help="Check every project against the target, even unchanged ones."
@@ -113,48 +50,12 @@ from oci_pypi_sync.errors import UsageError
 @click.option(
     "--retry-quarantined", is_flag=True, help="Try projects quarantined after repeated failures."
 )
-@click.option(
-    "--retries",
-    type=click.IntRange(0, 20),
-    default=None,
-    help="Retries of a step after a transient fault (default 4).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=None,
-    metavar="SECONDS",
-    help="Network timeout for connecting and for each read or write.",
-)
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option(
     "--probe-metadata/--no-probe-metadata",
     default=True,
     show_default=True,
     help="Fetch a wheel's .metadata even when the index does not advertise it.",
-)
-@click.option(
-    "--provenance",
-    "provenance",
-    type=click.Choice(["ignore", "mirror", "require"]),
-    default=None,
-    help="PEP 740 provenance: mirror it when the index has it and it verifies (default), "
-    "require it for every file, or ignore it.",
-)
-@click.option(
-    "--trusted-publisher",
-    "trusted_publishers",
-    multiple=True,
-    metavar="PROJECT=PUBLISHER",
-    help="Accept PROJECT's files only from this Trusted Publisher, e.g. "
-    "sampleproject=github:pypa/sampleproject[@release.yml]; repeatable.",
-)
-@click.option(
-    "--trusted-root",
-    metavar="FILE",
-    default=None,
-    help="A Sigstore trusted_root.json to verify provenance with (default: the one "
-    "the sigstore package ships).",
 )
 @click.option(
     "--progress/--no-progress",
@@ -165,39 +66,16 @@ from oci_pypi_sync.errors import UsageError
 @verbose_option
 @quiet_option
 def sync(
-    requirements: tuple[str, ...],
     config_path: str | None,
-    target: str | None,
-    index_url: str | None,
-    requirement_files: tuple[str, ...],
-    pylock: str | None,
-    pythons: tuple[str, ...],
-    platforms: tuple[str, ...],
-    with_deps: bool | None,
     all_projects: bool,
-    latest: int | None,
-    allow: tuple[str, ...],
-    deny: tuple[str, ...],
-    pre: bool | None,
-    include_yanked: bool | None,
-    only_binary: bool | None,
     dry_run: bool,
     as_json: bool,
-    jobs: int | None,
-    state_path: str | None,
     no_state: bool,
-    shard: str | None,
     shards: int | None,
-    prune: bool | None,
     recheck: bool,
     retry_quarantined: bool,
-    retries: int | None,
-    timeout: float | None,
     plain_http: bool,
     probe_metadata: bool,
-    provenance: str | None,
-    trusted_publishers: tuple[str, ...],
-    trusted_root: str | None,
     progress: bool | None,
     ca_bundle: str | None,
     client_cert: str | None,
@@ -206,6 +84,7 @@ def sync(
     password_stdin: bool,
     verbose: int,
     quiet: bool,
+    **given: Any,
 ) -> None:
     """Mirror the files that REQ... select (PEP 508, e.g. 'scipy>=1.11,<1.13') into TARGET.
 
@@ -231,38 +110,10 @@ def sync(
 
     configure_logging(-1 if quiet else verbose)
     try:
-        if shards is not None and shard is None:
-            shard = str(shard_from_environment(shards))
+        if shards is not None and given["shard"] is None:
+            given["shard"] = str(shard_from_environment(shards))
         config = load_config(config_path) if config_path else None
-        settings = merge_settings(
-            {
-                "to": target,
-                "index_url": index_url,
-                "requirements": requirements,
-                "requirement_files": requirement_files,
-                "pylock": pylock,
-                "python": pythons,
-                "platform": platforms,
-                "pre": pre,
-                "include_yanked": include_yanked,
-                "only_binary": only_binary,
-                "latest": latest,
-                "allow": allow,
-                "deny": deny,
-                "with_deps": with_deps,
-                "jobs": jobs,
-                "state": state_path,
-                "shard": shard,
-                "prune": prune,
-                "retries": retries,
-                "timeout": timeout,
-                "provenance": provenance,
-                "trusted_publisher": trusted_publishers,
-                "trusted_root": trusted_root,
-            },
-            os.environ,
-            config,
-        )
+        settings = merge_settings(given, os.environ, config)
         parsed_target = parse_target(settings.to, plain_http=plain_http)
         tls, credentials = registry_access(
             registry_hosts(parsed_target),

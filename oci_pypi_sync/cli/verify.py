@@ -12,12 +12,13 @@ from oci_pypi_sync.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     configure_logging,
-    index_url_option,
     registry_options,
     run,
     target_access,
     verbose_option,
 )
+from oci_pypi_sync.cli.options import setting_parameter
+from oci_pypi_sync.config import KEYS_BY_FIELD
 from oci_pypi_sync.errors import UsageError
 
 
@@ -45,7 +46,7 @@ from oci_pypi_sync.errors import UsageError
     metavar="PROJECT=PUBLISHER",
     help="With --provenance: PROJECT's files must be attested by this publisher; repeatable.",
 )
-@index_url_option
+@setting_parameter(KEYS_BY_FIELD["index_url"])
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @registry_options
