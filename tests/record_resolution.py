@@ -2,6 +2,11 @@
 
     .venv/bin/python tests/record_resolution.py             # every tree
     .venv/bin/python tests/record_resolution.py requests    # one
+    .venv/bin/python tests/record_resolution.py django-conflict
+
+A conflict (``CONFLICTS``) is recorded for one target, without sdists
+left out: what the resolver reads until it finds the conflict, and pip's
+verdict (it must fail, on the real index and on the replay alike).
 
 For each tree and target environment, pip resolves against the real index
 (its answer is kept as ``pip``), then our resolver does, both with pip's
@@ -36,11 +41,12 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from replay_index import (
     RESOLUTION_DIR,
     pip_resolution,
+    pip_verdict,
     recorded_index,
     recording_path,
     serving,
 )
-from test_resolve import ENVIRONMENTS, TREES, PipMarkers
+from test_resolve import CONFLICTS, ENVIRONMENTS, LINUX_312, TREES, PipMarkers
 
 import oci_pypi_sync.plan.resolve
 from oci_pypi_sync.index.client import IndexClient
@@ -171,6 +177,51 @@ async def record(tree: str, url: str, hosts: list[str]) -> dict[str, Any]:
     }
 
 
+async def record_conflict(tree: str, url: str, hosts: list[str]) -> dict[str, Any]:
+    """What the resolver reads to find the conflict, and pip's verdict (a failure)."""
+    requirements = CONFLICTS[tree]
+    with tempfile.TemporaryDirectory() as workdir:
+        pip = pip_verdict(url, requirements, Path(workdir), LINUX_312)
+    async with RecordingClient(url) as client:
+        oci_pypi_sync.plan.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
+        closure = await resolve_closure([Requirement(r) for r in requirements], client, [LINUX_312])
+        print(f"{tree}: {closure.unresolved}")
+        # pip reads the newest release of each dependency before it meets the
+        # conflict: their metadata too, so that pip can run on the replay.
+        newest = []
+        for page in list(client.pages.values()):
+            wheels = [f for f in page.files if f.filename.endswith(".whl") and not f.yanked]
+            if wheels:
+                top = max(parse_wheel_filename(f.filename)[1] for f in wheels)
+                newest += [f for f in wheels if parse_wheel_filename(f.filename)[1] == top]
+        await asyncio.gather(
+            *(client.any_metadata(f) for f in newest if f.filename not in client.metadata)
+        )
+        return recorded_data(requirements, {str(LINUX_312): pip}, client, hosts)
+
+
+def recorded_data(
+    requirements: list[str], pip: dict[str, Any], client: RecordingClient, hosts: list[str]
+) -> dict[str, Any]:
+    pages = {
+        page.name: [page_entry(f) for f in page.files] for _, page in sorted(client.pages.items())
+    }
+    blobs: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for filename, raw in sorted(client.metadata.items()):
+        stripped = strip_metadata(raw, hosts)
+        digest = hashlib.sha256(stripped).hexdigest()
+        blobs[digest] = stripped.decode("utf-8", "surrogateescape")
+        metadata[filename] = digest
+    return {
+        "requirements": requirements,
+        "pip": pip,
+        "pages": pages,
+        "metadata": metadata,
+        "blobs": blobs,
+    }
+
+
 def main(trees: list[str]) -> int:
     url = resolve_index_url(None).url
     index_host = urlsplit(url).hostname or ""
@@ -184,7 +235,8 @@ def main(trees: list[str]) -> int:
     RESOLUTION_DIR.mkdir(exist_ok=True)
     failed = False
     for tree in trees:
-        data = asyncio.run(record(tree, url, hosts))
+        conflict = tree in CONFLICTS
+        data = asyncio.run((record_conflict if conflict else record)(tree, url, hosts))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         # The hosts, and any other host under the index's name (older aliases).
         label = index_host.split(".")[0]
@@ -201,6 +253,14 @@ def main(trees: list[str]) -> int:
             f"({len(data['blobs'])} distinct), {path.stat().st_size} bytes"
         )
         with serving(recorded_index(tree)) as index, tempfile.TemporaryDirectory() as workdir:
+            if conflict:
+                verdict = pip_verdict(
+                    f"{index.url}simple/", data["requirements"], Path(workdir), LINUX_312
+                )
+                if verdict != data["pip"][str(LINUX_312)]:
+                    print(f"{tree}: pip answers differently on the replay", file=sys.stderr)
+                    failed = True
+                continue
             for env in ENVIRONMENTS:
                 replayed = pip_resolution(
                     f"{index.url}simple/",
@@ -216,4 +276,4 @@ def main(trees: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or list(TREES)))
+    sys.exit(main(sys.argv[1:] or [*TREES, *CONFLICTS]))

@@ -308,3 +308,16 @@ def pip_resolution(
         canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
         for item in data["install"]
     }
+
+
+def pip_verdict(
+    index_url: str, requirements: list[str], workdir: Path, env: Any
+) -> str | dict[str, str]:
+    """pip's answer for the target ``env``, or ``"ResolutionImpossible"`` when it finds a
+    conflict (any other failure raises)."""
+    try:
+        return pip_resolution(index_url, requirements, env.python, env.platform_tags, workdir)
+    except RuntimeError as exc:
+        if "ResolutionImpossible" not in str(exc):
+            raise
+        return "ResolutionImpossible"

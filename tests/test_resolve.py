@@ -19,6 +19,7 @@ from replay_index import (
     ReplayIndex,
     load_recording,
     pip_resolution,
+    pip_verdict,
     recorded_index,
     recording_path,
     serving,
@@ -38,6 +39,10 @@ NATIVE = canonicalize_name("native")
 
 #: Recorded trees: what is asked for in each.
 TREES: dict[str, list[str]] = {"requests": ["requests"], "jupyterlab": ["jupyterlab"]}
+#: Recorded conflicts (for LINUX_312): what is asked for in each.
+CONFLICTS: dict[str, list[str]] = {
+    "django-conflict": ["django==2.2.28", "djangorestframework==3.15.0"],
+}
 
 
 class PipMarkers(TargetEnvironment):
@@ -235,8 +240,7 @@ async def test_best_file_per_target_and_sdist_without_metadata_reported(
     assert binary.resolutions[0].pins == ()
     assert failure == Unresolved(
         "native",
-        "no version of native that installs on cp310-macosx_14_0_arm64 satisfies native "
-        "(required by the request)",
+        "no version of native that installs on cp310-macosx_14_0_arm64 satisfies: requested native",
         str(MAC_310),
     )
 
@@ -247,20 +251,18 @@ async def test_conflicts_and_missing_projects_are_reported_not_raised(
     closure = await resolve(fixture, ["strict", "plain==2.0"], [LINUX_312])
     (resolution,) = closure.resolutions
     assert resolution.pins == ()
+    # Once per conflict, with the chain of requirements that led to each side.
     reason = (
         "no version of plain that installs on cp312-manylinux_2_28_x86_64 satisfies all of: "
-        "plain==1.0 (required by strict 1.0), plain==2.0 (required by the request)"
+        "requested plain==2.0; requested strict -> strict 1.0 requires plain==1.0"
     )
-    assert resolution.unresolved == (
-        Unresolved("plain==1.0", reason, str(LINUX_312)),
-        Unresolved("plain==2.0", reason, str(LINUX_312)),
-    )
+    assert resolution.unresolved == (Unresolved("plain", reason, str(LINUX_312)),)
 
     closure = await resolve(fixture, ["needs-ghost"], [LINUX_312])
     assert closure.resolutions[0].unresolved == (
         Unresolved(
             "ghost>=1",
-            "ghost is not on the index: ghost>=1 (required by needs-ghost 1.0)",
+            "ghost is not on the index: requested needs-ghost -> needs-ghost 1.0 requires ghost>=1",
             str(LINUX_312),
         ),
     )
@@ -271,6 +273,75 @@ async def test_conflicts_and_missing_projects_are_reported_not_raised(
     assert resolution.unresolved == (
         Unresolved("no-such-project", "no-such-project is not on the index", str(LINUX_312)),
     )
+
+
+async def test_a_conflict_on_the_target_python_names_the_chain() -> None:
+    index = ReplayIndex()
+    index.add("app", wheel("app", "1.0", "lib"))
+    # Requires-Python in the metadata only (the page says nothing about it).
+    metadata = b"Metadata-Version: 2.1\nName: lib\nVersion: 1.0\nRequires-Python: >=3.12\n"
+    lib = make_wheel("lib", "1.0")
+    index.add("lib", ReplayFile.of(lib.filename, lib.data, metadata))
+    with serving(index):
+        closure = await resolve(index, ["app"], [MAC_310])
+    assert closure.unresolved == (
+        Unresolved(
+            "Python",
+            "the target's Python 3.10 is excluded: "
+            "requested app -> app 1.0 requires lib -> lib 1.0 requires Python>=3.12",
+            str(MAC_310),
+        ),
+    )
+    # The target's Python is no project: never asked for as one.
+    assert sorted(p for p in index.paths() if p.startswith("/simple/")) == [
+        "/simple/app/",
+        "/simple/lib/",
+    ]
+
+
+async def test_a_round_or_time_budget_ends_the_resolution_with_a_reason(fixture: ReplayIndex) -> None:
+    reqs = [Requirement("strict"), Requirement("plain==2.0")]
+    async with IndexClient(f"{fixture.url}simple/") as client:
+        by_rounds = await resolve_closure([Requirement("app")], client, [LINUX_312], max_rounds=1)
+        by_time = await resolve_closure(reqs, client, [LINUX_312], max_seconds=0)
+    ((unresolved,),) = [r.unresolved for r in by_rounds.resolutions]
+    assert unresolved.requirement == "app"
+    assert unresolved.reason == "the resolver gave up after 1 rounds (its limit: 1 rounds)"
+    assert by_rounds.resolutions[0].pins == ()
+    ((unresolved,),) = [r.unresolved for r in by_time.resolutions]
+    assert unresolved.requirement == "strict, plain==2.0"
+    assert unresolved.reason == "the resolver gave up after 0 rounds (its limit: 0 s)"
+
+
+async def test_the_recorded_django_conflict_is_found_and_explained_once(tmp_path: Path) -> None:
+    """The conflict that once spun for minutes (a target Python candidate the
+    resolver kept taking back) is found, explained with both chains, once;
+    pip, on the same replay, finds the conflict too. The target's Python is
+    never asked for as a project of the index."""
+    (tree,) = CONFLICTS
+    recorded = load_recording(tree)
+    requirements = [Requirement(r) for r in recorded["requirements"]]
+    with serving(recorded_index(tree)) as index:
+        async with IndexClient(f"{index.url}simple/") as client:
+            closure = await resolve_closure(requirements, client, [LINUX_312])
+        paths = index.paths()
+        assert (
+            pip_verdict(f"{index.url}simple/", recorded["requirements"], tmp_path, LINUX_312)
+            == recorded["pip"][str(LINUX_312)]
+            == "ResolutionImpossible"
+        )
+    assert closure.unresolved == (
+        Unresolved(
+            "django",
+            "no version of django that installs on cp312-manylinux_2_28_x86_64 satisfies "
+            "all of: requested django==2.2.28; requested djangorestframework==3.15.0 -> "
+            "djangorestframework 3.15.0 requires django>=3.0",
+            str(LINUX_312),
+        ),
+    )
+    # Pages of the projects met (and prefetched), each once; no other name asked for.
+    pages = sorted(p for p in paths if p.startswith("/simple/"))
+    assert pages == [f"/simple/{name}/" for name in sorted(recorded["pages"])]
 
 
 async def test_host_when_no_environment_is_given(fixture: ReplayIndex) -> None:
@@ -291,7 +362,7 @@ def _pip_on_replay(
         workdir = tmp_path / str(env)
         workdir.mkdir()
         return pip_resolution(
-            f"{index.url}simple/", requirements, env.python, env.platform_tags, workdir, timeout=25
+            f"{index.url}simple/", requirements, env.python, env.platform_tags, workdir, timeout=600
         )
 
     with ThreadPoolExecutor(len(ENVIRONMENTS)) as pool:

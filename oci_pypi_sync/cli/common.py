@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
+EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
 
@@ -54,6 +55,9 @@ def run(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except OciPypiError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FATAL)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 verbose_option = click.option(

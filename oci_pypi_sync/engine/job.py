@@ -157,8 +157,7 @@ async def _closure(
         )
         for u in closure.unresolved
     ]
-    for error in errors:
-        log.warning("%s: %s", error.project, error.error)
+    # Reported once, with the other project errors, at the end of the run.
     pinned = closure.requirements()
     log.info("dependency closure: %d releases", len(pinned))
     return list(pinned), errors

@@ -30,8 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -64,8 +67,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The resolver gives up after this many rounds (pip's own limit).
+#: The resolver gives up after this many rounds (pip's own limit) or this many
+#: seconds per target environment, whichever comes first, and says why.
 MAX_ROUNDS = 200_000
+MAX_SECONDS = 120.0
 _PYTHON = "<Python from Requires-Python>"
 
 
@@ -356,6 +361,10 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
         self.python = Version(".".join(map(str, env.python)))
         self.problems: dict[_Candidate, str] = {}
         self.missing: dict[str, str] = {}
+        # Who asked for each identifier (None: the request), to explain a conflict
+        # with the chain of requirements that led to it.
+        self.required_by: dict[str, list[tuple[_Requirement, _Candidate | None]]] = {}
+        self.stop = threading.Event()
         self._files: dict[NormalizedName, list[tuple[Version, DistributionFile]]] = {}
 
     # --- bridging to the loop -------------------------------------------------------
@@ -365,7 +374,15 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             return await make()
 
         future: Future[T] = asyncio.run_coroutine_threadsafe(waiter(), self.fetcher.loop)
-        return future.result()
+        while True:
+            # Polled, so that an interrupted run stops this thread at once.
+            if self.stop.is_set():
+                future.cancel()
+                raise _StoppedError
+            try:
+                return future.result(timeout=_POLL_SECONDS)
+            except FutureTimeout:
+                continue
 
     def _prefetch_page(self, project: NormalizedName) -> None:
         self.fetcher.loop.call_soon_threadsafe(self.fetcher.page_task, project)
@@ -449,7 +466,8 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
         bad = set(incompatibilities[identifier])
         if identifier == _PYTHON:
             python = _Candidate(canonicalize_name("python"), self.python, None)
-            return [python] if all(self.is_satisfied_by(r, python) for r in reqs) else []
+            ok = python not in bad and all(self.is_satisfied_by(r, python) for r in reqs)
+            return [python] if ok else []
         exact = [r.exact for r in reqs if r.exact is not None]
         if exact:
             candidate = exact[0]
@@ -496,8 +514,33 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             text = f"{base.name}=={base.version}"
             deps.insert(0, _Requirement(base.name, frozenset(), SpecifierSet(), text, exact=base))
         for dep in deps:
-            self._prefetch_page(dep.name)
+            self.required_by.setdefault(dep.identifier, []).append((dep, candidate))
+            if dep.identifier != _PYTHON:  # the target's Python is no project of the index
+                self._prefetch_page(dep.name)
         return deps
+
+    def chain(self, requirement: _Requirement, parent: _Candidate | None) -> str:
+        """How the request led to ``requirement``: ``requested a -> a 1.0 requires b>=2``."""
+        links = [(requirement, parent)]
+        seen: set[str] = set()
+        while parent is not None and parent.identifier not in seen and len(links) < _MAX_CHAIN:
+            seen.add(parent.identifier)
+            found = next(
+                (
+                    (req, by)
+                    for req, by in self.required_by.get(parent.identifier, ())
+                    if self.is_satisfied_by(req, parent)
+                ),
+                None,
+            )
+            if found is None:
+                break
+            links.append(found)
+            parent = found[1]
+        return " -> ".join(
+            f"requested {req}" if by is None else f"{by.name} {by.version} requires {req}"
+            for req, by in reversed(links)
+        )
 
     def _dependencies(self, metadata: CoreMetadata, extras: frozenset[str]) -> list[_Requirement]:
         deps = []
@@ -535,8 +578,40 @@ def _mentions_extra(marker: Marker) -> bool:
     return "extra" in str(marker)
 
 
+_POLL_SECONDS = 0.1
+_MAX_CHAIN = 16
+
+
+class _StoppedError(Exception):
+    """The run was interrupted: the resolver's thread stops where it is."""
+
+
+class _OutOfTimeError(Exception):
+    """The resolution went past its time budget."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__(rounds)
+        self.rounds = rounds
+
+
 class _Reporter(BaseReporter[_Requirement, _Candidate, str]):
-    pass
+    """Stops the resolver when asked to or out of time; keeps the last conflict."""
+
+    def __init__(self, stop: threading.Event, deadline: float) -> None:
+        self.stop = stop
+        self.deadline = deadline
+        self.last_conflict: Collection[RequirementInformation[_Requirement, _Candidate]] = ()
+
+    def starting_round(self, index: int) -> None:
+        if self.stop.is_set():
+            raise _StoppedError
+        if time.monotonic() > self.deadline:
+            raise _OutOfTimeError(index)
+
+    def resolving_conflicts(
+        self, causes: Collection[RequirementInformation[_Requirement, _Candidate]]
+    ) -> None:
+        self.last_conflict = causes
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -551,13 +626,17 @@ async def resolve_closure(
     only_binary: bool = False,
     probe_metadata: bool = True,
     retry: RetryPolicy | None = None,
+    max_rounds: int = MAX_ROUNDS,
+    max_seconds: float = MAX_SECONDS,
 ) -> Closure:
     """Resolve ``requirements`` for every environment (the host when none is given).
 
     Conflicts, projects without a usable file and top-level projects the
     index does not have are reported per environment as
-    :class:`Unresolved`, with the resolver's explanation; only index
-    failures (after retries) raise.
+    :class:`Unresolved`, once per conflict, with the chains of requirements
+    that meet in it; a resolution past ``max_rounds`` or ``max_seconds``
+    ends with the last conflict it met. Only index failures (after
+    retries) raise; a cancelled call stops the resolver threads at once.
     """
     loop = asyncio.get_running_loop()
     fetcher = _Fetcher(index, probe_metadata, retry or RetryPolicy(), loop)
@@ -566,7 +645,15 @@ async def resolve_closure(
         fetcher.page_task(canonicalize_name(req.name))
     results = await asyncio.gather(
         *(
-            _resolve_one(fetcher, requirements, env, pre=pre, only_binary=only_binary)
+            _resolve_one(
+                fetcher,
+                requirements,
+                env,
+                pre=pre,
+                only_binary=only_binary,
+                max_rounds=max_rounds,
+                max_seconds=max_seconds,
+            )
             for env in targets
         )
     )
@@ -580,6 +667,8 @@ async def _resolve_one(
     *,
     pre: bool,
     only_binary: bool,
+    max_rounds: int,
+    max_seconds: float,
 ) -> Resolution:
     where = str(env)
     unresolved: list[Unresolved] = []
@@ -600,14 +689,28 @@ async def _resolve_one(
         only_binary=only_binary,
         user_requested={r.identifier: i for i, r in enumerate(wanted)},
     )
+    for requirement in wanted:
+        provider.required_by.setdefault(requirement.identifier, []).append((requirement, None))
+    reporter = _Reporter(provider.stop, time.monotonic() + max_seconds)
     try:
-        result = await asyncio.to_thread(_run, provider, wanted)
+        result = await asyncio.to_thread(_run, provider, reporter, wanted, max_rounds)
+    except asyncio.CancelledError:
+        provider.stop.set()
+        raise
     except ResolutionImpossible as exc:
-        unresolved.extend(_explain(exc, provider, where))
+        unresolved.extend(_explain(exc.causes, provider, where))
         return Resolution(env, (), tuple(unresolved))
-    except ResolutionTooDeep as exc:
-        reason = f"the resolver gave up after {exc.round_count} rounds of backtracking"
-        unresolved.extend(Unresolved(str(r), reason, where) for r in wanted)
+    except (ResolutionTooDeep, _OutOfTimeError) as exc:
+        rounds = exc.round_count if isinstance(exc, ResolutionTooDeep) else exc.rounds
+        limit = (
+            f"{max_rounds} rounds" if isinstance(exc, ResolutionTooDeep) else f"{max_seconds:g} s"
+        )
+        reason = f"the resolver gave up after {rounds} rounds (its limit: {limit})"
+        last = _explain(reporter.last_conflict, provider, where)
+        if last:
+            reason += "; the last conflict: " + "; ".join(u.reason for u in last)
+        names = ", ".join(str(r) for r in wanted)
+        unresolved.append(Unresolved(names, reason, where))
         return Resolution(env, (), tuple(unresolved))
     pins = []
     for identifier, candidate in sorted(result.items()):
@@ -626,39 +729,35 @@ async def _resolve_one(
     return Resolution(env, tuple(pins), tuple(unresolved))
 
 
-def _run(provider: _Provider, wanted: list[_Requirement]) -> dict[str, _Candidate]:
-    resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, _Reporter())
-    state = resolver.resolve(wanted, max_rounds=MAX_ROUNDS)
+def _run(
+    provider: _Provider, reporter: _Reporter, wanted: list[_Requirement], max_rounds: int
+) -> dict[str, _Candidate]:
+    resolver: Resolver[_Requirement, _Candidate, str] = Resolver(provider, reporter)
+    state = resolver.resolve(wanted, max_rounds=max_rounds)
     return dict(state.mapping)
 
 
 def _explain(
-    exc: ResolutionImpossible[_Requirement, _Candidate], provider: _Provider, where: str
+    causes: Collection[RequirementInformation[_Requirement, _Candidate]],
+    provider: _Provider,
+    where: str,
 ) -> list[Unresolved]:
-    """One entry per failed requirement: what asked for it and why nothing fits."""
-
-    def asked(info: RequirementInformation[_Requirement, _Candidate]) -> str:
-        parent = info.parent
-        by = f"{parent.name} {parent.version}" if parent is not None else "the request"
-        return f"{info.requirement} (required by {by})"
-
+    """One entry per conflict: the chains of requirements that meet in it, and why."""
     groups: dict[str, list[RequirementInformation[_Requirement, _Candidate]]] = {}
-    for cause in exc.causes:
+    for cause in causes:
         groups.setdefault(cause.requirement.name, []).append(cause)
     out: list[Unresolved] = []
-    for name, causes in groups.items():
-        wanted = sorted({asked(c) for c in causes})
+    for name, group in groups.items():
+        chains = "; ".join(sorted({provider.chain(c.requirement, c.parent) for c in group}))
         if name == _PYTHON:
-            reason = f"the target's Python {provider.python} is not {' nor '.join(wanted)}"
+            reason = f"the target's Python {provider.python} is excluded: {chains}"
+            requirement = "Python"
         elif name in provider.missing:
-            reason = f"{provider.missing[name]}: {', '.join(wanted)}"
-        elif len(wanted) == 1:
-            reason = f"no version of {name} that installs on {where} satisfies {wanted[0]}"
+            reason = f"{provider.missing[name]}: {chains}"
+            requirement = str(group[0].requirement) if len(group) == 1 else name
         else:
-            reason = (
-                f"no version of {name} that installs on {where} satisfies all of: "
-                + ", ".join(wanted)
-            )
-        for requirement in sorted({str(c.requirement) for c in causes}):
-            out.append(Unresolved(requirement, reason, where))
+            kind = "satisfies" if len(group) == 1 else "satisfies all of"
+            reason = f"no version of {name} that installs on {where} {kind}: {chains}"
+            requirement = str(group[0].requirement) if len(group) == 1 else name
+        out.append(Unresolved(requirement, reason, where))
     return out
