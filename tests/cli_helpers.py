@@ -72,7 +72,7 @@ class CliResult:
         )
 
 
-def run_cli(args: Sequence[str], env: dict[str, str], *, timeout: float = 60.0) -> CliResult:
+def run_cli(args: Sequence[str], env: dict[str, str], *, timeout: float = 600.0) -> CliResult:
     """Run the CLI to completion (killed, and the test failed, after ``timeout``)."""
     start = time.monotonic()
     completed = subprocess.run(
@@ -113,7 +113,7 @@ def cli_process(
 
 
 def finish(
-    process: subprocess.Popen[bytes], stdout: Path, stderr: Path, *, timeout: float = 60.0
+    process: subprocess.Popen[bytes], stdout: Path, stderr: Path, *, timeout: float = 600.0
 ) -> CliResult:
     """Wait for a background CLI run and collect its output."""
     start = time.monotonic()

@@ -57,6 +57,9 @@ class FixtureIndex:
     etags: bool = False  # send ETags on project pages and answer If-None-Match with 304
     statuses: list[int] = field(default_factory=list)  # the status of each request, in order
     throttle: float | None = None  # bytes per second per file body; None: full speed
+    # When set: file bodies stop after their first piece until the event is set, so a
+    # test holds a sync in the middle of its transfer for as long as it needs.
+    gate: threading.Event | None = None
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
     provenance_requests: list[str] = field(default_factory=list)  # their Accept headers
     _sent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -266,6 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
             written += len(chunk)
             index.count_sent(self.path, len(chunk))
+            gate = index.gate
+            if gate is not None:
+                self.wfile.flush()
+                gate.wait(timeout=600)  # a bound that only ends a forgotten gate
 
 
 class _Server(ThreadingHTTPServer):

@@ -489,7 +489,7 @@ def running_registry(
                 )
             server = RegistryServer(f"127.0.0.1:{port}", tmp_path, log, process, tls)
             try:
-                _wait_until_up(server, timeout=20.0)
+                _wait_until_up(server, timeout=120.0)
             except RuntimeError:
                 _stop(process)
                 if attempt == 2 or "address already in use" not in server.log_text():

@@ -252,7 +252,7 @@ def pip_resolution(
     platforms: tuple[str, ...],
     workdir: Path,
     *,
-    timeout: float = 120.0,
+    timeout: float = 600.0,
 ) -> dict[str, str]:
     """What pip installs for this target (project to version), from this index only.
 

@@ -34,7 +34,7 @@ def oci_pypi(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
 
@@ -201,7 +201,7 @@ def test_shards_flag_picks_up_the_indexed_job(index: FixtureIndex, tmp_path: Pat
             env={**os.environ, **env_index},
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=600,
             check=False,
         )
         assert result.returncode == 0, result.stderr
@@ -236,7 +236,7 @@ def test_completion_completes_commands_and_options(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=600,
         check=False,
     )
     assert "--only-binary" in result.stdout
@@ -269,7 +269,7 @@ def test_login_sync_logout_against_an_htpasswd_registry(
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=600,
             check=False,
         )
 

@@ -252,7 +252,7 @@ async def test_interrupted_copy_resumes_with_only_the_missing_part(
 
     interrupted = CountingStore(registry_store(registry, "copy-d"), stop_after=4)
     task = asyncio.create_task(copy(layout, interrupted, jobs=1))  # type: ignore[arg-type]
-    await asyncio.wait_for(interrupted.stopped.wait(), 20)
+    await asyncio.wait_for(interrupted.stopped.wait(), 300)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -242,7 +242,7 @@ def test_sync_killed_then_rerun_matches_an_uninterrupted_run(
             with cli_process(
                 args, env, stdout=tmp_path / "killed.out", stderr=tmp_path / "killed.err"
             ) as process:
-                wait_for(lambda: condition() or process.poll() is not None, timeout=20, what=what)
+                wait_for(lambda: condition() or process.poll() is not None, timeout=300, what=what)
                 assert process.poll() is None, (
                     f"the sync ended (exit {process.returncode}) before {what}: "
                     + (tmp_path / "killed.err").read_text()

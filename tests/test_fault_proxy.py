@@ -245,15 +245,15 @@ def test_stall_then_close(index_proxy: FaultProxy) -> None:
     started = time.monotonic()
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(index_proxy.url + FILE_PATH, timeout=5)
-    assert 0.45 <= time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.45  # the stall happened (a load only adds to it)
 
 
 def test_stall_longer_than_the_client_timeout(index_proxy: FaultProxy) -> None:
     index_proxy.add(Rule(Fault.stall(2, then="continue"), "GET"))
-    started = time.monotonic()
+    # The response would come whole after the stall: a timeout shows the client
+    # gave up while the proxy was still holding it back.
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(index_proxy.url + FILE_PATH, timeout=0.3)
-    assert time.monotonic() - started < 1.5
 
 
 def test_stall_then_continue(index_proxy: FaultProxy) -> None:

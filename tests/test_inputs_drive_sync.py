@@ -39,7 +39,7 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, o
         env={**base, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -128,7 +128,7 @@ def test_the_entry_point_prints_the_version() -> None:
         [sys.executable, "-c", "from oci_pypi_sync.cli import main; main()", "--version"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -420,7 +420,7 @@ def skopeo_raw(host: str, reference: str) -> bytes:
         ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{reference}"],
         capture_output=True,
         check=True,
-        timeout=60,
+        timeout=600,
     )
     return done.stdout
 

@@ -299,7 +299,9 @@ async def test_a_conflict_on_the_target_python_names_the_chain() -> None:
     ]
 
 
-async def test_a_round_or_time_budget_ends_the_resolution_with_a_reason(fixture: ReplayIndex) -> None:
+async def test_a_round_or_time_budget_ends_the_resolution_with_a_reason(
+    fixture: ReplayIndex,
+) -> None:
     reqs = [Requirement("strict"), Requirement("plain==2.0")]
     async with IndexClient(f"{fixture.url}simple/") as client:
         by_rounds = await resolve_closure([Requirement("app")], client, [LINUX_312], max_rounds=1)

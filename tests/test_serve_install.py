@@ -190,7 +190,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        args, capture_output=True, text=True, timeout=60, env=_env(home), cwd=home, check=False
+        args, capture_output=True, text=True, timeout=600, env=_env(home), cwd=home, check=False
     )
     assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
     return result

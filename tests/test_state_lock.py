@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,6 @@ from oci_pypi_sync.state.journal import Journal
 pytestmark = pytest.mark.registry
 
 PROJECTS = ["lock-a", "lock-b", "lock-c"]
-# 6 files, 3 MB in all, 2 at once at 1 MB/s each: the first sync lasts about 1.5 s.
-THROTTLE = 1_000_000.0
-# A refused sync does no network I/O; this bounds interpreter start, imports and the refusal.
-FAIL_FAST_SECONDS = 0.8
 
 
 def build_index() -> FixtureIndex:
@@ -70,9 +67,14 @@ def lock_pid(state: Path) -> str:
 
 
 def assert_refused(result: CliResult, state: Path, holder: int) -> None:
-    """Exit 3 at once, one line naming the state file and saying another sync uses it."""
+    """Exit 3, one line naming the state file and saying another sync uses it.
+
+    The holder keeps the lock until the test lets it go, after this returns:
+    a sync that waited for the lock would never end (the run's timeout would
+    fail the test), so a refusal here is a refusal without waiting, however
+    slow the machine.
+    """
     assert result.returncode == 3, result.describe()
-    assert result.seconds < FAIL_FAST_SECONDS, result.describe()
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -108,7 +110,7 @@ def test_a_second_sync_on_a_held_state_file_fails_fast_then_succeeds(
     env = cli_env(tmp_path / "home")
     state = tmp_path / "state.sqlite"
     target = f"{registry.host}/lock-busy"
-    index.throttle = THROTTLE
+    index.gate = threading.Event()  # the first sync transfers until the gate opens
     try:
         with cli_process(
             sync_args(target, index, state),
@@ -120,22 +122,25 @@ def test_a_second_sync_on_a_held_state_file_fails_fast_then_succeeds(
                 lambda: (
                     lock_pid(state) == str(first.pid) and sum(index.sent_snapshot().values()) > 0
                 ),
-                timeout=15,
+                timeout=300,
                 what="the first sync to hold the lock and transfer",
             )
-            second = run_cli(sync_args(target, idle_index, state), env, timeout=10)
-            assert first.poll() is None, "the first sync ended too early for this test"
+            second = run_cli(sync_args(target, idle_index, state), env, timeout=300)
+            assert first.poll() is None, first.returncode
             assert_refused(second, state, first.pid)
             assert idle_index.requests == []  # refused before reading anything
             assert lock_pid(state) == str(first.pid)  # the refused sync left the lock alone
-            done = finish(first, tmp_path / "first.out", tmp_path / "first.err", timeout=30)
+            index.gate.set()
+            done = finish(first, tmp_path / "first.out", tmp_path / "first.err", timeout=300)
     finally:
-        index.throttle = None
+        if index.gate is not None:
+            index.gate.set()
+        index.gate = None
     assert done.returncode == 0, done.describe()
     first_report = done.json()
     assert first_report["totals"]["pushed"] == 6
 
-    again = run_cli(sync_args(target, idle_index, state), env, timeout=30)
+    again = run_cli(sync_args(target, idle_index, state), env, timeout=300)
     assert again.returncode == 0, again.describe()
     report = again.json()
     assert report["ok"] is True
@@ -154,10 +159,10 @@ def test_a_sync_refused_while_the_test_holds_the_lock(
     state = tmp_path / "state.sqlite"
     target = f"{registry.host}/lock-held"
     with Journal.open(state, target=target):
-        refused = run_cli(sync_args(target, index, state), env, timeout=10)
+        refused = run_cli(sync_args(target, index, state), env, timeout=300)
         assert_refused(refused, state, os.getpid())
         assert index.requests == []
-    result = run_cli(sync_args(target, index, state), env, timeout=30)
+    result = run_cli(sync_args(target, index, state), env, timeout=300)
     assert result.returncode == 0, result.describe()
     assert result.json()["totals"]["pushed"] == 6
 
@@ -173,7 +178,7 @@ def run_status_during_and_after(
     state = tmp_path / "state.sqlite"
     target = f"{registry.host}/lock-status"
     args = ["status", *status_args, "--state", str(state), "--json"]
-    index.throttle = THROTTLE
+    index.gate = threading.Event()  # the sync transfers until the gate opens
     try:
         with cli_process(
             sync_args(target, index, state),
@@ -185,21 +190,24 @@ def run_status_during_and_after(
                 lambda: (
                     lock_pid(state) == str(sync.pid) and sum(index.sent_snapshot().values()) > 0
                 ),
-                timeout=15,
+                timeout=300,
                 what="the sync to hold the lock and transfer",
             )
-            during = run_cli(args, env, timeout=10)
-            assert sync.poll() is None, "the sync ended too early for this test"
+            during = run_cli(args, env, timeout=300)
+            assert sync.poll() is None, sync.returncode
             totals = status_totals(during)
             assert totals["files_failed"] == 0
             assert totals["files_done"] < 6
             assert totals["files_done"] + totals["files_pending"] <= 6
             assert lock_pid(state) == str(sync.pid)
-            done = finish(sync, tmp_path / "sync.out", tmp_path / "sync.err", timeout=30)
+            index.gate.set()
+            done = finish(sync, tmp_path / "sync.out", tmp_path / "sync.err", timeout=300)
     finally:
-        index.throttle = None
+        if index.gate is not None:
+            index.gate.set()
+        index.gate = None
     assert done.returncode == 0, done.describe()
-    after = status_totals(run_cli(args, env, timeout=10))
+    after = status_totals(run_cli(args, env, timeout=300))
     assert after == expected_totals(done.json())
     assert after["files_done"] == 6
     assert after["releases"] == 3

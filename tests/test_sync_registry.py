@@ -52,7 +52,7 @@ def skopeo_raw(registry: RegistryServer, reference: str) -> bytes:
         ],
         capture_output=True,
         check=True,
-        timeout=60,
+        timeout=600,
     )
     return result.stdout
 
@@ -149,7 +149,7 @@ async def test_oras_pulls_the_file_back_byte_for_byte(
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config")},
         check=False,
     )

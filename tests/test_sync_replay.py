@@ -58,7 +58,7 @@ async def test_six_into_layout_and_registry(registry: RegistryServer, tmp_path: 
         ],
         capture_output=True,
         check=True,
-        timeout=60,
+        timeout=600,
     ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == registry_release.digest
     index = json.loads(raw)

@@ -353,7 +353,7 @@ async def test_login_file_is_what_skopeo_reads(
         ["skopeo", "login", "--get-login", "--authfile", str(config), host],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=600,
         check=False,
     )
     assert (got.returncode, got.stdout.strip()) == (0, "alice")
@@ -369,7 +369,7 @@ async def test_login_file_is_what_skopeo_reads(
             f"docker://{host}/skopeo/six:1.0",
         ],
         capture_output=True,
-        timeout=20,
+        timeout=600,
         check=False,
     )
     assert inspected.returncode == 0, inspected.stderr.decode()
@@ -379,7 +379,7 @@ async def test_login_file_is_what_skopeo_reads(
         ["skopeo", "login", "--get-login", "--authfile", str(config), host],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=600,
         check=False,
     )
     assert after.returncode != 0
