@@ -49,6 +49,7 @@ from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.plan.environments import (
     TargetEnvironment,
     environments,
+    parse_environment,
     parse_platform,
     parse_python,
 )
@@ -57,7 +58,9 @@ from oci_pypi_sync.plan.shard import parse_shard
 from oci_pypi_sync.provenance.policy import POLICIES
 from oci_pypi_sync.provenance.publishers import parse_pins
 
-Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "target"]
+Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "location", "envs"]
+#: Kinds that hold several values: repeatable flags, comma-separated variables, arrays.
+MANY: frozenset[Kind] = frozenset({"strs", "paths", "envs"})
 
 ENV_PREFIX = "OCI_PYPI_"
 SECTION = "sync"
@@ -130,7 +133,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "to",
         "to",
-        "target",
+        "location",
         "to",
         help="HOST[:PORT]/PREFIX for a registry, or oci:PATH for an OCI image layout "
         "(a PATH ending in .tar is a packed layout; default: oci:./oci-pypi-mirror).",
@@ -169,7 +172,8 @@ KEYS: tuple[Key, ...] = (
         "strs",
         "python",
         (),
-        help="Target Python version; repeatable. Needs --platform.",
+        help="Target Python version; repeatable. Each is combined with each --platform "
+        "(for exact pairs, use --target).",
         metavar="X.Y",
     ),
     Key(
@@ -179,8 +183,19 @@ KEYS: tuple[Key, ...] = (
         "platform",
         (),
         help="Target wheel platform tag (manylinux_2_28_x86_64, win_amd64...) or shorthand "
-        "(linux/amd64, darwin/arm64...); repeatable.",
+        "(linux/amd64, darwin/arm64...); repeatable. Each is combined with each --python.",
         metavar="TAG",
+    ),
+    Key(
+        "targets",
+        "target",
+        "envs",
+        "target",
+        (),
+        help="One target machine: a Python version and a platform, e.g. "
+        "3.12/manylinux_2_28_x86_64 or 3.11/windows/amd64; repeatable. Unlike "
+        "--python with --platform, no other combination is added.",
+        metavar="PYTHON/PLATFORM",
     ),
     Key("pre", "pre", "bool", "pre", False, help="Include pre-release versions."),
     Key(
@@ -314,7 +329,8 @@ _TYPE_NAMES: Mapping[Kind, str] = {
     "number": "a number",
     "path": "a string (a path)",
     "paths": "an array of strings (paths)",
-    "target": "a string (a target)",
+    "location": "a string (a target)",
+    "envs": "an array of tables (python, platform) or of PYTHON/PLATFORM strings",
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -335,6 +351,7 @@ class SyncConfig:
     pylock: Path | None = None
     python: tuple[str, ...] = ()
     platform: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
     pre: bool | None = None
     include_yanked: bool | None = None
     only_binary: bool | None = None
@@ -369,6 +386,7 @@ class Settings:
     pylock: Path | None = None
     python: tuple[str, ...] = ()
     platform: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
     pre: bool = False
     include_yanked: bool = False
     only_binary: bool = False
@@ -388,8 +406,9 @@ class Settings:
     origins: Mapping[str, str] = field(default_factory=dict)
 
     def environments(self) -> tuple[TargetEnvironment, ...]:
-        """The target environments: every ``python`` with every ``platform`` (none when unset)."""
-        return environments(self.python, self.platform)
+        """The target environments: every ``python`` with every ``platform``, and the
+        ``targets`` pairs (none when all are unset)."""
+        return environments(self.python, self.platform, self.targets)
 
     def selection_options(
         self, hashes: Mapping[NormalizedName, frozenset[str]] | None = None
@@ -448,14 +467,18 @@ def load_config(path: str | Path) -> SyncConfig:
 def _from_toml(key: Key, value: object, where: str, base: Path) -> object:
     expected = _TYPE_NAMES[key.kind]
     wrong = ConfigError(f"{where}: expected {expected}, got {_toml_type(value)}")
-    if key.kind in ("str", "path", "target"):
+    if key.kind in ("str", "path", "location"):
         if not isinstance(value, str):
             raise wrong
         if key.kind == "path":
             return base / Path(value).expanduser()
-        if key.kind == "target":
+        if key.kind == "location":
             return _resolve_target(value, base)
         return value
+    if key.kind == "envs":
+        if not isinstance(value, list):
+            raise wrong
+        return tuple(_environment_entry(item, where) for item in value)
     if key.kind in ("strs", "paths"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong
@@ -474,6 +497,23 @@ def _from_toml(key: Key, value: object, where: str, base: Path) -> object:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise wrong
     return float(value)
+
+
+def _environment_entry(item: object, where: str) -> str:
+    """A target environment of the file as ``PYTHON/PLATFORM``: a table or such a string."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        python, platform = item.get("python"), item.get("platform")
+        extra = sorted(set(item) - {"python", "platform"})
+        if extra:
+            raise ConfigError(f"{where}: unknown key {extra[0]!r} (known: platform, python)")
+        if isinstance(python, str) and isinstance(platform, str):
+            return f"{python}/{platform}"
+        raise ConfigError(f"{where}: each table needs python and platform, both strings")
+    raise ConfigError(
+        f"{where}: expected {_TYPE_NAMES['envs']}, got an array holding {_toml_type(item)}"
+    )
 
 
 def _toml_type(value: object) -> str:
@@ -542,7 +582,7 @@ def _empty(value: object) -> bool:
 
 
 def _from_cli(key: Key, value: object) -> object:
-    if key.kind in ("strs", "paths"):
+    if key.kind in MANY:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise ValueError(f"setting {key.field} takes a sequence of strings, not {value!r}")
         items = tuple(str(v) for v in value)
@@ -553,7 +593,7 @@ def _from_cli(key: Key, value: object) -> object:
 
 
 def _from_env(key: Key, text: str, name: str) -> object:
-    if key.kind in ("strs", "paths"):
+    if key.kind in MANY:
         items = tuple(item.strip() for item in text.split(",") if item.strip())
         return tuple(Path(item) for item in items) if key.kind == "paths" else items
     if key.kind == "path":
@@ -596,7 +636,11 @@ def _check(
             continue
         if value < key.low or (key.high is not None and value > key.high):
             raise fail(key.field, f"{value} is out of range (must be {key.bounds})")
-    for name, parse in (("python", parse_python), ("platform", parse_platform)):
+    for name, parse in (
+        ("python", parse_python),
+        ("platform", parse_platform),
+        ("targets", parse_environment),
+    ):
         for item in _strings(values.get(name)):
             try:
                 parse(item)

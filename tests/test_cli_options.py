@@ -12,7 +12,7 @@ import click
 import pytest
 
 from oci_pypi_sync.cli import main
-from oci_pypi_sync.config import KEYS, Settings, SyncConfig, format_default
+from oci_pypi_sync.config import KEYS, MANY, Settings, SyncConfig, format_default
 
 
 def sync_command() -> click.Command:
@@ -42,7 +42,7 @@ def test_every_setting_is_a_parameter_of_sync_as_the_table_declares_it() -> None
         if key.bounds is not None:
             assert key.bounds in param.help
         assert param.is_flag == (key.kind == "bool")
-        assert param.multiple == (key.kind in ("strs", "paths"))
+        assert param.multiple == (key.kind in MANY)
         # "Not given" must stay distinguishable from a value, so that the
         # environment, the config file and the table's default can speak.
         assert param.default in (None, ())

@@ -34,6 +34,7 @@ def test_full_example_loads_with_paths_relative_to_the_file() -> None:
         pylock=base / "pylock.toml",
         python=("3.11", "3.12"),
         platform=("linux/amd64", "windows/amd64"),
+        targets=("3.13/darwin/arm64", "3.10/linux/arm64"),
         pre=False,
         include_yanked=True,
         only_binary=True,
@@ -154,8 +155,11 @@ def test_cli_beats_environment_beats_config_beats_default() -> None:
     assert settings.prune is True
     assert settings.timeout == 30.0
     assert settings.state == EXAMPLE.parent / "state" / "mirror.sqlite"
+    # The cross product of the flags, and the file's exact pairs.
     assert settings.environments() == (
+        TargetEnvironment((3, 10), "manylinux_2_28_aarch64"),
         TargetEnvironment((3, 12), "manylinux_2_28_aarch64"),
+        TargetEnvironment((3, 13), "macosx_14_0_arm64"),
         TargetEnvironment((3, 13), "manylinux_2_28_aarch64"),
     )
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from oci_pypi_sync.config import KEYS, Key, format_default
+from oci_pypi_sync.config import KEYS, MANY, Key, format_default
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,7 @@ def setting_parameter(key: Key) -> Callable[[F], F]:
         options["is_flag"] = True
     else:
         options["metavar"] = key.metavar
-    if key.kind in ("strs", "paths"):
+    if key.kind in MANY:
         options["multiple"] = True
         options["default"] = ()
     elif key.kind == "int":

@@ -144,15 +144,37 @@ def parse_platform(value: str) -> str:
     return tag
 
 
-def environments(pythons: Iterable[str], platforms: Iterable[str]) -> tuple[TargetEnvironment, ...]:
-    """Every combination of the given Python versions and platforms, in a fixed order."""
+def parse_environment(value: str) -> TargetEnvironment:
+    """``PYTHON/PLATFORM``: ``3.12/manylinux_2_28_x86_64``, or a shorthand: ``3.11/windows/amd64``.
+
+    One exact machine, where ``--python`` and ``--platform`` give every
+    combination of theirs.
+    """
+    python, slash, platform = value.strip().partition("/")
+    if not slash or not platform:
+        raise UsageError(
+            f"target {value!r} is not PYTHON/PLATFORM "
+            "(for example 3.12/manylinux_2_28_x86_64 or 3.11/windows/amd64)"
+        )
+    return TargetEnvironment(parse_python(python), parse_platform(platform))
+
+
+def environments(
+    pythons: Iterable[str], platforms: Iterable[str], pairs: Iterable[str] = ()
+) -> tuple[TargetEnvironment, ...]:
+    """Every combination of the Python versions and platforms, and every exact pair.
+
+    Sorted and each once: ``--python 3.12 --platform linux/amd64`` and
+    ``--target 3.12/linux/amd64`` name the same machine.
+    """
     parsed_pythons = sorted({parse_python(p) for p in pythons})
     parsed_platforms = sorted({parse_platform(p) for p in platforms})
-    return tuple(
+    crossed = {
         TargetEnvironment(python, platform)
         for python in parsed_pythons
         for platform in parsed_platforms
-    )
+    }
+    return tuple(sorted(crossed | {parse_environment(pair) for pair in pairs}))
 
 
 def expand_platform(platform: str) -> tuple[str, ...]:
