@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from oci_pypi_sync import __version__
 from oci_pypi_sync.engine.results import SyncReport
 
 REPORT_SCHEMA_VERSION = 1
@@ -14,6 +15,9 @@ def report_document(report: SyncReport) -> dict[str, Any]:
     """The ``--json`` document: per file, per release, per failed project, and totals."""
     return {
         "schema": REPORT_SCHEMA_VERSION,
+        "tool": {"name": "oci-pypi", "version": __version__},
+        "started": report.started,
+        "seconds": report.seconds,
         "target": report.target,
         "dry_run": report.dry_run,
         "ok": not report.failed,
@@ -57,8 +61,17 @@ def report_document(report: SyncReport) -> dict[str, Any]:
             for r in report.releases
         ],
         "errors": [
-            {"project": e.project, "error": e.error, "quarantined": e.quarantined}
+            {
+                "project": e.project,
+                "error": e.error,
+                "quarantined": e.quarantined,
+                **({"not_found": True} if e.not_found else {}),
+            }
             for e in report.project_errors
+        ],
+        "excluded": [
+            {"project": e.project, "filename": e.filename, "reason": e.reason}
+            for e in report.excluded
         ],
         "warnings": [{"project": w.project, "warning": w.message} for w in report.warnings],
         "totals": {
@@ -73,6 +86,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
             "projects": report.projects,
             "projects_unchanged": report.projects_unchanged,
             "projects_failed": len(report.project_errors),
+            "excluded": len(report.excluded),
         },
     }
 
@@ -88,6 +102,7 @@ def summary_line(report: SyncReport) -> str:
         return (
             f"dry run: {totals['planned']} files ({human_bytes(totals['bytes_planned'])}) "
             f"would be mirrored to {report.target}"
+            + (f", {totals['excluded']} left out (see --json)" if totals["excluded"] else "")
         )
     parts = [
         f"{totals['pushed']} pushed ({human_bytes(totals['bytes_pushed'])})",
@@ -98,6 +113,8 @@ def summary_line(report: SyncReport) -> str:
         parts.append(f"{totals['failed']} failed")
     if totals["projects_failed"]:
         parts.append(f"{totals['projects_failed']} projects failed")
+    if totals["excluded"]:
+        parts.append(f"{totals['excluded']} left out (see --json)")
     return f"{report.target}: " + ", ".join(parts)
 
 

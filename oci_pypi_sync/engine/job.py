@@ -8,8 +8,10 @@ the report, kept here so that a program can run the same job from a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from packaging.requirements import Requirement
@@ -20,6 +22,7 @@ from oci_pypi_sync.engine.results import ProjectError, SyncObserver, SyncReport
 from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.plan.inputs import read_pylock, read_requirements_file
+from oci_pypi_sync.plan.names import close_names
 from oci_pypi_sync.plan.select import SelectionOptions, parse_requirements, project_allowed
 from oci_pypi_sync.plan.shard import parse_shard
 from oci_pypi_sync.provenance.policy import ProvenanceOptions, ProvenancePolicy
@@ -107,10 +110,13 @@ async def run_job(
     observer: SyncObserver | None = None,
 ) -> SyncReport:
     """Read the inputs, take every project when asked, resolve the closure when asked, sync."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
     inputs = read_inputs(settings)
     selection = settings.selection_options(hashes=inputs.hashes)
     options = sync_options(settings, flags, selection)
     requirements = list(inputs.requirements)
+    names: list[str] = []
     if flags.all_projects:
         names = await index.get_project_names()
         if options.shard is not None:
@@ -128,9 +134,24 @@ async def run_job(
     if settings.with_deps:
         requirements, unresolved = await _closure(requirements, index, selection, flags)
     report = await sync(requirements, index, store, options, journal=journal, observer=observer)
-    if unresolved:
-        report = replace(report, project_errors=report.project_errors + tuple(unresolved))
-    return report
+    known = names or (sorted(journal.project_names()) if journal is not None else [])
+    errors = tuple(_with_close_names(e, known) for e in report.project_errors)
+    return replace(
+        report,
+        project_errors=errors + tuple(unresolved),
+        started=started.isoformat(timespec="seconds"),
+        seconds=round(time.monotonic() - clock, 3),
+    )
+
+
+def _with_close_names(error: ProjectError, known: Sequence[str]) -> ProjectError:
+    """A project the index lacks, with the close names of the list at hand, if any."""
+    if not error.not_found:
+        return error
+    close = close_names(error.project, known)
+    if not close:
+        return error
+    return replace(error, error=f"{error.error}; close names: {', '.join(close)}")
 
 
 async def _closure(

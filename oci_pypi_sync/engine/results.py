@@ -67,6 +67,7 @@ class ProjectError:
     project: str
     error: str
     quarantined: bool = False
+    not_found: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,21 @@ class ProjectWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class Excluded:
+    """A file (or a version, ``name==version``) of the index that is not mirrored, and why."""
+
+    project: str
+    filename: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
-    """The outcome of a sync: per file, per release, and per failed project."""
+    """The outcome of a sync: per file, per release, per failed project, and what was left out.
+
+    ``started`` is when the run began (ISO 8601, UTC) and ``seconds`` how long
+    it took, both set by the job that ran it.
+    """
 
     target: str
     files: tuple[FileResult, ...]
@@ -88,6 +102,9 @@ class SyncReport:
     dry_run: bool = False
     projects: int = 0
     projects_unchanged: int = 0
+    excluded: tuple[Excluded, ...] = ()
+    started: str | None = None
+    seconds: float | None = None
     warnings: tuple[ProjectWarning, ...] = ()
 
     @property

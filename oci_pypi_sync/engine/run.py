@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 
 from oci_pypi_sync.engine.provenance import CheckedProvenance, ProvenanceStep
 from oci_pypi_sync.engine.results import (
+    Excluded,
     FileAction,
     FileProvenance,
     FileResult,
@@ -48,6 +49,7 @@ from oci_pypi_sync.errors import (
     IndexError_,
     IndexUnreachableError,
     OciPypiError,
+    ProjectNotFoundError,
     RegistryError,
     RegistryUnreachableError,
 )
@@ -143,6 +145,7 @@ class _ProjectOutcome:
     releases: tuple[ReleaseResult, ...] = ()
     error: ProjectError | None = None
     unchanged: bool = False
+    excluded: tuple[Excluded, ...] = ()
     warnings: tuple[ProjectWarning, ...] = ()
 
 
@@ -220,6 +223,7 @@ class Syncer:
             projects=len(grouped),
             projects_unchanged=sum(1 for o in ordered if o.unchanged),
             warnings=tuple(w for o in ordered for w in o.warnings),
+            excluded=tuple(e for o in ordered for e in o.excluded),
         )
 
     async def _update_catalog(self, releases: Sequence[ReleaseResult]) -> ProjectError | None:
@@ -258,6 +262,13 @@ class Syncer:
                 outcome = await self._sync_project(project, reqs, state)
             except FATAL_ERRORS:
                 raise
+            except ProjectNotFoundError as exc:
+                # A name the index does not have is no transient fault: reported
+                # every run, never counted towards quarantine.
+                outcomes[project] = _ProjectOutcome(
+                    error=ProjectError(project, str(exc), not_found=True)
+                )
+                return
             except OciPypiError as exc:
                 log.warning("%s: %s", project, exc)
                 if journal is not None:
@@ -282,15 +293,20 @@ class Syncer:
         selection = select_files(page, reqs, self.options.selection)
         for rejection in selection.rejected:
             log.info("%s: not mirrored: %s", rejection.filename, rejection.reason)
+        excluded = tuple(Excluded(project, r.filename, r.reason) for r in selection.rejected)
         self.observer.files_planned(
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
         if self.options.dry_run:
-            return _ProjectOutcome(files=tuple(self._planned(selection)))
+            planned = tuple(
+                ReleaseResult(project, version, version_tag(version), None, "planned")
+                for version, _ in selection.releases
+            )
+            return _ProjectOutcome(tuple(self._planned(selection)), planned, excluded=excluded)
         fingerprint = project_fingerprint(page, options_key)
         unchanged = self._unchanged(project, known, selection, fingerprint)
         if unchanged is not None:
-            return unchanged
+            return replace(unchanged, excluded=excluded)
         upstream = _page_files(page, project)
         existing_tags = await self._existing_tags(project, new=state is None)
         results = await asyncio.gather(
@@ -304,6 +320,7 @@ class Syncer:
             files=files,
             releases=tuple(release for _, release in results),
             warnings=_publisher_warnings(repository_name(project), files),
+            excluded=excluded,
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
