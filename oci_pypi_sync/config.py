@@ -45,6 +45,7 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
+from oci_pypi_sync import sizes
 from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.plan.environments import (
     TargetEnvironment,
@@ -58,7 +59,7 @@ from oci_pypi_sync.plan.shard import parse_shard
 from oci_pypi_sync.provenance.policy import POLICIES
 from oci_pypi_sync.provenance.publishers import parse_pins
 
-Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "location", "envs"]
+Kind = Literal["str", "strs", "bool", "int", "number", "path", "paths", "location", "envs", "size"]
 #: Kinds that hold several values: repeatable flags, comma-separated variables, arrays.
 MANY: frozenset[Kind] = frozenset({"strs", "paths", "envs"})
 
@@ -112,6 +113,14 @@ def format_default(key: Key) -> str | None:
     if key.default is None or key.default is False or key.default == ():
         return None
     return str(key.default)
+
+
+def parse_size(text: str, where: str) -> int:
+    """A size setting (see :func:`oci_pypi_sync.sizes.parse_size`), naming where it came from."""
+    size = sizes.parse_size(text)
+    if size is None:
+        raise ConfigError(f"{where}: {text!r} is not a size (such as 10GiB, 500M or 1048576)")
+    return size
 
 
 def _number(value: float) -> str:
@@ -231,6 +240,15 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("with_deps", "with-deps", "bool", "with-deps", False, help="Add the dependency closure."),
     Key(
+        "max_bytes",
+        "max-bytes",
+        "size",
+        "max-bytes",
+        help="Refuse the run, before any transfer, when its selected files add up to more "
+        "(e.g. 10GiB, 500M, or bytes).",
+        metavar="SIZE",
+    ),
+    Key(
         "jobs",
         "jobs",
         "int",
@@ -331,6 +349,7 @@ _TYPE_NAMES: Mapping[Kind, str] = {
     "paths": "an array of strings (paths)",
     "location": "a string (a target)",
     "envs": "an array of tables (python, platform) or of PYTHON/PLATFORM strings",
+    "size": 'a size (bytes as an integer, or a string such as "10GiB")',
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -359,6 +378,7 @@ class SyncConfig:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     with_deps: bool | None = None
+    max_bytes: int | None = None
     jobs: int | None = None
     state: Path | None = None
     shard: str | None = None
@@ -394,6 +414,7 @@ class Settings:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     with_deps: bool = False
+    max_bytes: int | None = None
     jobs: int = 8
     state: Path | None = None
     shard: str | None = None
@@ -493,6 +514,12 @@ def _from_toml(key: Key, value: object, where: str, base: Path) -> object:
         if not isinstance(value, int) or isinstance(value, bool):
             raise wrong
         return value
+    if key.kind == "size":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise wrong
+        return parse_size(value, where)
     # number
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise wrong
@@ -589,6 +616,8 @@ def _from_cli(key: Key, value: object) -> object:
         return tuple(Path(v) for v in items) if key.kind == "paths" else items
     if key.kind == "path":
         return Path(str(value))
+    if key.kind == "size" and isinstance(value, str):
+        return parse_size(value, f"--{key.flag}")
     return value
 
 
@@ -610,6 +639,8 @@ def _from_env(key: Key, text: str, name: str) -> object:
             return int(text)
         except ValueError:
             raise ConfigError(f"{name}: {text!r} is not an integer") from None
+    if key.kind == "size":
+        return parse_size(text, name)
     if key.kind == "number":
         try:
             return float(text)

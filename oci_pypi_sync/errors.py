@@ -150,3 +150,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class ProvenanceError(OciPypiError):
     """A file's PEP 740 provenance is unreadable, does not verify, or is not trusted."""
+
+
+class BudgetExceededError(OciPypiError):
+    """The run would transfer more than ``--max-bytes`` allows: nothing was transferred."""

@@ -42,6 +42,7 @@ def test_full_example_loads_with_paths_relative_to_the_file() -> None:
         allow=("numpy", "scipy", "re:types-.*"),
         deny=("re:.*-nightly",),
         with_deps=True,
+        max_bytes=20 << 30,
         jobs=16,
         state=base / "state" / "mirror.sqlite",
         shard="1/4",
@@ -272,3 +273,21 @@ def test_trusted_publishers_come_from_the_environment_as_a_list() -> None:
     )
     assert settings.trusted_publisher == ("a=github:o/a", "b=google:ci@p.iam.gserviceaccount.com")
     assert settings.provenance == "mirror"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1048576", 1 << 20), ("500M", 500 << 20), ("10GiB", 10 << 30), ("1.5k", 1536)],
+)
+def test_sizes_are_read_in_powers_of_1024(text: str, size: int) -> None:
+    assert merge_settings({}, {"OCI_PYPI_MAX_BYTES": text}, None).max_bytes == size
+    assert merge_settings({"max_bytes": text}, {}, None).max_bytes == size
+
+
+def test_a_bad_size_names_where_it_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^OCI_PYPI_MAX_BYTES: 'lots' is not a size"):
+        merge_settings({}, {"OCI_PYPI_MAX_BYTES": "lots"}, None)
+    path = tmp_path / "mirror.toml"
+    path.write_text('[sync]\nmax-bytes = "10 parsecs"\n')
+    with pytest.raises(ConfigError, match=r"\[sync\] max-bytes: '10 parsecs' is not a size"):
+        load_config(path)

@@ -1,10 +1,13 @@
 """Showing a sync as it happens: a rich display on a terminal, log lines elsewhere.
 
 Both are :class:`~oci_pypi_sync.engine.results.SyncObserver` implementations; the
-engine only calls them. The terminal display shows overall bytes and files
-with rate and ETA, and one line per active transfer. Off a terminal, each
-finished file is one plain log line at INFO level (shown with ``-v``), so a
-cron job's log stays quiet and free of control characters.
+engine only calls them. The terminal display says which phase the run is in
+(resolving, reading the index k/N projects, transferring), then overall bytes
+and files with rate and an ETA over a total that no longer grows, and one
+line per active transfer. Off a terminal, ``--progress`` makes each phase
+one plain log line (the command prints the summary); without it those
+lines, and one per finished file, are at INFO level (shown with ``-v``), so
+a cron job's log stays quiet and free of control characters.
 """
 
 from __future__ import annotations
@@ -13,17 +16,73 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from oci_pypi_sync.engine.results import FileResult, NullObserver, ReleaseResult
+from oci_pypi_sync.engine.results import FileResult, NullObserver, Phase, ReleaseResult
+from oci_pypi_sync.sizes import human_bytes
 
 if TYPE_CHECKING:  # rich is imported when a display is made, not for log lines
     from rich.console import Console
-    from rich.progress import TaskID
+    from rich.progress import Task, TaskID
 
 log = logging.getLogger("oci_pypi_sync.cli.progress")
 
 
+class _Plan:
+    """Counts the projects planned, and the files and bytes they selected."""
+
+    def __init__(self) -> None:
+        self.projects = 0
+        self.planned = 0
+        self.files = 0
+        self.bytes = 0
+
+    def add_files(self, count: int, total_bytes: int) -> None:
+        self.files += count
+        self.bytes += total_bytes
+
+    def project_done(self) -> bool:
+        """Count a project; true when it was the last, and the total is known."""
+        self.planned += 1
+        return self.planned == self.projects
+
+
+def _phase_text(name: Phase, count: int) -> str:
+    if name == "resolving":
+        return f"resolving the dependencies of {count} requirements"
+    return f"reading the index: {count} projects"
+
+
+#: The phase lines: INFO, like the rest, unless :func:`show_phases` lets them through.
+phase_log = logging.getLogger("oci_pypi_sync.progress.phases")
+
+
+def show_phases() -> None:
+    """Show the phase lines at the default log level (``--progress`` off a terminal)."""
+    phase_log.setLevel(logging.INFO)
+
+
 class LogObserver(NullObserver):
-    """One log line per finished file and tagged release."""
+    """One log line per phase, per finished file and per tagged release."""
+
+    def __init__(self) -> None:
+        self._plan = _Plan()
+
+    def _announce(self, text: str) -> None:
+        phase_log.info("%s", text)
+
+    def phase(self, name: Phase, count: int) -> None:
+        if name == "reading":
+            self._plan.projects = count
+        self._announce(_phase_text(name, count))
+
+    def files_planned(self, count: int, total_bytes: int) -> None:
+        self._plan.add_files(count, total_bytes)
+
+    def project_planned(self, project: str) -> None:
+        if self._plan.project_done():
+            self._announce(
+                f"selected: {self._plan.files} files ({human_bytes(self._plan.bytes)}) "
+                f"in {self._plan.projects} projects"
+            )
 
     def file_finished(self, result: FileResult) -> None:
         if result.action == "failed":
@@ -58,9 +117,10 @@ class RichObserver:
             console=console or Console(stderr=True),
             transient=True,
         )
-        self._bytes_task = self._progress.add_task("files 0/0", total=0)
+        # No total until every project is planned: an ETA over a growing total lies.
+        self._bytes_task = self._progress.add_task("starting", total=None)
         self._active: dict[str, TaskID] = {}
-        self._planned_files = 0
+        self._plan = _Plan()
         self._done_files = 0
 
     def __enter__(self) -> RichObserver:
@@ -75,14 +135,35 @@ class RichObserver:
     ) -> None:
         self._progress.stop()
 
+    @property
+    def overall(self) -> Task:
+        """The overall line: its description, total (``None`` while unknown) and bytes done."""
+        return self._progress.tasks[0]
+
+    def phase(self, name: Phase, count: int) -> None:
+        if name == "reading":
+            self._plan.projects = count
+            if count == 0:
+                return
+            text = f"reading the index 0/{count} projects"
+        else:
+            text = _phase_text(name, count)
+        self._progress.update(self._bytes_task, description=text)
+
     def files_planned(self, count: int, total_bytes: int) -> None:
-        self._planned_files += count
-        task = self._progress.tasks[self._bytes_task]
-        self._progress.update(
-            self._bytes_task,
-            total=(task.total or 0) + total_bytes,
-            description=f"files {self._done_files}/{self._planned_files}",
-        )
+        self._plan.add_files(count, total_bytes)
+
+    def project_planned(self, project: str) -> None:
+        if self._plan.project_done():
+            self._progress.update(
+                self._bytes_task, total=self._plan.bytes, description=self._files_text()
+            )
+        else:
+            text = f"reading the index {self._plan.planned}/{self._plan.projects} projects"
+            self._progress.update(self._bytes_task, description=text)
+
+    def _files_text(self) -> str:
+        return f"files {self._done_files}/{self._plan.files}"
 
     def transfer_started(self, filename: str, size: int | None) -> None:
         if filename not in self._active:
@@ -102,9 +183,8 @@ class RichObserver:
             # Bytes that did not flow (already there, planned, failed) count as done.
             self._progress.advance(self._bytes_task, result.size)
         self._done_files += 1
-        self._progress.update(
-            self._bytes_task, description=f"files {self._done_files}/{self._planned_files}"
-        )
+        if self._plan.projects and self._plan.planned >= self._plan.projects:
+            self._progress.update(self._bytes_task, description=self._files_text())
         if result.action == "failed":
             self._progress.console.print(f"[red]failed[/red] {result.filename}: {result.error}")
 

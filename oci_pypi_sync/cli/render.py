@@ -7,6 +7,9 @@ from typing import Any
 
 from oci_pypi_sync import __version__
 from oci_pypi_sync.engine.results import SyncReport
+from oci_pypi_sync.sizes import human_bytes
+
+__all__ = ["human_bytes", "plan_table", "report_document", "report_json", "summary_line"]
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -116,16 +119,6 @@ def summary_line(report: SyncReport) -> str:
     if totals["excluded"]:
         parts.append(f"{totals['excluded']} left out (see --json)")
     return f"{report.target}: " + ", ".join(parts)
-
-
-def human_bytes(count: int) -> str:
-    """``512 B``, ``1.5 KiB``... ``2.0 TiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def plan_rows(report: SyncReport) -> list[tuple[str, str, int, int]]:

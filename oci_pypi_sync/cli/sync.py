@@ -139,11 +139,12 @@ def sync(
         retry_quarantined=retry_quarantined,
         probe_metadata=probe_metadata,
     )
-    show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
+    on_terminal = sys.stderr.isatty()
+    show_progress = progress if progress is not None else (on_terminal and not quiet)
     connections = settings.jobs * 2
 
     async def go() -> Any:
-        from oci_pypi_sync.cli.progress import LogObserver, RichObserver
+        from oci_pypi_sync.cli.progress import LogObserver, RichObserver, show_phases
         from oci_pypi_sync.index.client import IndexClient
         from oci_pypi_sync.state.journal import Journal, default_journal_path
 
@@ -166,13 +167,20 @@ def sync(
             async with IndexClient(
                 location.url, timeout=settings.timeout, max_connections=connections
             ) as index:
-                if show_progress:
+                if show_progress and not on_terminal and not quiet:
+                    show_phases()
+                if show_progress and on_terminal:
                     with RichObserver() as observer:
                         return await run_job(
                             settings, flags, index, store, journal=journal, observer=observer
                         )
                 return await run_job(
-                    settings, flags, index, store, journal=journal, observer=LogObserver()
+                    settings,
+                    flags,
+                    index,
+                    store,
+                    journal=journal,
+                    observer=LogObserver(),
                 )
         finally:
             await store.aclose()

@@ -96,6 +96,7 @@ def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOption
         shard=parse_shard(settings.shard) if settings.shard else None,
         recheck=flags.recheck,
         retry_quarantined=flags.retry_quarantined,
+        max_bytes=settings.max_bytes,
         provenance=provenance,
     )
 
@@ -132,6 +133,8 @@ async def run_job(
         )
     unresolved: list[ProjectError] = []
     if settings.with_deps:
+        if observer is not None:
+            observer.phase("resolving", len(requirements))
         requirements, unresolved = await _closure(requirements, index, selection, flags)
     report = await sync(requirements, index, store, options, journal=journal, observer=observer)
     known = names or (sorted(journal.project_names()) if journal is not None else [])

@@ -123,8 +123,24 @@ class SyncReport:
         return sum(f.size or 0 for f in self.files if f.action == "pushed")
 
 
+Phase = Literal["resolving", "reading"]
+
+
 class SyncObserver(Protocol):
-    """Hears a sync as it happens; every method must return quickly."""
+    """Hears a sync as it happens; every method must return quickly.
+
+    The phases: ``phase("resolving", requirements)`` while the dependency
+    closure is resolved (``--with-deps`` only), then ``phase("reading",
+    projects)`` as the projects' pages are read and their files selected;
+    each project then says ``project_planned`` once (whatever became of it),
+    and once every project has, the total of the run is known.
+    """
+
+    def phase(self, name: Phase, count: int) -> None:
+        """A phase begins, over ``count`` requirements (resolving) or projects (reading)."""
+
+    def project_planned(self, project: str) -> None:
+        """A project's files are selected (or it is unchanged, or it failed): once each."""
 
     def files_planned(self, count: int, total_bytes: int) -> None:
         """More files were selected (called once per project)."""
@@ -144,6 +160,12 @@ class SyncObserver(Protocol):
 
 class NullObserver:
     """An observer that ignores everything."""
+
+    def phase(self, name: Phase, count: int) -> None:
+        return None
+
+    def project_planned(self, project: str) -> None:
+        return None
 
     def files_planned(self, count: int, total_bytes: int) -> None:
         return None

@@ -45,6 +45,7 @@ from oci_pypi_sync.engine.results import (
 from oci_pypi_sync.engine.retry import RetryPolicy, is_transient, with_retries
 from oci_pypi_sync.errors import (
     AuthenticationError,
+    BudgetExceededError,
     DigestMismatchError,
     IndexError_,
     IndexUnreachableError,
@@ -87,6 +88,7 @@ from oci_pypi_sync.plan.select import (
 )
 from oci_pypi_sync.provenance.policy import ProvenanceOptions
 from oci_pypi_sync.provenance.publishers import publisher_changes
+from oci_pypi_sync.sizes import human_bytes
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
@@ -110,7 +112,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, IndexUnreachableError)
+FATAL_ERRORS = (
+    RegistryUnreachableError,
+    AuthenticationError,
+    IndexUnreachableError,
+    BudgetExceededError,
+)
 
 #: Wheels up to this size are kept in memory while they stream, so their
 #: METADATA can stand in for a separate ``.metadata`` request.
@@ -137,6 +144,8 @@ class SyncOptions:
     recheck: bool = False
     retry_quarantined: bool = False
     provenance: ProvenanceOptions = field(default_factory=ProvenanceOptions)
+    #: Refuse the run, before any transfer, when its selected files are larger.
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +191,11 @@ class Syncer:
         # new to the state file first needs its tags (see _listed_repositories).
         self._catalog_pages = 0
         self._repositories: asyncio.Future[frozenset[str] | None] | None = None
+        # Projects whose files are selected: (files, bytes) to transfer each; when all
+        # are, the run's total is known (and --max-bytes can be checked).
+        self._planned_projects: dict[str, tuple[int, int]] = {}
+        self._project_count = 0
+        self._all_planned = asyncio.Event()
         self._provenance = ProvenanceStep(
             index,
             store,
@@ -200,6 +214,8 @@ class Syncer:
             log.info("shard %s: %d projects", shard, len(grouped))
         outcomes: dict[str, _ProjectOutcome] = {}
         self._catalog_pages = self._catalog_budget(grouped)
+        self._project_count = len(grouped)
+        self.observer.phase("reading", len(grouped))
         try:
             async with asyncio.TaskGroup() as group:
                 for project, reqs in grouped.items():
@@ -248,6 +264,14 @@ class Syncer:
         self, project: str, reqs: Sequence[Requirement], outcomes: dict[str, _ProjectOutcome]
     ) -> None:
         """One project, its failures recorded; only fatal errors escape."""
+        try:
+            await self._guarded_project_in_slot(project, reqs, outcomes)
+        finally:
+            self._mark_planned(project, 0, 0)  # a project that ended before its plan
+
+    async def _guarded_project_in_slot(
+        self, project: str, reqs: Sequence[Requirement], outcomes: dict[str, _ProjectOutcome]
+    ) -> None:
         async with self._project_slots:
             journal = self.journal
             state = journal.project_state(project) if journal is not None else None
@@ -298,6 +322,7 @@ class Syncer:
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
         if self.options.dry_run:
+            await self._within_budget(project, selection.files)
             planned = tuple(
                 ReleaseResult(project, version, version_tag(version), None, "planned")
                 for version, _ in selection.releases
@@ -307,6 +332,7 @@ class Syncer:
         unchanged = self._unchanged(project, known, selection, fingerprint)
         if unchanged is not None:
             return replace(unchanged, excluded=excluded)
+        await self._within_budget(project, selection.files)
         upstream = _page_files(page, project)
         existing_tags = await self._existing_tags(project, new=state is None)
         results = await asyncio.gather(
@@ -338,6 +364,39 @@ class Syncer:
                 )
         return outcome
 
+    def _mark_planned(self, project: str, files: int, size: int) -> None:
+        """Count a project as planned (once); the last one makes the run's total known."""
+        if project in self._planned_projects:
+            return
+        self._planned_projects[project] = (files, size)
+        self.observer.project_planned(project)
+        if len(self._planned_projects) >= self._project_count:
+            self._all_planned.set()
+
+    async def _within_budget(self, project: str, files: Sequence[SelectedFile]) -> None:
+        """Plan the project's files; with ``max_bytes``, wait for every plan, then check.
+
+        The project's slot is given back while it waits, so the projects after
+        it can be planned; no transfer starts before the total is known.
+        """
+        self._mark_planned(project, len(files), sum(f.file.size or 0 for f in files))
+        budget = self.options.max_bytes
+        if budget is None:
+            return
+        self._project_slots.release()
+        try:
+            await self._all_planned.wait()
+        finally:
+            await self._project_slots.acquire()
+        count = sum(n for n, _ in self._planned_projects.values())
+        total = sum(size for _, size in self._planned_projects.values())
+        if total > budget:
+            raise BudgetExceededError(
+                f"this run would transfer up to {human_bytes(total)} ({count} files), more "
+                f"than --max-bytes {human_bytes(budget)}; raise --max-bytes or narrow the "
+                "selection (--latest, --only-binary, --target, --allow)"
+            )
+
     def _not_modified(self, project: str) -> _ProjectOutcome:
         """The outcome of a project whose page the index says is unchanged (304)."""
         journal = self.journal
@@ -347,6 +406,7 @@ class Syncer:
             for f in journal.files_of(project)
             if f.status == "done"
         )
+        self.observer.files_planned(len(files), sum(f.size or 0 for f in files))
         for result in files:
             self.observer.file_finished(result)
         releases = []
