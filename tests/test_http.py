@@ -270,7 +270,7 @@ async def test_an_unread_streamed_response_frees_its_connection_slot(
         assert response.status_code == 200  # body never read
         await response.aclose()
         # the slot came back: a second request does not wait forever
-        second = await asyncio.wait_for(http.request("GET", server.url), timeout=5)
+        second = await asyncio.wait_for(http.request("GET", server.url), timeout=120)
         assert second.status_code == 200
 
 
@@ -335,7 +335,7 @@ async def test_an_error_of_the_body_s_source_passes_through_unchanged(
                     content=failing(),
                     headers={"Content-Length": "200"},
                 ),
-                timeout=5,
+                timeout=120,  # only ends a hang
             )
         # the half-sent request's connection is not reused
         assert (await http.request("GET", f"{server.url}/after")).content == b"GET /after "
@@ -365,7 +365,7 @@ async def test_a_digest_error_raised_from_the_body_passes_through(
                 http.request(
                     "PUT", f"{server.url}/upload", content=body, headers={"Content-Length": "4000"}
                 ),
-                timeout=5,
+                timeout=120,  # only ends a hang
             )
     await asyncio.sleep(0.05)
     assert sum(len(part) for part in received[1:]) < 4000  # never sent whole
