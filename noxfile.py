@@ -181,7 +181,7 @@ def bench(session: nox.Session) -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
-    session.install("-e", ".[test]", "aiohttp", "oras", "bandersnatch", "py-spy")
+    session.install("-e", ".[test]", "oras", "bandersnatch", "py-spy")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
