@@ -212,7 +212,8 @@ class Response:
         self._content: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<Response [{self.status_code}] {self.request.method} {self.url}>"
+        shown = self.url.with_query(None).with_user(None)  # a query may hold a signature
+        return f"<Response [{self.status_code}] {self.request.method} {shown}>"
 
     @property
     def is_success(self) -> bool:
@@ -405,9 +406,8 @@ class HttpClient:
                 return response
             await response.aclose()
             request = _redirected(request, response.status_code, location)
-        raise TooManyRedirectsError(
-            f"more than {MAX_REDIRECTS} redirects from {request.url}", url=request.url
-        )
+        shown = request.url.with_query(None).with_user(None)
+        raise TooManyRedirectsError(f"more than {MAX_REDIRECTS} redirects, the last to {shown}")
 
     async def _send_once(self, request: Request) -> Response:
         session = self._session or self._open()
