@@ -163,7 +163,7 @@ def bench(session: nox.Session) -> None:
     """End-to-end benchmark against baselines measured in the same run (loopback only).
 
     Not run by default: the full corpus is ~1.3 GB and takes several minutes.
-    ``-- --quick`` for a reduced corpus in about five minutes; the arguments go
+    ``-- --quick`` for a reduced corpus in 5 to 10 minutes; the arguments go
     to benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
     The ORAS CLI rows need ``oras`` on PATH (or ``ORAS=PATH``); without it
     they are skipped with a note.

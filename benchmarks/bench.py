@@ -936,7 +936,7 @@ def scratch_dir() -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced corpus, one run: ~5 min")
+    parser.add_argument("--quick", action="store_true", help="reduced corpus, one run: 5-10 min")
     parser.add_argument("--runs", type=int, default=None, help="runs per case (default 3; quick 1)")
     parser.add_argument(
         "--naive-runs", type=int, default=None, help="runs of naive (default: --runs)"
@@ -994,7 +994,7 @@ def main() -> int:
             print("client CPU per registry request, side by side...", flush=True)
             extras["http_stack"] = http_stack.compare(
                 ["aiohttp", "store"],
-                blobs=500 if args.quick else 2000,
+                blobs=1000 if args.quick else 2000,
                 size=20_000,
                 jobs=args.jobs,
                 rounds=runs,
