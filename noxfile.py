@@ -16,7 +16,10 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
-SYSTEM_TOOLS = {"docker-registry": "docker-registry", "skopeo": "skopeo"}
+SYSTEM_TOOLS = {"docker-registry": "docker-registry", "skopeo": "skopeo", "umoci": "umoci"}
+# The ORAS CLI and Distribution v3 come as binaries in ../shared/bin where the
+# machine provides them; the interop tests find them on PATH or skip.
+SHARED_BIN = Path(__file__).resolve().parent.parent / "shared" / "bin"
 APT_INSTALL = "apt-get update && apt-get install -y " + " ".join(sorted(set(SYSTEM_TOOLS.values())))
 PYTEST_NO_TESTS = 5
 
@@ -39,8 +42,11 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, against the real registry started by the tests."""
     ensure_system_tools(session)
     session.install("-e", ".[test]")
+    env = {}
+    if SHARED_BIN.is_dir():
+        env["PATH"] = f"{os.environ.get('PATH', '')}{os.pathsep}{SHARED_BIN}"
     # pytest exits 5 when a selection (e.g. -k) collects no test: not a failure here.
-    session.run("pytest", *(session.posargs or ["-q"]), success_codes=[0, PYTEST_NO_TESTS])
+    session.run("pytest", *(session.posargs or ["-q"]), success_codes=[0, PYTEST_NO_TESTS], env=env)
 
 
 @nox.session(python=PYTHON)

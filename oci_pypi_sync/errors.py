@@ -109,6 +109,18 @@ class AuthenticationError(RegistryError):
     """The registry refused our credentials, or we had none and it wants some."""
 
 
+class TargetRefusedError(RegistryError):
+    """The registry refused a push for a reason every push to it shares: a setting to change.
+
+    Like an unreachable registry it stops a run: nothing else could succeed
+    until someone creates the repository or changes the registry's settings.
+    """
+
+
+class RepositoryMissingError(TargetRefusedError):
+    """The repository does not exist and the registry does not create repositories on push."""
+
+
 class LayoutError(TargetError):
     """An OCI image layout on disk is missing, malformed or not writable."""
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Distribution registry started once per test session."""
+"""Shared fixtures: real Distribution registries (2.8.2, and v3 when present), once per session."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from registry_server import INSTALL_HINT, RegistryServer, registry_binary, running_registry
+from registry_server import (
+    INSTALL_HINT,
+    V3_HINT,
+    RegistryServer,
+    registry_binary,
+    registry_v3_binary,
+    running_registry,
+)
 
 
 def require_registry() -> None:
@@ -25,3 +32,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
     require_registry()
     with running_registry(tmp_path_factory.mktemp("registry")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def registry_v3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Distribution v3 without auth, on 127.0.0.1; the test is skipped when it is absent."""
+    if registry_v3_binary() is None:
+        pytest.skip(V3_HINT)
+    with running_registry(tmp_path_factory.mktemp("registry-v3"), v3=True) as server:
+        yield server
+
+
+@pytest.fixture(params=["distribution-2.8", "distribution-3"])
+def any_registry(request: pytest.FixtureRequest) -> RegistryServer:
+    """Each registry implementation in turn: Distribution 2.8.2, then v3."""
+    name = "registry" if request.param == "distribution-2.8" else "registry_v3"
+    server: RegistryServer = request.getfixturevalue(name)
+    return server

@@ -56,6 +56,8 @@ class Fault:
     after_bytes: int | None = None
     forward: bool = False
     header: tuple[str, str] | None = None
+    body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def reset(cls, *, forward: bool = False) -> Fault:
@@ -70,6 +72,11 @@ class Fault:
     def error(cls, status: int) -> Fault:
         """Answer ``status`` (e.g. 500, 503) without asking the upstream."""
         return cls("status", status=status)
+
+    @classmethod
+    def answer(cls, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> Fault:
+        """Answer ``status`` with this JSON body (a registry's refusal) without asking upstream."""
+        return cls("status", status=status, body=body, headers=headers)
 
     @classmethod
     def too_many(cls, retry_after: int = 1) -> Fault:
@@ -499,10 +506,11 @@ class FaultProxy:
         self, conn: h11.Connection, client: socket.socket, fault: Fault, *, head: bool
     ) -> None:
         body = f'{{"errors":[{{"code":"UNAVAILABLE","message":"injected {fault.status}"}}]}}'
-        data = body.encode()
+        data = fault.body if fault.body is not None else body.encode()
         headers = [
             (b"Content-Type", b"application/json"),
             (b"Content-Length", str(len(data)).encode()),
+            *((name.encode(), value.encode()) for name, value in fault.headers),
         ]
         if fault.retry_after is not None:
             headers.append((b"Retry-After", str(fault.retry_after).encode()))

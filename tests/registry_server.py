@@ -1,5 +1,9 @@
 """Run a real Distribution registry (``docker-registry``) on loopback for the tests.
 
+Two implementations: Debian's Distribution 2.8.2 (``docker-registry``, always
+there) and Distribution v3 (``registry-v3`` on ``PATH``, or the file named by
+``OCI_PYPI_REGISTRY_V3``), which the interop tests run as well when present.
+
 Each registry gets its own config, storage and log file in a temp dir and
 listens on 127.0.0.1 only. Basic auth uses an htpasswd file with bcrypt
 entries (the ``bcrypt`` package); bearer auth uses :class:`TokenServer`, a
@@ -17,6 +21,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -38,13 +43,26 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 REGISTRY_BINARY = "docker-registry"
+REGISTRY_V3_BINARY = "registry-v3"
 INSTALL_HINT = "apt-get update && apt-get install -y docker-registry skopeo"
+V3_HINT = (
+    "Distribution v3 (the 'registry' binary) is not on PATH as registry-v3 and "
+    "OCI_PYPI_REGISTRY_V3 is not set"
+)
 SERVICE = "oci-pypi-test-registry"
 ISSUER = "oci-pypi-test-issuer"
 
 
 def registry_binary() -> str | None:
     return shutil.which(REGISTRY_BINARY)
+
+
+def registry_v3_binary() -> str | None:
+    """Distribution v3: ``OCI_PYPI_REGISTRY_V3``, else ``registry-v3`` on ``PATH``."""
+    configured = os.environ.get("OCI_PYPI_REGISTRY_V3")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    return shutil.which(REGISTRY_V3_BINARY)
 
 
 def free_port() -> int:
@@ -357,6 +375,7 @@ class RegistryServer:
     log: Path
     process: subprocess.Popen[bytes]
     tls: TlsMaterial | None = None
+    implementation: str = "distribution-2.8"
 
     @property
     def url(self) -> str:
@@ -419,7 +438,7 @@ def _wait_until_up(server: RegistryServer, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"{REGISTRY_BINARY} exited with {server.process.returncode}:\n"
+                f"{server.implementation} exited with {server.process.returncode}:\n"
                 + server.log_text()[-3000:]
             )
         verify: ssl.SSLContext | bool = True
@@ -433,7 +452,7 @@ def _wait_until_up(server: RegistryServer, timeout: float) -> None:
         if response.status_code in (200, 401):
             return
     raise RuntimeError(
-        f"{REGISTRY_BINARY} did not answer within {timeout}s:\n{server.log_text()[-3000:]}"
+        f"{server.implementation} did not answer within {timeout}s:\n{server.log_text()[-3000:]}"
     )
 
 
@@ -454,15 +473,18 @@ def running_registry(
     htpasswd: Mapping[str, str] | None = None,
     token_auth: TokenServer | None = None,
     tls: TlsMaterial | None = None,
+    v3: bool = False,
 ) -> Iterator[RegistryServer]:
     """Start ``docker-registry serve`` on a free loopback port; stop it afterwards.
 
     With ``token_auth`` the token server is started (and stopped) here too;
-    with ``tls`` (see :func:`make_tls`) the registry speaks HTTPS only.
+    with ``tls`` (see :func:`make_tls`) the registry speaks HTTPS only; with
+    ``v3`` Distribution v3 runs instead (same configuration file).
     """
-    binary = registry_binary()
+    binary = registry_v3_binary() if v3 else registry_binary()
+    implementation = "distribution-3" if v3 else "distribution-2.8"
     if binary is None:
-        raise RuntimeError(f"{REGISTRY_BINARY} is not installed: {INSTALL_HINT}")
+        raise RuntimeError(V3_HINT if v3 else f"{REGISTRY_BINARY} is not installed: {INSTALL_HINT}")
     tmp_path.mkdir(parents=True, exist_ok=True)
     htpasswd_file = None
     if htpasswd is not None:
@@ -487,7 +509,9 @@ def running_registry(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
-            server = RegistryServer(f"127.0.0.1:{port}", tmp_path, log, process, tls)
+            server = RegistryServer(
+                f"127.0.0.1:{port}", tmp_path, log, process, tls, implementation
+            )
             try:
                 _wait_until_up(server, timeout=120.0)
             except RuntimeError:

@@ -398,8 +398,7 @@ def test_a_fault_that_never_stops_fails_that_file_only(
         timeout=10,
     )
     titles = sorted(
-        m["annotations"]["org.opencontainers.image.title"]
-        for m in json.loads(tagged.content)["manifests"]
+        m["annotations"]["dev.oci-pypi.filename"] for m in json.loads(tagged.content)["manifests"]
     )
     assert titles == sorted(clean.files("pushed") & {n for n in titles if n.endswith(".whl")})
     assert len(titles) == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import replace
 
 import pytest
 
@@ -43,19 +45,105 @@ def test_version_tag_maps_reversibly(version: str, tag: str) -> None:
 
 def test_legacy_version_gets_a_fallback_tag_that_is_valid_and_distinct() -> None:
     tag = fmt.version_tag("0.1dev-r1234 beta")
-    assert tag.startswith("_")
+    assert tag == "legacy-0.1dev.r1234.beta-9807b6d60e2c501f"
     assert fmt.is_valid_tag(tag)
+    assert fmt.is_release_tag(tag)
     assert fmt.tag_version(tag) is None
     assert fmt.version_tag("0.1dev-r1234 Beta") != tag
     assert fmt.version_tag("0.1dev-r1234 beta") == tag
+
+
+# The image-spec grammar of org.opencontainers.image.ref.name (annotations.md).
+_REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [
+        ("0.1dev-r1234", "legacy-0.1dev.r1234-092a02054fcead48"),
+        ("1.0.0-SNAPSHOT", "legacy-1.0.0.SNAPSHOT-c9b7a7463b71794b"),
+        ("1.0 beta", "legacy-1.0.beta-85987e011f15d1c3"),
+        ("-1.0", "legacy-1.0-f006c4915bce75dd"),
+        ("---", "legacy-cb3f91d54eee30e5"),
+        ("x" * 300, "legacy-" + "x" * 100 + "-" + hashlib.sha256(b"x" * 300).hexdigest()[:16]),
+    ],
+)
+def test_fallback_tags_are_valid_tags_and_ref_name_components(version: str, tag: str) -> None:
+    assert fmt.version_tag(version) == tag
+    assert fmt.is_valid_tag(tag)
+    assert len(tag) <= fmt.MAX_TAG_LENGTH
+    assert _REF_NAME.fullmatch(fmt.layout_ref_name("six", tag))
+    assert fmt.parse_layout_ref_name(fmt.layout_ref_name("six", tag)) == ("six", tag)
+    # format 1 wrote another fallback; the digest part is the same
+    old = fmt.format1_version_tag(version)
+    assert old.startswith("_")
+    assert old.endswith(tag[-16:])
+    assert not _REF_NAME.fullmatch(f"six/{old}")  # why format 2 changed it
 
 
 def test_overlong_version_falls_back_below_128_characters() -> None:
     version = "1.0+" + ".".join(["abcdefgh"] * 20)
     tag = fmt.version_tag(version)
     assert len(tag) <= fmt.MAX_TAG_LENGTH
-    assert tag.startswith("_")
+    assert tag.startswith(fmt.LEGACY_TAG_PREFIX)
     assert fmt.is_valid_tag(tag)
+    assert tag.endswith(
+        hashlib.sha256(str(fmt.normalize_version(version)).encode()).hexdigest()[:16]
+    )
+
+
+@pytest.mark.parametrize(
+    ("tag", "release", "referrer"),
+    [
+        ("1.17.0", True, False),
+        ("1_2.0-cu118", True, False),
+        ("legacy-1.0.beta-85987e011f15d1c3", True, False),
+        ("_0.1dev-r1234.092a02054fcead48", True, False),  # format 1
+        ("latest", False, False),
+        ("fragment-all", False, False),
+        ("sha256-" + "ab" * 32, False, True),
+        ("sha256-" + "ab" * 32 + ".sig", False, False),  # cosign's own tag: not a version
+        ("1-" + "ab" * 32, True, False),  # a local version, not a referrers tag
+    ],
+)
+def test_tag_kinds(tag: str, release: bool, referrer: bool) -> None:
+    assert fmt.is_release_tag(tag) is release
+    assert fmt.is_referrers_tag(tag) is referrer
+
+
+def test_superseded_format1_tag_is_recognised_only_beside_its_format2_tag() -> None:
+    old, new = fmt.format1_version_tag("0.1dev-r1"), fmt.version_tag("0.1dev-r1")
+    assert fmt.is_superseded_tag(old, "0.1dev-r1", {old, new})
+    assert not fmt.is_superseded_tag(old, "0.1dev-r1", {old})
+    assert not fmt.is_superseded_tag(new, "0.1dev-r1", {old, new})
+    assert not fmt.is_superseded_tag("1.0", "1.0", {"1.0"})
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("six/1.17.0", ("six", "1.17.0")),
+        ("six:1.17.0", ("six", "1.17.0")),  # format 1
+        ("oci-pypi.catalog/latest", ("oci-pypi.catalog", "latest")),
+        ("example.com/a/b:v1", ("example.com/a/b", "v1")),
+        ("latest", None),  # skopeo's default ref: not a repository's tag
+        ("six/", None),
+        (":1.0", None),
+        ("six/_bad tag", None),
+    ],
+)
+def test_layout_ref_names(name: str, parsed: tuple[str, str] | None) -> None:
+    assert fmt.parse_layout_ref_name(name) == parsed
+
+
+def test_layout_ref_name_is_addressable_by_every_client() -> None:
+    name = fmt.layout_ref_name("six", "1.17.0")
+    assert name == "six/1.17.0"
+    assert ":" not in name  # oras splits LAYOUT:REF at the last colon, skopeo at the first
+    assert fmt.is_format1_ref_name("six:1.17.0")
+    assert not fmt.is_format1_ref_name(name)
+    assert not fmt.is_format1_ref_name("example.com/a:v1")
 
 
 def test_non_version_tags_never_read_as_versions() -> None:
@@ -199,10 +287,13 @@ def test_release_index_is_deterministic_whatever_the_input_order() -> None:
     index = json.loads(first.data)
     assert index["artifactType"] == fmt.RELEASE_ARTIFACT
     assert index["annotations"][fmt.OCI_VERSION] == "1.0"
-    assert [m["annotations"][fmt.TITLE] for m in index["manifests"]] == [
+    assert [m["annotations"][fmt.A_FILENAME] for m in index["manifests"]] == [
         "foo-1.0-py3-none-any.whl",
         "foo-1.0.tar.gz",
     ]
+    # no title on entries: a file-store client (oras pull) names files by the layers' titles
+    assert all(fmt.TITLE not in m["annotations"] for m in index["manifests"])
+    assert index["annotations"][fmt.A_FORMAT] == "2"
     assert b" " not in first.data  # canonical: no insignificant whitespace
 
 
@@ -211,9 +302,9 @@ def test_merge_keeps_old_files_and_replaces_changed_ones() -> None:
     old_sdist = fmt.build_file_artifact(_file("foo-1.0.tar.gz", b"b"), "foo", 1)
     yanked_sdist = fmt.build_file_artifact(_file("foo-1.0.tar.gz", b"b", yanked=True), "foo", 1)
     merged = fmt.merge_entries([*old_wheel.entries, *old_sdist.entries], yanked_sdist.entries)
-    titles = sorted(e.annotations[fmt.TITLE] for e in merged)
+    titles = sorted(fmt.entry_filename(e) or "" for e in merged)
     assert titles == ["foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"]
-    sdist_entry = next(e for e in merged if e.annotations[fmt.TITLE] == "foo-1.0.tar.gz")
+    sdist_entry = next(e for e in merged if fmt.entry_filename(e) == "foo-1.0.tar.gz")
     assert sdist_entry.annotations[fmt.A_YANKED] == "true"
 
 
@@ -344,3 +435,114 @@ def test_a_refreshed_entry_keeps_its_provenance_annotations() -> None:
     refreshed = refresh_entry(entry, yanked, fmt.parse_filename("demo-1.0.tar.gz", "demo"))
     assert refreshed.annotations[fmt.A_YANKED] == "true"
     assert refreshed.annotations[fmt.A_PROVENANCE] == "sha256:" + "1" * 64
+
+
+# --- formats 1 and 2 ---------------------------------------------------------------
+
+
+def _format1_entry(entry: fmt.Descriptor) -> fmt.Descriptor:
+    notes = dict(entry.annotations)
+    notes[fmt.TITLE] = notes.pop(fmt.A_FILENAME)
+    return replace(entry, annotations=notes)
+
+
+def _go_encoded(body: bytes) -> bytes:
+    """An index as skopeo 1.9 writes it: Go struct order, HTML escaping, no artifactType."""
+    data = json.loads(body)
+
+    def entry(item: dict[str, object]) -> dict[str, object]:
+        keys = ("mediaType", "digest", "size", "annotations", "platform")
+        return {key: item[key] for key in keys if key in item}
+
+    document = {
+        "schemaVersion": data["schemaVersion"],
+        "mediaType": data["mediaType"],
+        "manifests": [entry(item) for item in data["manifests"]],
+        "annotations": data["annotations"],
+    }
+    text = json.dumps(document, separators=(",", ":"))
+    return text.replace(">", "\\u003e").replace("<", "\\u003c").replace("&", "\\u0026").encode()
+
+
+def _release() -> fmt.Blob:
+    wheel = fmt.build_file_artifact(
+        _file("foo-1.0-cp312-cp312-macosx_11_0_universal2.whl", b"a", requires_python=">=3.8"),
+        "foo",
+        1,
+    )
+    sdist = fmt.build_file_artifact(
+        _file("foo-1.0.tar.gz", b"b", requires_python=">=3.8"), "foo", 1
+    )
+    return fmt.build_release_index("foo", "1.0", [*wheel.entries, *sdist.entries])
+
+
+def test_an_index_re_encoded_by_another_tool_keeps_its_content_and_gets_its_bytes_back() -> None:
+    release = _release()
+    encoded = _go_encoded(release.data)
+    assert encoded != release.data
+    assert b"\\u003e=3.8" in encoded
+    assert b"artifactType" not in encoded
+    assert fmt.release_index_content_equal(encoded, release.data)
+    index = fmt.read_release_index(encoded)
+    assert (index.format, index.project, index.version) == ("2", "foo", "1.0")
+    assert index.canonical().data == release.data
+
+
+def test_content_differs_when_an_entry_changes() -> None:
+    release = _release()
+    data = json.loads(release.data)
+    data["manifests"][0]["annotations"][fmt.A_YANKED] = "true"
+    assert not fmt.release_index_content_equal(fmt.canonical_json(data), release.data)
+    assert not fmt.release_index_content_equal(b"not json", release.data)
+
+
+def test_a_format1_index_is_read_and_rewritten_in_format2() -> None:
+    release = _release()
+    _, entries = fmt.parse_release_index(release.data)
+    old = json.loads(release.data)
+    old["annotations"][fmt.A_FORMAT] = "1"
+    old["manifests"] = [_format1_entry(e).to_json() for e in entries]
+    body = fmt.canonical_json(old)
+    index = fmt.read_release_index(body)
+    assert index.format == "1"
+    assert [fmt.entry_filename(e) for e in index.entries] == [
+        fmt.entry_filename(e) for e in entries
+    ]
+    assert index.canonical().data == release.data
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [{fmt.A_FORMAT: "3", fmt.A_PROJECT: "foo", fmt.OCI_VERSION: "1.0"}, {fmt.A_FORMAT: "2"}],
+)
+def test_an_index_of_an_unknown_format_is_refused(annotations: dict[str, str]) -> None:
+    data = json.loads(_release().data)
+    data["annotations"] = annotations
+    with pytest.raises(ValueError):
+        fmt.read_release_index(fmt.canonical_json(data))
+
+
+def test_file_manifests_keep_format1_bytes_except_renamed_media_types() -> None:
+    wheel = json.loads(
+        fmt.build_file_artifact(_file("foo-1.0-py3-none-any.whl"), "foo", 4).manifest.data
+    )
+    assert wheel["annotations"][fmt.A_FORMAT] == "1"
+    bz2 = json.loads(fmt.build_file_artifact(_file("foo-1.0.tar.bz2"), "foo", 4).manifest.data)
+    assert bz2["layers"][0]["mediaType"] == "application/vnd.oci-pypi.sdist.v1.tar.bzip2"
+    assert bz2["annotations"][fmt.A_FORMAT] == "2"
+    xz = fmt.build_file_artifact(_file("foo-1.0.tar.xz"), "foo", 4)
+    assert json.loads(xz.manifest.data)["layers"][0]["mediaType"] == (
+        "application/vnd.oci-pypi.sdist.v1.tar.xz"
+    )
+
+
+def test_a_format1_bzip2_manifest_is_rewritten_with_its_layers_kept() -> None:
+    new = fmt.build_file_artifact(_file("foo-1.0.tar.bz2"), "foo", 4).manifest.data
+    old = json.loads(new)
+    old["layers"][0]["mediaType"] = "application/vnd.oci-pypi.sdist.v1.tar+bzip2"
+    old["annotations"][fmt.A_FORMAT] = "1"
+    assert fmt.format2_file_manifest(fmt.canonical_json(old)) == new
+    assert fmt.format2_file_manifest(new) is None
+    entry = fmt.build_file_artifact(_file("foo-1.0.tar.bz2"), "foo", 4).entries[0]
+    assert fmt.is_format1_entry_of_renamed_type(_format1_entry(entry))
+    assert not fmt.is_format1_entry_of_renamed_type(entry)

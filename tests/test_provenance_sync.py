@@ -51,6 +51,11 @@ pytestmark = pytest.mark.registry
 ORAS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "bin" / "oras"
 
 
+def tag_refs(store: LayoutStore) -> dict[str, dict[str, Any]]:
+    """The layout's tags as ``repo:tag`` -> their ``index.json`` entry."""
+    return {f"{repo}:{tag}": entry for (repo, tag), entry in store.tags().items()}
+
+
 def oras_binary() -> str | None:
     for candidate in (os.environ.get("OCI_PYPI_ORAS"), str(ORAS), "/work/shared/bin/oras"):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
@@ -185,7 +190,7 @@ async def test_a_layout_holds_the_same_referrers_and_oras_finds_them(
         await registry_store.aclose()
     assert [r.digest for r in report.releases] == [r.digest for r in registry_report.releases]
 
-    refs = layout.tags()
+    refs = tag_refs(layout)
     release = layout.blob_path(refs["pypi-attestations:0.0.19"]["digest"]).read_bytes()
     subject = entry_of(release, github_sdist().filename)["digest"]
     fallback = refs[f"pypi-attestations:{fmt.referrers_tag(subject)}"]
@@ -219,8 +224,8 @@ async def test_a_file_without_provenance_is_mirrored_under_mirror_but_not_requir
     assert outcome["plain-1.0.tar.gz"].action == "failed"
     assert "serves no provenance" in (outcome["plain-1.0.tar.gz"].error or "")
     assert outcome["pypi_attestations-0.0.19.tar.gz"].action == "pushed"
-    assert "plain:1.0" not in layout.tags()
-    assert "pypi-attestations:0.0.19" in layout.tags()
+    assert "plain:1.0" not in tag_refs(layout)
+    assert "pypi-attestations:0.0.19" in tag_refs(layout)
 
     asked = len(index.provenance_requests)
     ignored = await run_sync(
@@ -258,7 +263,7 @@ async def test_a_file_whose_provenance_fails_is_not_mirrored(
     (result,) = report.files
     assert result.action == "failed"
     assert error in (result.error or "")
-    assert layout.tags() == {}  # nothing of it was written
+    assert tag_refs(layout) == {}  # nothing of it was written
     assert not (tmp_path / "layout" / "blobs" / "sha256" / attested.sha256).exists()
 
 
@@ -287,7 +292,7 @@ async def test_provenance_that_grows_is_picked_up_and_unchanged_provenance_write
     assert result.provenance is not None
     assert (result.provenance.status, result.provenance.attestations) == ("stored", 2)
     assert [r.action for r in grown.releases] == ["pushed"]
-    refs = layout.tags()
+    refs = tag_refs(layout)
     release = layout.blob_path(refs["pypi-attestations:0.0.19"]["digest"]).read_bytes()
     entry = entry_of(release, attested.filename)
     fallback = refs[f"pypi-attestations:{fmt.referrers_tag(entry['digest'])}"]
@@ -314,7 +319,7 @@ async def test_referrers_survive_copy_through_a_tar_into_a_fresh_registry(
     copied = await copy(layout, tar)
     await tar.aclose()
     assert not copied.failed
-    source_tags = {ref: entry["digest"] for ref, entry in layout.tags().items()}
+    source_tags = {ref: entry["digest"] for ref, entry in tag_refs(layout).items()}
 
     with running_registry(tmp_path / "fresh") as fresh:
         destination = open_store(parse_target(f"{fresh.host}/air"))
@@ -520,10 +525,10 @@ async def test_verify_provenance_refuses_a_bundle_that_is_not_an_attestation_of_
 ) -> None:
     layout = LayoutStore(tmp_path / "layout")
     await run_sync(index, layout, "pypi-attestations", "gcb-attestation-test")
-    release = layout.blob_path(layout.tags()["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    release = layout.blob_path(tag_refs(layout)["pypi-attestations:0.0.19"]["digest"]).read_bytes()
     subject = entry_of(release, github_sdist().filename)["digest"]
     # another file's real bundle, attached to this file's manifest with oras's conventions
-    other = layout.tags()["gcb-attestation-test:0.0.0"]["digest"]
+    other = tag_refs(layout)["gcb-attestation-test:0.0.0"]["digest"]
     other_subject = json.loads(layout.blob_path(other).read_bytes())["manifests"][0]["digest"]
     listing = await layout.get_manifest("gcb-attestation-test", fmt.referrers_tag(other_subject))
     assert listing is not None
@@ -618,7 +623,7 @@ async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
     assert report.files[0].provenance.status == "stored"
 
     def project_tags(store: LayoutStore) -> dict[str, Any]:
-        return {r: e for r, e in store.tags().items() if r.startswith("pypi-attestations:")}
+        return {r: e for r, e in tag_refs(store).items() if r.startswith("pypi-attestations:")}
 
     # the same version index and the same referrers: the same digests
     assert project_tags(second) == project_tags(layout)
@@ -698,7 +703,7 @@ async def test_lost_referrers_are_found_by_verify_and_written_back_by_a_recheck(
 
     layout = LayoutStore(tmp_path / "layout")
     await run_sync(index, layout, "pypi-attestations")
-    release = layout.blob_path(layout.tags()["pypi-attestations:0.0.19"]["digest"]).read_bytes()
+    release = layout.blob_path(tag_refs(layout)["pypi-attestations:0.0.19"]["digest"]).read_bytes()
     entry = entry_of(release, github_sdist().filename)
     lost = layout.blob_path(entry["annotations"][fmt.A_PROVENANCE])
     lost.unlink()

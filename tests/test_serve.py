@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -496,7 +497,7 @@ async def test_a_layout_is_read_once_per_ttl(
     reads = {"index.json": 0, "manifests": 0}
     tags, get_manifest = layout.tags, layout.get_manifest
 
-    def counted_tags() -> dict[str, dict[str, object]]:
+    def counted_tags() -> dict[tuple[str, str], dict[str, Any]]:
         reads["index.json"] += 1
         return tags()
 

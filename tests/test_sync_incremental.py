@@ -211,7 +211,7 @@ async def test_upstream_changes_update_only_what_changed(
     manifest = await layout.get_manifest("alpha", "1.0")
     assert manifest is not None
     _, entries = fmt.parse_release_index(manifest.body)
-    yanked = {e.annotations[fmt.TITLE]: e.annotations.get(fmt.A_YANKED) for e in entries}
+    yanked = {fmt.entry_filename(e): e.annotations.get(fmt.A_YANKED) for e in entries}
     assert yanked == {"alpha-1.0-py3-none-any.whl": None, "alpha-1.0.tar.gz": "true"}
 
 
@@ -235,7 +235,7 @@ async def test_files_removed_upstream_are_reported_and_pruned_on_request(
     manifest = await layout.get_manifest("alpha", "1.0")
     assert manifest is not None
     _, entries = fmt.parse_release_index(manifest.body)
-    assert [e.annotations[fmt.TITLE] for e in entries] == ["alpha-1.0-py3-none-any.whl"]
+    assert [fmt.entry_filename(e) for e in entries] == ["alpha-1.0-py3-none-any.whl"]
 
 
 async def test_a_project_that_keeps_failing_is_quarantined_and_never_blocks_others(
@@ -262,7 +262,7 @@ async def test_a_project_that_keeps_failing_is_quarantined_and_never_blocks_othe
         assert journal.summary().quarantined[0].project == "gamma"
         retried = await _run(index, layout, "gamma", journal=journal, retry_quarantined=True)
         assert [f.action for f in retried.files] == ["failed"]
-    assert sorted(t for t in layout.tags() if not t.startswith(CATALOG_REPOSITORY)) == ["beta:0.1"]
+    assert sorted(t for t in layout.tags() if t[0] != CATALOG_REPOSITORY) == [("beta", "0.1")]
 
 
 async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(

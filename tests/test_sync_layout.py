@@ -60,10 +60,17 @@ async def test_sync_writes_a_valid_layout_with_one_index_per_version(
     assert report.count("pushed") == 5
     store = LayoutStore(tmp_path / "mirror")
     assert sorted(store.tags()) == [
-        "demo-pkg:1.0",
-        "demo-pkg:2.0",
-        "oci-pypi.catalog:fragment-all",
-        "oci-pypi.catalog:latest",
+        ("demo-pkg", "1.0"),
+        ("demo-pkg", "2.0"),
+        ("oci-pypi.catalog", "fragment-all"),
+        ("oci-pypi.catalog", "latest"),
+    ]
+    names = [e["annotations"][fmt.REF_NAME] for e in store.read_index()["manifests"]]
+    assert names == [
+        "demo-pkg/1.0",
+        "demo-pkg/2.0",
+        "oci-pypi.catalog/fragment-all",
+        "oci-pypi.catalog/latest",
     ]
     catalog = await read_catalog(store)
     assert catalog is not None
@@ -80,7 +87,8 @@ async def test_sync_writes_a_valid_layout_with_one_index_per_version(
         child = await store.get_manifest("demo-pkg", entry.digest)
         assert child is not None
         layers = json.loads(child.body)["layers"]
-        original = files[entry.annotations[fmt.TITLE]]
+        original = files[entry.annotations[fmt.A_FILENAME]]
+        assert fmt.TITLE not in entry.annotations
         assert layers[0]["digest"] == "sha256:" + hashlib.sha256(original.data).hexdigest()
         blob = store.blob_path(layers[0]["digest"]).read_bytes()
         assert blob == original.data
@@ -142,7 +150,7 @@ async def test_a_file_whose_bytes_lie_fails_alone_and_is_never_stored(
     manifest = await store.get_manifest("liar", "1.0")
     assert manifest is not None  # the good wheel is tagged, the liar is not in the index
     _, entries = fmt.parse_release_index(manifest.body)
-    assert [e.annotations[fmt.TITLE] for e in entries] == ["liar-1.0-py3-none-any.whl"]
+    assert [fmt.entry_filename(e) for e in entries] == ["liar-1.0-py3-none-any.whl"]
     check_layout(tmp_path / "m")
 
 
@@ -171,7 +179,7 @@ async def test_new_yank_upstream_updates_only_the_index(
     assert before.digest != after.digest
     _, entries = fmt.parse_release_index(after.body)
     yanked = [e for e in entries if e.annotations.get(fmt.A_YANKED) == "true"]
-    assert [e.annotations[fmt.TITLE] for e in yanked] == ["demo_pkg-1.0.tar.gz"]
+    assert [fmt.entry_filename(e) for e in yanked] == ["demo_pkg-1.0.tar.gz"]
 
 
 async def test_a_small_wheel_s_own_metadata_saves_the_metadata_request(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ async def test_oras_pulls_the_file_back_byte_for_byte(
     await store.aclose()
     index_json = json.loads(skopeo_raw(registry, "e2e-c/multi-arch:1.0"))
     sdist_entry = next(
-        m for m in index_json["manifests"] if m["annotations"][fmt.TITLE].endswith(".tar.gz")
+        m for m in index_json["manifests"] if m["annotations"][fmt.A_FILENAME].endswith(".tar.gz")
     )
     out = tmp_path / "pulled"
     # oras-py pulls a manifest by digest; run it in a subprocess to keep its

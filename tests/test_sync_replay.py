@@ -62,7 +62,7 @@ async def test_six_into_layout_and_registry(registry: RegistryServer, tmp_path: 
     ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == registry_release.digest
     index = json.loads(raw)
-    by_title = {m["annotations"][fmt.TITLE]: m for m in index["manifests"]}
+    by_title = {m["annotations"][fmt.A_FILENAME]: m for m in index["manifests"]}
     assert sorted(by_title) == ["six-1.17.0-py2.py3-none-any.whl", "six-1.17.0.tar.gz"]
     wheel_entry = by_title["six-1.17.0-py2.py3-none-any.whl"]
     assert "platform" not in wheel_entry

@@ -87,7 +87,7 @@ async def test_layout_damage_is_found_and_repaired(index: FixtureIndex, tmp_path
     layout.blob_path(tags["beta:0.1"]).write_bytes(b'{"tampered":true}')
     data = json.loads(original_index)
     for entry in data["manifests"]:
-        if entry["annotations"][fmt.REF_NAME] == "alpha:1.0":
+        if entry["annotations"][fmt.REF_NAME] == "alpha/1.0":
             entry["digest"] = tags["alpha:2.0"]
             entry["size"] = layout.blob_path(tags["alpha:2.0"]).stat().st_size
     (layout.path / "index.json").write_bytes(fmt.canonical_json(data))

@@ -73,6 +73,9 @@ def verify(
     With --provenance, every stored PEP 740 provenance object is verified
     again with no network, against the digest of the file's blob, and the
     report lists files without provenance and the publishers per project.
+
+    Content of format 1, and version indexes another tool re-encoded with
+    their content intact, are warnings: --repair rewrites them in format 2.
     Exits 0 when the mirror is sound (or was fully repaired), 1 otherwise.
 
     \b
@@ -109,7 +112,7 @@ def verify(
         try:
             report = await run_verify(store, deep=deep)
             mended = None
-            if repair and not report.ok and location is not None:
+            if repair and report.findings and location is not None:
                 async with IndexClient(location.url) as index:
                     mended = await run_repair(store, report, index)
                 report = await run_verify(store, deep=deep)
@@ -130,7 +133,8 @@ def verify(
             "tags_checked": report.tags_checked,
             "manifests_checked": report.manifests_checked,
             "blobs_checked": report.blobs_checked,
-            "findings": [asdict(f) for f in report.findings],
+            "tags_skipped": report.tags_skipped,
+            "findings": [{**asdict(f), "warning": f.warning} for f in report.findings],
             "repaired": [asdict(a) for a in mended.repaired] if mended else [],
             "unrepaired": [asdict(a) for a in mended.unrepaired] if mended else [],
         }
@@ -155,11 +159,18 @@ def verify(
             for action in mended.unrepaired:
                 click.echo(f"not repaired {action.repository}:{action.tag}: {action.detail}")
         for finding in report.findings:
-            click.echo(f"{finding.kind} {finding.repository}:{finding.tag}: {finding.detail}")
+            prefix = "warning: " if finding.warning else ""
+            click.echo(
+                f"{prefix}{finding.kind} {finding.repository}:{finding.tag}: {finding.detail}"
+            )
+        faults = len(report.findings) - report.warnings
+        verdict = f"{faults} findings" if faults else "sound"
+        if report.warnings:
+            verdict += f", {report.warnings} warnings (oci-pypi verify --repair rewrites them)"
+        skipped = f", {report.tags_skipped} other tags skipped" if report.tags_skipped else ""
         click.echo(
             f"{report.target}: {report.tags_checked} tags, {report.manifests_checked} manifests, "
-            f"{report.blobs_checked} blobs checked; "
-            + ("sound" if report.ok else f"{len(report.findings)} findings"),
+            f"{report.blobs_checked} blobs checked{skipped}; {verdict}",
             err=True,
         )
         if audit is not None:

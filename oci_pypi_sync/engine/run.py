@@ -53,6 +53,7 @@ from oci_pypi_sync.errors import (
     ProjectNotFoundError,
     RegistryError,
     RegistryUnreachableError,
+    TargetRefusedError,
 )
 from oci_pypi_sync.format import (
     FORMAT_VERSION,
@@ -115,6 +116,7 @@ T = TypeVar("T")
 FATAL_ERRORS = (
     RegistryUnreachableError,
     AuthenticationError,
+    TargetRefusedError,
     IndexUnreachableError,
     BudgetExceededError,
 )

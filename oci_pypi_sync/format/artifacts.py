@@ -1,10 +1,15 @@
-"""Building a file's manifest and a version's index from the index's records (pure)."""
+"""Building a file's manifest and a version's index from the index's records (pure).
+
+Also the rules for reading what formats 1 and 2 wrote: which file an index
+entry stands for, an entry or a manifest brought to format 2, and whether
+an index another tool re-encoded still holds the same content.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from oci_pypi_sync.format.descriptors import (
@@ -16,6 +21,7 @@ from oci_pypi_sync.format.descriptors import (
 )
 from oci_pypi_sync.format.media import (
     A_ABI_TAGS,
+    A_FILENAME,
     A_FORMAT,
     A_METADATA_SHA256,
     A_PACKAGETYPE,
@@ -31,14 +37,23 @@ from oci_pypi_sync.format.media import (
     A_YANKED_REASON,
     CORE_METADATA_LAYER,
     DISTRIBUTION_ARTIFACT,
+    FORMAT1_LAYER_TYPES,
     FORMAT_VERSION,
     OCI_INDEX,
     OCI_MANIFEST,
     OCI_VERSION,
+    READABLE_FORMATS,
     RELEASE_ARTIFACT,
+    SDIST_SUFFIXES,
     TITLE,
 )
-from oci_pypi_sync.format.naming import FileName, layer_media_type, parse_filename, repository_name
+from oci_pypi_sync.format.naming import (
+    FileName,
+    layer_media_type,
+    parse_filename,
+    repository_name,
+    sdist_suffix,
+)
 from oci_pypi_sync.format.platforms import Platform, wheel_platforms
 from oci_pypi_sync.index.records import DistributionFile
 
@@ -66,7 +81,7 @@ def file_annotations(
     if sha256 is None:
         raise ValueError(f"{file.filename} has no sha256")
     notes = {
-        TITLE: file.filename,
+        A_FILENAME: file.filename,
         A_PACKAGETYPE: name.packagetype,
         A_SHA256: sha256,
         A_SIZE: str(size),
@@ -130,7 +145,7 @@ def build_file_artifact(
         "config": empty_config().descriptor.to_json(),
         "layers": [layer.to_json() for layer in layers],
         "annotations": {
-            A_FORMAT: FORMAT_VERSION,
+            A_FORMAT: file_manifest_format(file_layer.media_type),
             A_PROJECT: str(name.project),
             A_VERSION: name.version,
         },
@@ -158,10 +173,58 @@ def build_file_artifact(
     )
 
 
+def file_manifest_format(layer_media_type: str) -> str:
+    """The ``dev.oci-pypi.format`` of a file manifest: the version that last changed its rules.
+
+    Format 2 changed only the media types of ``.tar.bz2`` and ``.tar.xz``
+    sdists; every other file manifest is byte for byte what format 1 wrote
+    and keeps saying ``1``, so its digest (and the dedup between mirrors
+    written by either version) does not change.
+    """
+    return FORMAT_VERSION if layer_media_type in FORMAT1_LAYER_TYPES.values() else "1"
+
+
+def entry_filename(entry: Descriptor) -> str | None:
+    """The filename an index entry stands for: format 2's annotation, or format 1's title."""
+    return entry.annotations.get(A_FILENAME) or entry.annotations.get(TITLE)
+
+
+def has_renamed_media_type(filename: str) -> bool:
+    """Whether format 2 renamed the layer media type of this file (``.tar.bz2``, ``.tar.xz``)."""
+    suffix = sdist_suffix(filename)
+    return suffix is not None and SDIST_SUFFIXES[suffix] in FORMAT1_LAYER_TYPES.values()
+
+
+def is_format1_entry_of_renamed_type(entry: Descriptor) -> bool:
+    """A format-1 entry whose manifest still has a media type format 2 renamed.
+
+    Its manifest cannot be reused as it is: a sync writes the file's
+    format-2 manifest (the blob stays).
+    """
+    return A_FILENAME not in entry.annotations and has_renamed_media_type(
+        entry.annotations.get(TITLE, "")
+    )
+
+
+def format2_entry(entry: Descriptor) -> Descriptor:
+    """An entry as format 2 writes it: the filename in ``dev.oci-pypi.filename``, no title.
+
+    An entry another tool re-encoded without ``artifactType`` gets it back.
+    """
+    notes = dict(entry.annotations)
+    title = notes.pop(TITLE, None)
+    if title and A_FILENAME not in notes:
+        notes[A_FILENAME] = title
+    artifact_type = entry.artifact_type or DISTRIBUTION_ARTIFACT
+    if notes == entry.annotations and artifact_type == entry.artifact_type:
+        return entry
+    return replace(entry, annotations=notes, artifact_type=artifact_type)
+
+
 def entry_sort_key(entry: Descriptor) -> tuple[str, str, str, str, str, str]:
     platform = entry.platform
     return (
-        entry.annotations.get(TITLE, ""),
+        entry_filename(entry) or "",
         platform.os if platform else "",
         platform.architecture if platform else "",
         (platform.variant or "") if platform else "",
@@ -174,9 +237,10 @@ def build_release_index(project: str, version: str, entries: Iterable[Descriptor
     """The image index of one version: its file entries in a fixed order.
 
     ``version`` is the version string as the index wrote it; the tag is
-    derived from it with :func:`version_tag`.
+    derived from it with :func:`version_tag`. Entries read from a format-1
+    index are written as format 2 (see :func:`format2_entry`).
     """
-    ordered = sorted(_freeze(entries), key=entry_sort_key)
+    ordered = sorted(_freeze(format2_entry(entry) for entry in entries), key=entry_sort_key)
     index_json = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -201,11 +265,88 @@ def _freeze(entries: Iterable[Descriptor]) -> list[Descriptor]:
 
 
 def parse_release_index(body: bytes) -> tuple[dict[str, Any], tuple[Descriptor, ...]]:
-    """Read an index this format wrote: its JSON and its entries."""
+    """Read an index this format wrote (version 1 or 2): its JSON and its entries."""
     data = json.loads(body)
     if not isinstance(data, dict) or data.get("mediaType", OCI_INDEX) != OCI_INDEX:
         raise ValueError("not an OCI image index")
     return data, tuple(Descriptor.from_json(item) for item in data.get("manifests", ()))
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseIndex:
+    """A version index as stored, read tolerantly (format 1 or 2, re-encoded or not)."""
+
+    format: str
+    project: str
+    version: str
+    entries: tuple[Descriptor, ...]
+
+    def canonical(self) -> Blob:
+        """The bytes format 2 writes for this content: what ``verify --repair`` restores."""
+        return build_release_index(self.project, self.version, self.entries)
+
+
+def read_release_index(body: bytes) -> ReleaseIndex:
+    """A version index of format 1 or 2; ``ValueError`` when the bytes are not one.
+
+    Judged by content, not bytes: key order, escaping and a dropped
+    ``artifactType`` (what skopeo 1.9 does to an index it copies) are
+    accepted; :meth:`ReleaseIndex.canonical` gives the bytes back.
+    """
+    try:
+        data, entries = parse_release_index(body)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable entries: {exc}") from exc
+    notes = data.get("annotations") or {}
+    version_format = notes.get(A_FORMAT)
+    if version_format not in READABLE_FORMATS:
+        raise ValueError(f"{A_FORMAT} {version_format!r} is not a format this version reads")
+    if data.get("artifactType", RELEASE_ARTIFACT) != RELEASE_ARTIFACT:
+        raise ValueError(f"artifactType {data.get('artifactType')!r}")
+    project, version = notes.get(A_PROJECT), notes.get(OCI_VERSION)
+    if not isinstance(project, str) or not project or not isinstance(version, str) or not version:
+        raise ValueError(f"no {A_PROJECT} or {OCI_VERSION} annotation")
+    return ReleaseIndex(str(version_format), project, version, entries)
+
+
+def release_index_content_equal(a: bytes, b: bytes) -> bool:
+    """Whether two index bodies hold the same content, whatever their encoding.
+
+    Equal JSON once ``artifactType`` is left out of the index and its
+    entries: the only things another tool's re-encoding is known to change
+    are key order, escaping and that field.
+    """
+    try:
+        return bool(_content(json.loads(a)) == _content(json.loads(b)))
+    except ValueError:
+        return False
+
+
+def _content(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    out = {key: value for key, value in data.items() if key != "artifactType"}
+    if isinstance(out.get("manifests"), list):
+        out["manifests"] = [_content(entry) for entry in out["manifests"]]
+    return out
+
+
+def format2_file_manifest(body: bytes) -> bytes | None:
+    """A format-1 file manifest whose layer media type format 2 renamed, rewritten; else ``None``.
+
+    Only ``.tar.bz2`` and ``.tar.xz`` sdists are affected: the layers (and
+    their blobs) stay, the media type and ``dev.oci-pypi.format`` change.
+    """
+    data = json.loads(body)
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not layers or not isinstance(layers[0], dict):
+        return None
+    renamed = FORMAT1_LAYER_TYPES.get(str(layers[0].get("mediaType")))
+    if renamed is None:
+        return None
+    layers[0]["mediaType"] = renamed
+    data.setdefault("annotations", {})[A_FORMAT] = file_manifest_format(renamed)
+    return canonical_json(data)
 
 
 def merge_entries(
@@ -213,12 +354,12 @@ def merge_entries(
 ) -> tuple[Descriptor, ...]:
     """Entries of an updated index: the fresh ones, plus existing files not among them.
 
-    A file is identified by its title (the filename): fresh entries replace
-    every existing entry of the same file, so a newly yanked file or a
-    changed manifest takes effect, and files mirrored earlier under another
-    selection stay listed.
+    A file is identified by its filename (:func:`entry_filename`): fresh
+    entries replace every existing entry of the same file, so a newly yanked
+    file or a changed manifest takes effect, and files mirrored earlier
+    under another selection stay listed.
     """
     fresh = tuple(fresh)
-    fresh_titles = {entry.annotations.get(TITLE) for entry in fresh}
-    kept = tuple(e for e in existing if e.annotations.get(TITLE) not in fresh_titles)
+    fresh_names = {entry_filename(entry) for entry in fresh}
+    kept = tuple(e for e in existing if entry_filename(e) not in fresh_names)
     return kept + fresh

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Every format version readers understand (and ``verify --repair`` migrates from).
+READABLE_FORMATS = frozenset({"1", "2"})
 
 # --- media types ---------------------------------------------------------
 
@@ -18,8 +20,9 @@ DISTRIBUTION_ARTIFACT = "application/vnd.oci-pypi.distribution.v1"
 WHEEL_LAYER = "application/vnd.oci-pypi.wheel.v1+zip"
 SDIST_TAR_GZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+gzip"
 SDIST_ZIP_LAYER = "application/vnd.oci-pypi.sdist.v1+zip"
-SDIST_TAR_BZ2_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+bzip2"
-SDIST_TAR_XZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar+xz"
+# RFC 6838: no ``+bzip2`` or ``+xz`` structured-syntax suffix is registered, so no suffix.
+SDIST_TAR_BZ2_LAYER = "application/vnd.oci-pypi.sdist.v1.tar.bzip2"
+SDIST_TAR_XZ_LAYER = "application/vnd.oci-pypi.sdist.v1.tar.xz"
 SDIST_TAR_LAYER = "application/vnd.oci-pypi.sdist.v1.tar"
 CORE_METADATA_LAYER = "application/vnd.oci-pypi.core-metadata.v1"
 
@@ -31,6 +34,12 @@ SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 EMPTY_CONFIG_BYTES = b"{}"
 
+#: Layer media types format 1 wrote that format 2 renamed, with their new names.
+FORMAT1_LAYER_TYPES: Mapping[str, str] = {
+    "application/vnd.oci-pypi.sdist.v1.tar+bzip2": SDIST_TAR_BZ2_LAYER,
+    "application/vnd.oci-pypi.sdist.v1.tar+xz": SDIST_TAR_XZ_LAYER,
+}
+
 # --- annotation keys -------------------------------------------------------
 
 TITLE = "org.opencontainers.image.title"
@@ -38,6 +47,7 @@ OCI_VERSION = "org.opencontainers.image.version"
 REF_NAME = "org.opencontainers.image.ref.name"
 _NS = "dev.oci-pypi."
 A_FORMAT = _NS + "format"
+A_FILENAME = _NS + "filename"
 A_PROJECT = _NS + "project"
 A_VERSION = _NS + "version"
 A_PACKAGETYPE = _NS + "packagetype"

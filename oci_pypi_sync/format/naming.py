@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from packaging.utils import (
@@ -20,8 +21,11 @@ from oci_pypi_sync.format.media import SDIST_SUFFIXES, WHEEL_LAYER
 
 MAX_TAG_LENGTH = 128
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-_TAG_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
 _FALLBACK_STEM_LENGTH = 100
+#: Fallback tags of format 2 start with this; other letter-initial tags stay reserved.
+LEGACY_TAG_PREFIX = "legacy-"
+_LEGACY_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+_V1_TAG_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
 
 
 class UnsupportedFileError(ValueError):
@@ -44,36 +48,71 @@ def normalize_version(version: str) -> str:
         return version
 
 
+def _pep440_tag(version: str) -> tuple[str | None, str]:
+    """The tag of a valid PEP 440 version (``None`` if legacy or too long), and its source.
+
+    The source is what a fallback tag is derived from: the normal form of a
+    valid version, the version as written otherwise.
+    """
+    try:
+        normal = str(Version(version))
+    except InvalidVersion:
+        return None, version
+    tag = normal.replace("+", "-").replace("!", "_")
+    return (tag if len(tag) <= MAX_TAG_LENGTH else None), normal
+
+
 def version_tag(version: str) -> str:
     """The tag for a version.
 
     A valid PEP 440 version is normalised; ``+`` becomes ``-`` and ``!``
     becomes ``_`` (a normalised version contains neither ``-`` nor ``_``,
     so the mapping is reversible). A legacy version, or a tag longer than
-    128 characters, falls back to ``_`` + a sanitised stem + ``.`` + the
-    first 16 hex digits of the sha256 of the version string. Version tags
-    start with a digit, fallback tags with ``_``; every other tag this
-    format writes starts with a letter, so the three never collide.
+    128 characters, falls back to ``legacy-<stem>-<h16>``: the stem is the
+    version with each run of characters outside ``[A-Za-z0-9]`` replaced by
+    ``.`` (trimmed, at most 100 characters), ``h16`` the first 16 hex digits
+    of the sha256 of the version. It is a valid registry tag and a valid
+    component of an image-layout ref name. Version tags start with a digit,
+    fallback tags with ``legacy-``, and every other tag this format writes
+    (or leaves to other tools) with another letter, so they never collide.
     """
-    try:
-        normal: str | None = str(Version(version))
-    except InvalidVersion:
-        normal = None
-    if normal is not None:
-        tag = normal.replace("+", "-").replace("!", "_")
-        if len(tag) <= MAX_TAG_LENGTH:
-            return tag
-    source = normal if normal is not None else version
-    stem = _TAG_UNSAFE.sub("-", source)[:_FALLBACK_STEM_LENGTH]
+    tag, source = _pep440_tag(version)
+    if tag is not None:
+        return tag
+    stem = _LEGACY_STEM_UNSAFE.sub(".", source).strip(".")[:_FALLBACK_STEM_LENGTH].rstrip(".")
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return f"{LEGACY_TAG_PREFIX}{stem}-{digest}" if stem else f"{LEGACY_TAG_PREFIX}{digest}"
+
+
+def format1_version_tag(version: str) -> str:
+    """The tag format 1 gave a version: as :func:`version_tag`, but ``_<stem>.<h16>`` fallbacks.
+
+    Format 1's fallback is not a valid ref-name component in a layout; it
+    is only read (and migrated), never written.
+    """
+    tag, source = _pep440_tag(version)
+    if tag is not None:
+        return tag
+    stem = _V1_TAG_UNSAFE.sub("-", source)[:_FALLBACK_STEM_LENGTH]
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     return f"_{stem}.{digest}"
+
+
+def is_superseded_tag(tag: str, version: str, tags: Collection[str]) -> bool:
+    """A format-1 fallback tag of ``version`` once its format-2 tag is among ``tags``.
+
+    A sync into a format-1 mirror writes a legacy version under its new tag
+    and cannot delete the old one on every registry; readers skip the old.
+    """
+    new = version_tag(version)
+    return tag != new and tag == format1_version_tag(version) and new in tags
 
 
 def tag_version(tag: str) -> str | None:
     """The normalised version a version tag stands for, or ``None`` for other tags.
 
-    Fallback tags (``_...``) cannot be reversed from the tag alone: read the
-    index's ``org.opencontainers.image.version`` annotation instead.
+    Fallback tags cannot be reversed from the tag alone: read the index's
+    ``org.opencontainers.image.version`` annotation instead.
     """
     if not tag or not tag[0].isdigit():
         return None
@@ -84,8 +123,49 @@ def tag_version(tag: str) -> str | None:
         return None
 
 
+def is_release_tag(tag: str) -> bool:
+    """Whether a tag can name a version: a version tag, or a fallback tag of format 2 or 1.
+
+    Everything else (``latest``, referrers fallback tags, other tools'
+    tags) is not a version of the project, whatever it points at.
+    """
+    return bool(tag) and (tag[0].isdigit() or tag.startswith((LEGACY_TAG_PREFIX, "_")))
+
+
 def is_valid_tag(tag: str) -> bool:
     return _TAG_RE.fullmatch(tag) is not None
+
+
+# --- layout ref names ------------------------------------------------------------
+
+
+def layout_ref_name(repository: str, tag: str) -> str:
+    """The ``org.opencontainers.image.ref.name`` of a tag in a layout: ``<repository>/<tag>``.
+
+    Every client splits ``LAYOUT:REF`` at a colon (skopeo and umoci at the
+    first, the ORAS CLI at the last), so a ref without one is addressable
+    by all of them; a tag never contains ``/``, so the last ``/`` splits it.
+    """
+    return f"{repository}/{tag}"
+
+
+def parse_layout_ref_name(name: str) -> tuple[str, str] | None:
+    """``(repository, tag)`` of a layout ref name, format 2 (``six/1.17.0``) or 1 (``six:1.17.0``).
+
+    ``None`` for a ref name of another shape (another tool's, like a bare
+    ``latest``): readers skip it.
+    """
+    cut = max(name.rfind("/"), name.rfind(":"))
+    repository, tag = name[:cut], name[cut + 1 :]
+    if cut <= 0 or not is_valid_tag(tag) or repository.endswith(("/", ":")):
+        return None
+    return repository, tag
+
+
+def is_format1_ref_name(name: str) -> bool:
+    """A ref name format 1 wrote: ``<repository>:<tag>`` with a repository of one component."""
+    parsed = parse_layout_ref_name(name)
+    return parsed is not None and "/" not in name and name == f"{parsed[0]}:{parsed[1]}"
 
 
 # --- files -----------------------------------------------------------------

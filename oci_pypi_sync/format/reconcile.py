@@ -17,19 +17,20 @@ from oci_pypi_sync.format import (
     A_SHA256,
     A_SIZE,
     PROVENANCE_ANNOTATIONS,
-    TITLE,
     Descriptor,
     FileName,
+    entry_filename,
     file_annotations,
+    is_format1_entry_of_renamed_type,
 )
 from oci_pypi_sync.index.records import DistributionFile
 
 
 def entries_by_title(entries: Iterable[Descriptor]) -> dict[str, list[Descriptor]]:
-    """Index entries grouped by the filename they carry."""
+    """Index entries grouped by the filename they carry (format 2 or 1)."""
     grouped: dict[str, list[Descriptor]] = {}
     for entry in entries:
-        title = entry.annotations.get(TITLE)
+        title = entry_filename(entry)
         if title:
             grouped.setdefault(title, []).append(entry)
     return grouped
@@ -64,6 +65,8 @@ def reusable_entries(
         return None
     if any(entry.annotations.get(A_SHA256) != file.sha256 for entry in entries):
         return None
+    if any(is_format1_entry_of_renamed_type(entry) for entry in entries):
+        return None  # its manifest gets format 2's media type; the blob is not sent again
     return tuple(refresh_entry(entry, file, name) for entry in entries)
 
 
@@ -82,11 +85,11 @@ def reconcile_release(
     (a narrower selection never drops files), refreshed when the index still
     lists them, and dropped only with ``prune`` when it no longer does.
     """
-    fresh_titles = {entry.annotations.get(TITLE) for entry in fresh}
+    fresh_titles = {entry_filename(entry) for entry in fresh}
     entries = list(fresh)
     removed: set[str] = set()
     for entry in existing:
-        title = entry.annotations.get(TITLE)
+        title = entry_filename(entry)
         if title in fresh_titles:
             continue
         if title is not None and title in upstream:

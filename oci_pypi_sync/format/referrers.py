@@ -74,7 +74,9 @@ def referrers_tag(subject_digest: str) -> str:
 def is_referrers_tag(tag: str) -> bool:
     """Whether a tag is a referrers fallback tag (``sha256-`` and 64 hex digits).
 
-    Version tags start with a digit or ``_``, so the two never collide.
+    Ours list a file's provenance; ``oras attach``, cosign and notation write
+    them too on registries without the referrers API. Version tags start
+    with a digit or ``legacy-`` (format 1: ``_``), so the two never collide.
     """
     return _REFERRERS_TAG.fullmatch(tag) is not None
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from oci_pypi_sync.errors import RegistryError
 from oci_pypi_sync.format import (
+    A_FORMAT,
+    FORMAT_VERSION,
     OCI_MANIFEST,
     TITLE,
     Descriptor,
@@ -77,6 +79,16 @@ class Catalog:
         }
         for name, releases in other.projects.items():
             projects.setdefault(name, {}).update(releases)
+        return Catalog(projects)
+
+    def retagged(self, moved: Mapping[tuple[str, str], tuple[str, str]]) -> Catalog:
+        """The catalog with releases moved: ``(project, tag)`` -> ``(new tag, new digest)``."""
+        projects: dict[str, dict[str, CatalogRelease]] = {}
+        for name, releases in self.projects.items():
+            out = projects.setdefault(name, {})
+            for tag, release in releases.items():
+                new_tag, digest = moved.get((name, tag), (tag, release.digest))
+                out[new_tag] = CatalogRelease(release.version, new_tag, digest)
         return Catalog(projects)
 
     def to_json(self) -> bytes:
@@ -138,6 +150,7 @@ def catalog_manifest(catalog: Catalog) -> tuple[bytes, bytes]:
         "artifactType": CATALOG_ARTIFACT,
         "config": config.to_json(),
         "layers": [layer.to_json()],
+        "annotations": {A_FORMAT: FORMAT_VERSION},
     }
     return blob, canonical_json(manifest)
 

@@ -33,6 +33,7 @@ from oci_pypi_sync.errors import (
     OciPypiError,
     RegistryUnreachableError,
     TargetError,
+    TargetRefusedError,
 )
 from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, is_referrers_tag, parse_referrers_index
 from oci_pypi_sync.stores.protocols import Store, StoredManifest
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError)
+FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, TargetRefusedError)
 _MANIFEST_TYPES = frozenset(
     {
         OCI_INDEX,

@@ -17,8 +17,9 @@ from oci_pypi_sync.format import (
     A_YANKED,
     OCI_INDEX,
     OCI_VERSION,
-    TITLE,
-    is_referrers_tag,
+    entry_filename,
+    is_release_tag,
+    is_superseded_tag,
     parse_release_index,
     tag_version,
 )
@@ -69,25 +70,29 @@ async def list_projects(store: Store) -> tuple[list[ProjectListing], str]:
     for repository in await store.list_repositories():
         if repository == CATALOG_REPOSITORY or canonicalize_name(repository) != repository:
             continue
-        tags = [t for t in await store.list_tags(repository) if not is_referrers_tag(t)]
+        tags = [tag for tag in await store.list_tags(repository) if is_release_tag(tag)]
         projects.append(ProjectListing(repository, len(tags)))
     return projects, "repositories"
 
 
 async def list_releases(store: Store, project: str) -> list[ReleaseListing]:
-    """Every version of a project the mirror holds, with its files, oldest first."""
+    """Every version of a project the mirror holds, with its files, oldest first.
+
+    Only version tags count (not ``latest``, nor the referrers fallback tags
+    of signing tools and of provenance); a legacy version still under its format-1 tag as well
+    as its format-2 one is listed once.
+    """
     repository = str(canonicalize_name(project))
     releases = []
-    for tag in await store.list_tags(repository):
-        if is_referrers_tag(tag):  # lists a file's referrers, not a version
-            continue
+    tags = [tag for tag in await store.list_tags(repository) if is_release_tag(tag)]
+    for tag in tags:
         manifest = await store.get_manifest(repository, tag)
         if manifest is None or manifest.media_type != OCI_INDEX:
             continue
         data, entries = parse_release_index(manifest.body)
         files: dict[str, FileListing] = {}
         for entry in entries:
-            title = entry.annotations.get(TITLE, entry.digest)
+            title = entry_filename(entry) or entry.digest
             size_text = entry.annotations.get(A_SIZE, "")
             platform = str(entry.platform) if entry.platform else None
             known = files.get(title)
@@ -99,6 +104,8 @@ async def list_releases(store: Store, project: str) -> list[ReleaseListing]:
                 entry.annotations.get(A_YANKED) == "true",
             )
         version = (data.get("annotations") or {}).get(OCI_VERSION) or tag_version(tag) or tag
+        if is_superseded_tag(tag, str(version), tags):
+            continue  # migrated: the format-2 tag lists it
         releases.append(
             ReleaseListing(
                 str(version),

@@ -9,6 +9,14 @@ and writes it back, children first and the tag last, checking every byte
 against the digest the mirror expects. Nothing is rewritten that would
 change a digest the mirror already records, except a tag whose index is
 not a valid index of this format.
+
+Some findings are warnings, not faults: content written in format 1
+(version indexes, layout ref names, fallback tags, the two sdist media
+types format 2 renamed) and a version index another tool re-encoded with
+its content intact (skopeo drops ``artifactType``). :func:`repair` rewrites
+them in format 2's canonical bytes from what the mirror holds, without the
+package index. Tags that are not versions (``latest``, the referrers
+fallback tags signing tools write) are not ours to judge and are skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -30,6 +38,7 @@ from oci_pypi_sync.errors import (
     DigestMismatchError,
     OciPypiError,
     RegistryUnreachableError,
+    TargetRefusedError,
 )
 from oci_pypi_sync.format import (
     A_FORMAT,
@@ -38,11 +47,9 @@ from oci_pypi_sync.format import (
     A_SHA256,
     A_SIZE,
     DISTRIBUTION_ARTIFACT,
-    FORMAT_VERSION,
+    FORMAT1_LAYER_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
-    OCI_VERSION,
-    RELEASE_ARTIFACT,
     TITLE,
     Descriptor,
     FileArtifact,
@@ -50,14 +57,29 @@ from oci_pypi_sync.format import (
     build_file_artifact,
     build_release_index,
     empty_config,
+    entry_filename,
+    format1_version_tag,
+    format2_file_manifest,
+    has_renamed_media_type,
     is_referrers_tag,
+    is_release_tag,
+    layout_ref_name,
     normalize_version,
     parse_filename,
+    read_release_index,
+    release_index_content_equal,
+    sha256_digest,
     version_tag,
 )
 from oci_pypi_sync.index.client import IndexClient, verified_chunks
 from oci_pypi_sync.index.records import DistributionFile
-from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.ops.catalog import (
+    CATALOG_ARTIFACT,
+    CATALOG_REPOSITORY,
+    read_catalog_tag,
+    write_catalog_tag,
+)
+from oci_pypi_sync.stores.layout import LayoutStore, format1_ref_names
 from oci_pypi_sync.stores.protocols import Store, StoredManifest
 from oci_pypi_sync.stores.registry import RegistryStore, repository_name
 from oci_pypi_sync.stores.tarball import TarReadStore
@@ -74,7 +96,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError)
+FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, TargetRefusedError)
 _HASH_CHUNK = 1 << 20
 
 FindingKind = Literal[
@@ -86,8 +108,12 @@ FindingKind = Literal[
     "bad-manifest",
     "annotation-mismatch",
     "unreadable",
+    "re-encoded",
+    "old-format",
 ]
-Role = Literal["index", "manifest", "config", "file", "metadata", "blob"]
+Role = Literal["index", "manifest", "config", "file", "metadata", "blob", "ref"]
+#: Findings that leave the mirror readable: reported, repaired, but not failures.
+WARNING_KINDS: frozenset[str] = frozenset({"re-encoded", "old-format"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +133,11 @@ class Finding:
     detail: str
     role: Role = "blob"
     title: str | None = None
+
+    @property
+    def warning(self) -> bool:
+        """Readable as it is (format 1, or re-encoded by another tool): not a failure."""
+        return self.kind in WARNING_KINDS
 
 
 class _Add(Protocol):
@@ -130,10 +161,16 @@ class VerifyReport:
     blobs_checked: int = 0
     findings: tuple[Finding, ...] = ()
     deep: bool = False
+    tags_skipped: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        """No fault: nothing missing or wrong (warnings allowed)."""
+        return all(finding.warning for finding in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for finding in self.findings if finding.warning)
 
     def kinds(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -184,12 +221,16 @@ class _Verifier:
         if "." in repo or is_referrers_tag(tag):
             # Not a version: a catalog, another artifact, a file's referrers. Structure only.
             await self._check_tree(repo, tag, top, found, 0)
+            if repo == CATALOG_REPOSITORY and _format1_catalog(top.body):
+                add("old-format", top.digest, "catalog manifest of format 1", "index")
             return found
         problem, entries = release_index_problem(top, repo, tag)
         if problem is not None:
             add("bad-index", top.digest, problem, "index")
         if entries is None:
             return found
+        if problem is None and (warning := release_index_warning(top.body, tag)) is not None:
+            add(warning[0], top.digest, warning[1], "index")
         by_digest: dict[str, list[Descriptor]] = {}
         for entry in entries:
             by_digest.setdefault(entry.digest, []).append(entry)
@@ -201,7 +242,7 @@ class _Verifier:
         self, repo: str, tag: str, digest: str, group: list[Descriptor], add: _Add
     ) -> None:
         entry = group[0]
-        title = entry.annotations.get(TITLE)
+        title = entry_filename(entry)
         try:
             manifest = await self.store.get_manifest(repo, digest)
         except DigestMismatchError as exc:
@@ -233,6 +274,9 @@ class _Verifier:
         ):
             add("bad-manifest", digest, f"{title}: not a distribution manifest", "manifest", title)
             return
+        if layers[0].media_type in FORMAT1_LAYER_TYPES:
+            detail = f"{title}: format 1's media type {layers[0].media_type}"
+            add("old-format", digest, detail, "manifest", title)
         for one in group:
             for problem in _entry_problems(one, layers):
                 add("annotation-mismatch", digest, problem, "manifest", title)
@@ -366,17 +410,31 @@ async def _registry_blob_size(store: RegistryStore, repo: str, digest: str) -> i
 
 def _tagged_digest(store: Store, repo: str, tag: str) -> str | None:
     if isinstance(store, LayoutStore | TarReadStore):
-        entry = store.tags().get(f"{repo}:{tag}")
+        entry = store.tags().get((repo, tag))
         return str(entry["digest"]) if entry else None
     return None
+
+
+def _format1_catalog(body: bytes) -> bool:
+    """A catalog manifest written before manifests carried ``dev.oci-pypi.format``."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("artifactType") == CATALOG_ARTIFACT
+        and A_FORMAT not in (data.get("annotations") or {})
+    )
 
 
 def release_index_problem(
     manifest: StoredManifest, repo: str, tag: str
 ) -> tuple[str | None, tuple[Descriptor, ...] | None]:
-    """Why a tag's manifest is not the version index this format writes, and its entries.
+    """Why a tag's manifest is not a version index of format 1 or 2, and its entries.
 
-    Entries are ``None`` when they cannot be read at all.
+    Entries are ``None`` when they cannot be read at all. The bytes are
+    not judged here (see :func:`release_index_warning`).
     """
     try:
         data = json.loads(manifest.body)
@@ -387,28 +445,45 @@ def release_index_problem(
     if data.get("mediaType") != OCI_INDEX:
         return f"not an image index (mediaType {data.get('mediaType')!r})", None
     try:
-        entries = tuple(Descriptor.from_json(item) for item in data.get("manifests") or ())
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"unreadable entries: {exc}", None
-    notes = data.get("annotations") or {}
+        index = read_release_index(manifest.body)
+    except ValueError as exc:
+        try:
+            entries = tuple(Descriptor.from_json(item) for item in data.get("manifests") or ())
+        except (KeyError, TypeError, ValueError):
+            return str(exc), None
+        return str(exc), entries
     problems = []
-    if data.get("artifactType") != RELEASE_ARTIFACT:
-        problems.append(f"artifactType {data.get('artifactType')!r}")
-    if notes.get(A_FORMAT) != FORMAT_VERSION:
-        problems.append(f"{A_FORMAT} {notes.get(A_FORMAT)!r}")
-    if notes.get(A_PROJECT) != repo:
-        problems.append(f"{A_PROJECT} {notes.get(A_PROJECT)!r} in repository {repo}")
-    version = notes.get(OCI_VERSION)
-    if not isinstance(version, str) or version_tag(version) != tag:
-        problems.append(f"version {version!r} under tag {tag}")
-    if not entries:
+    if index.project != repo:
+        problems.append(f"{A_PROJECT} {index.project!r} in repository {repo}")
+    if tag not in (version_tag(index.version), format1_version_tag(index.version)):
+        problems.append(f"version {index.version!r} under tag {tag}")
+    if not index.entries:
         problems.append("no entries")
-    return ("; ".join(problems) or None), entries
+    return ("; ".join(problems) or None), index.entries
+
+
+def release_index_warning(body: bytes, tag: str) -> tuple[FindingKind, str] | None:
+    """What keeps a sound version index from being format 2's canonical bytes, if anything."""
+    index = read_release_index(body)
+    new_tag = version_tag(index.version)
+    if tag != new_tag:
+        return "old-format", f"format 1's fallback tag; format 2 tags this version {new_tag}"
+    canonical = index.canonical().data
+    if canonical == body:
+        return None
+    if index.format == "1":
+        return "old-format", "version index of format 1"
+    if release_index_content_equal(body, canonical):
+        return "re-encoded", (
+            "re-encoded by another tool (key order, escaping or a dropped artifactType), "
+            "content intact"
+        )
+    return "re-encoded", "not in format 2's canonical form (entries or annotations rearranged)"
 
 
 def _entry_problems(entry: Descriptor, layers: Sequence[Descriptor]) -> list[str]:
     """Where an index entry disagrees with the manifest it points at."""
-    title = entry.annotations.get(TITLE)
+    title = entry_filename(entry)
     layer = layers[0]
     problems = []
     if entry.annotations.get(A_SHA256) != layer.digest.removeprefix("sha256:"):
@@ -442,7 +517,15 @@ async def verify(
     names = (
         sorted(set(repositories)) if repositories is not None else await store.list_repositories()
     )
-    pairs = [(repo, tag) for repo in names for tag in await store.list_tags(repo)]
+    listed = [(repo, tag) for repo in names for tag in await store.list_tags(repo)]
+    # In a project's repository versions are ours, and the referrers fallback
+    # tags (checked for structure only: provenance, or another tool's
+    # signatures); other tags (a user's aliases) belong to other tools.
+    pairs = [
+        (repo, tag)
+        for repo, tag in listed
+        if "." in repo or is_release_tag(tag) or is_referrers_tag(tag)
+    ]
     slots = asyncio.Semaphore(max(1, jobs))
 
     async def one(repo: str, tag: str) -> list[Finding]:
@@ -450,14 +533,35 @@ async def verify(
             return await verifier.check_tag(repo, tag)
 
     results = await asyncio.gather(*(one(repo, tag) for repo, tag in pairs))
+    wanted = set(names)
+    refs = [
+        Finding(
+            "old-format",
+            repo,
+            tag,
+            None,
+            f"layout ref name {name} of format 1; format 2 names it {layout_ref_name(repo, tag)}",
+            "ref",
+        )
+        for name, (repo, tag) in _format1_refs(store)
+        if repo in wanted
+    ]
     return VerifyReport(
         target=store.display_name,
         tags_checked=len(pairs),
         manifests_checked=verifier.manifests_checked,
         blobs_checked=verifier.blobs_checked,
-        findings=tuple(finding for found in results for finding in found),
+        findings=tuple(finding for found in results for finding in found) + tuple(refs),
         deep=deep,
+        tags_skipped=len(listed) - len(pairs),
     )
+
+
+def _format1_refs(store: Store) -> list[tuple[str, tuple[str, str]]]:
+    """A layout's ref names still in format 1's form, with the tag each names."""
+    if not isinstance(store, LayoutStore | TarReadStore):
+        return []
+    return list(format1_ref_names(store.read_index()).items())
 
 
 # --- repair -----------------------------------------------------------------------
@@ -497,6 +601,8 @@ class _Repairer:
     index: IndexClient
     retry: RetryPolicy
     repaired: list[RepairAction] = field(default_factory=list)
+    # (project, tag) -> (tag, digest) of each version index migrated
+    moved: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     _pages: dict[str, dict[str, DistributionFile]] = field(default_factory=dict)
 
     async def files(self, repo: str) -> dict[str, DistributionFile]:
@@ -535,7 +641,7 @@ class _Repairer:
 
     async def restore_entry(self, repo: str, tag: str, entry: Descriptor, bad: set[str]) -> None:
         """Write back what one file's manifest needs, and the manifest itself if it is gone."""
-        title = entry.annotations.get(TITLE, "")
+        title = entry_filename(entry) or ""
         stored: StoredManifest | None = None
         if entry.digest not in bad:
             stored = await self.store.get_manifest(repo, entry.digest)
@@ -652,7 +758,10 @@ class _Repairer:
                 name = parse_filename(file.filename, repo)
             except UnsupportedFileError:
                 continue
-            if file.sha256 and version_tag(name.version) == tag:
+            if file.sha256 and tag in (
+                version_tag(name.version),
+                format1_version_tag(name.version),
+            ):
                 candidates.append((file, name.version))
         if not candidates:
             raise _UnrepairableError(f"the index lists no file of the version tagged {tag}")
@@ -680,6 +789,75 @@ class _Repairer:
         self.repaired.append(
             RepairAction(repo, tag, "index", release.descriptor.digest, f"rebuilt from {files}")
         )
+
+    async def migrate_tag(self, repo: str, tag: str) -> None:
+        """Rewrite a tag's content in format 2's canonical bytes, from what the mirror holds.
+
+        A version index of format 1, or one another tool re-encoded, is
+        written again from its own entries (sdist manifests whose media type
+        format 2 renamed first); a format-1 fallback tag moves to format 2's
+        tag, and the old tag is removed where the store can (a layout). The
+        package index is not needed: no file, manifest or blob is fetched.
+        """
+        if repo == CATALOG_REPOSITORY:
+            return  # rewritten last, with the moves of the versions (migrate_catalog)
+        current = await self.store.get_manifest(repo, tag)
+        if current is None:
+            raise _UnrepairableError("the tag is gone")
+        index = read_release_index(current.body)
+        entries = [await self.format2_manifest(repo, tag, entry) for entry in index.entries]
+        release = build_release_index(index.project, index.version, entries)
+        new_tag = version_tag(index.version)
+        target = current if new_tag == tag else await self.store.get_manifest(repo, new_tag)
+        if new_tag != tag or release.data != current.body:
+            self.moved[(repo, tag)] = (new_tag, release.descriptor.digest)
+        if target is None or target.body != release.data:
+            digest = await self.store.put_manifest(repo, new_tag, OCI_INDEX, release.data)
+            detail = (
+                "version index of format 1 rewritten in format 2"
+                if index.format == "1"
+                else "canonical bytes restored (re-encoded by another tool, content intact)"
+            )
+            self.repaired.append(RepairAction(repo, new_tag, "index", digest, detail))
+        if new_tag == tag:
+            return
+        if not isinstance(self.store, LayoutStore):
+            raise _UnrepairableError(
+                f"format 1's fallback tag stays beside {new_tag} (readers skip it): "
+                "delete it with the registry's own tools"
+            )
+        await self.store.untag(repo, tag)
+        detail = f"format 1's fallback tag removed; the version is tagged {new_tag}"
+        self.repaired.append(RepairAction(repo, tag, "index", current.digest, detail))
+
+    async def migrate_catalog(self) -> None:
+        """Every catalog tag in format 2, the versions migrated above under their new digests."""
+        for tag in await self.store.list_tags(CATALOG_REPOSITORY):
+            stored = await self.store.get_manifest(CATALOG_REPOSITORY, tag)
+            found = await read_catalog_tag(self.store, tag)
+            if stored is None or found is None:
+                continue
+            catalog = found[1].retagged(self.moved)
+            if catalog.to_json() != found[1].to_json() or _format1_catalog(stored.body):
+                digest = await write_catalog_tag(self.store, tag, catalog)
+                detail = "catalog in format 2, with the versions' new digests"
+                self.repaired.append(RepairAction(CATALOG_REPOSITORY, tag, "index", digest, detail))
+
+    async def format2_manifest(self, repo: str, tag: str, entry: Descriptor) -> Descriptor:
+        """The entry, pointing at a format-2 manifest where format 2 renamed the media type."""
+        filename = entry_filename(entry) or ""
+        if not has_renamed_media_type(filename):
+            return entry
+        stored = await self.store.get_manifest(repo, entry.digest)
+        rewritten = format2_file_manifest(stored.body) if stored is not None else None
+        if rewritten is None:
+            return entry
+        digest = sha256_digest(rewritten)
+        if not await self.store.has_manifest(repo, digest):
+            await self.store.put_manifest(repo, digest, OCI_MANIFEST, rewritten)
+            detail = f"{filename}: manifest with format 2's media type"
+            self.repaired.append(RepairAction(repo, tag, "manifest", digest, detail))
+        return replace(entry, digest=digest, size=len(rewritten))
 
     def discard_if_bad(self, digest: str, bad: set[str]) -> None:
         if digest in bad:
@@ -722,10 +900,12 @@ async def repair(
     repairer = _Repairer(store, index, retry or RetryPolicy())
     by_tag: dict[tuple[str, str], list[Finding]] = {}
     for finding in report.findings:
-        by_tag.setdefault((finding.repository, finding.tag), []).append(finding)
+        if finding.role != "ref":
+            by_tag.setdefault((finding.repository, finding.tag), []).append(finding)
     unrepaired: list[RepairAction] = []
     for (repo, tag), findings in sorted(by_tag.items()):
-        if "." in repo:
+        faults = [finding for finding in findings if not finding.warning]
+        if faults and "." in repo:
             unrepaired.append(
                 RepairAction(
                     repo, tag, "index", None, "not a project: the index cannot give it back"
@@ -745,11 +925,34 @@ async def repair(
             )
             continue
         try:
-            await repairer.repair_tag(repo, tag, findings)
+            if faults:
+                await repairer.repair_tag(repo, tag, faults)
+            if len(faults) < len(findings):
+                await repairer.migrate_tag(repo, tag)
         except FATAL_ERRORS:
             raise
-        except (_UnrepairableError, OciPypiError) as exc:
+        except (_UnrepairableError, OciPypiError, ValueError) as exc:
             log.warning("%s:%s cannot be repaired: %s", repo, tag, exc)
             digest = findings[0].digest
             unrepaired.append(RepairAction(repo, tag, "index", digest, str(exc)))
+    catalog_warned = any(f.warning and f.repository == CATALOG_REPOSITORY for f in report.findings)
+    if repairer.moved or catalog_warned:
+        try:
+            await repairer.migrate_catalog()
+        except FATAL_ERRORS:
+            raise
+        except (OciPypiError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s cannot be migrated: %s", CATALOG_REPOSITORY, exc)
+            unrepaired.append(RepairAction(CATALOG_REPOSITORY, "", "index", None, str(exc)))
+    old_refs = [f for f in report.findings if f.role == "ref"]
+    if isinstance(store, LayoutStore) and old_refs:
+        await store.rename_format1_refs()
+        now = store.tags()
+        for finding in old_refs:
+            if (finding.repository, finding.tag) in now:
+                name = layout_ref_name(finding.repository, finding.tag)
+                detail = f"layout ref name {finding.repository}:{finding.tag} renamed {name}"
+                repairer.repaired.append(
+                    RepairAction(finding.repository, finding.tag, "index", None, detail)
+                )
     return RepairReport(store.display_name, tuple(repairer.repaired), tuple(unrepaired))

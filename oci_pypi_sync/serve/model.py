@@ -2,7 +2,7 @@
 
 Pure: :func:`release_from_index` turns the bytes of one version's OCI image
 index into a :class:`Release` using only the entry annotations (format
-version 1 puts everything a simple-API page needs there), so a project page
+versions 1 and 2 put everything a simple-API page needs there), so a project page
 costs one index read per version and no manifest reads.
 """
 
@@ -76,11 +76,6 @@ def is_project_repository(name: str) -> bool:
     return _PROJECT_NAME.fullmatch(name) is not None
 
 
-def is_release_tag(tag: str) -> bool:
-    """Version tags start with a digit, fallback (legacy) version tags with ``_``."""
-    return bool(tag) and (tag[0].isdigit() or tag[0] == "_")
-
-
 def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Release:
     """Read a version index: one :class:`ServedFile` per filename (platform entries merged).
 
@@ -94,7 +89,7 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
     files: dict[str, ServedFile] = {}
     for entry in entries:
         notes = entry.annotations
-        filename = notes.get(fmt.TITLE)
+        filename = fmt.entry_filename(entry)
         sha256 = notes.get(fmt.A_SHA256)
         if not filename or not sha256 or filename in files:
             continue

@@ -30,7 +30,6 @@ from oci_pypi_sync.serve.model import (
     ServedFile,
     assemble_project,
     is_project_repository,
-    is_release_tag,
     release_from_index,
 )
 from oci_pypi_sync.stores.layout import LayoutStore
@@ -178,7 +177,7 @@ class MirrorView:
 
     async def _load_project(self, name: str) -> Project | None:
         known = await self._tag_digests(name)
-        tags = [tag for tag in known if is_release_tag(tag)]
+        tags = [tag for tag in known if fmt.is_release_tag(tag)]
         if not tags:
             return None
         releases = await asyncio.gather(*(self._release(name, tag, known[tag]) for tag in tags))
@@ -206,8 +205,7 @@ class MirrorView:
 
         async def fetch() -> Mapping[str, Mapping[str, str]]:
             refs: dict[str, dict[str, str]] = {}
-            for ref, entry in (await asyncio.to_thread(store.tags)).items():
-                repo, _, tag = ref.rpartition(":")
+            for (repo, tag), entry in (await asyncio.to_thread(store.tags)).items():
                 refs.setdefault(repo, {})[tag] = str(entry.get("digest"))
             self._refs = _Fresh(refs, self._clock() + self.ttl)
             return refs

@@ -2,7 +2,10 @@
 
 One layout holds every project: blobs are shared under ``blobs/sha256``,
 and ``index.json`` lists each tagged index with an
-``org.opencontainers.image.ref.name`` of ``<repository>:<tag>``. Blobs are
+``org.opencontainers.image.ref.name`` of ``<repository>/<tag>`` (format 1
+wrote ``<repository>:<tag>``: read too, and renamed whenever ``index.json``
+is written). Entries without a ref name (the ORAS CLI adds one per child
+manifest it stores) or with one of another shape are kept and ignored. Blobs are
 written to a temporary file, verified, then renamed into place, so a blob
 path always holds bytes with that digest; ``index.json`` is replaced
 atomically under a file lock, so concurrent writers never lose a tag.
@@ -27,7 +30,10 @@ from oci_pypi_sync.format import (
     OCI_MANIFEST,
     REF_NAME,
     canonical_json,
+    is_format1_ref_name,
     is_referrers_tag,
+    layout_ref_name,
+    parse_layout_ref_name,
 )
 from oci_pypi_sync.stores.protocols import StoredManifest
 
@@ -38,6 +44,9 @@ _TMP_DIR = ".tmp"
 _LOCK_FILE = ".lock"
 _CHUNK = 1 << 20
 
+#: ``(repository, tag)`` -> the ``index.json`` entry tagging it.
+Refs = dict[tuple[str, str], dict[str, Any]]
+
 
 class LayoutStore:
     """A directory in the OCI image-layout format; created on first use."""
@@ -46,7 +55,7 @@ class LayoutStore:
         self.path = Path(path)
         self._index_lock = asyncio.Lock()
         # index.json parsed, and its tags, for as long as the file is unchanged.
-        self._index_cache: tuple[tuple[int, int, int], dict[str, Any], dict[str, Any]] | None
+        self._index_cache: tuple[tuple[int, int, int], dict[str, Any], Refs] | None
         self._index_cache = None
         self._exists = self._validate(create)
 
@@ -108,7 +117,7 @@ class LayoutStore:
             raise LayoutError(f"unsupported or malformed digest {digest!r}")
         return self.path / "blobs" / "sha256" / hexdigest
 
-    def _index_and_tags(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _index_and_tags(self) -> tuple[dict[str, Any], Refs]:
         """``index.json`` and its ref names, read again only when the file changed.
 
         Every tag lookup needs them; parsing the whole file each time would
@@ -127,11 +136,7 @@ class LayoutStore:
             raise LayoutError(f"cannot read {path}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
             raise LayoutError(f"{path} is not an OCI image index")
-        tags = {}
-        for entry in data.get("manifests", []):
-            name = (entry.get("annotations") or {}).get(REF_NAME)
-            if name:
-                tags[name] = entry
+        tags = refs_in(data)
         self._index_cache = (key, data, tags)
         return data, tags
 
@@ -140,9 +145,24 @@ class LayoutStore:
         data = self._index_and_tags()[0]
         return {**data, "manifests": list(data.get("manifests", []))}
 
-    def tags(self) -> dict[str, dict[str, Any]]:
-        """Every ``repository:tag`` ref name in ``index.json`` with its descriptor."""
+    def tags(self) -> Refs:
+        """Every ``(repository, tag)`` ``index.json`` names, with its descriptor."""
         return dict(self._index_and_tags()[1])
+
+    async def rename_format1_refs(self) -> dict[str, tuple[str, str]]:
+        """Rename every format-1 ref name to ``<repository>/<tag>``; those renamed, parsed."""
+        renamed = format1_ref_names(self.read_index())
+        if renamed:
+            await self._update_index(lambda manifests: manifests)
+        return renamed
+
+    async def untag(self, repo: str, tag: str) -> bool:
+        """Take a tag out of ``index.json`` (its blobs stay); whether it was there."""
+        if (repo, tag) not in self.tags():
+            return False
+        ref = (repo, tag)
+        await self._update_index(lambda manifests: [e for e in manifests if _parsed_ref(e) != ref])
+        return True
 
     # --- Store protocol ------------------------------------------------------
 
@@ -227,39 +247,44 @@ class LayoutStore:
             if reference != digest:
                 raise DigestMismatchError(f"manifest {repo}@{reference}", reference, digest)
             return digest
+        ref = (repo, reference)
         descriptor = {
             "mediaType": media_type,
             "digest": digest,
             "size": len(body),
-            "annotations": {REF_NAME: f"{repo}:{reference}"},
+            "annotations": {REF_NAME: layout_ref_name(repo, reference)},
         }
         # A referrers fallback tag's subject (a file's manifest, a child of a
         # version index) is listed untagged too: ORAS resolves a digest in a
         # layout only when index.json lists it, and then finds its referrers.
         subject = self._referrers_subject(reference)
+
+        def retag(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            kept = [entry for entry in manifests if _parsed_ref(entry) != ref]
+            kept.append(descriptor)
+            if subject is not None and not any(
+                entry.get("digest") == subject["digest"] and not entry.get("annotations")
+                for entry in kept
+            ):
+                kept.append(subject)
+            return kept
+
+        await self._update_index(retag)
+        return digest
+
+    async def _update_index(
+        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> None:
+        """Rewrite ``index.json`` under the lock: ``change`` its entries, format-1 names renamed."""
         async with self._index_lock:
             with self._locked():
                 index = self.read_index()
-                ref_name = f"{repo}:{reference}"
-                manifests = [
-                    entry
-                    for entry in index.get("manifests", [])
-                    if (entry.get("annotations") or {}).get(REF_NAME) != ref_name
-                ]
-                manifests.append(descriptor)
-                if subject is not None and not any(
-                    entry.get("digest") == subject["digest"] and not entry.get("annotations")
-                    for entry in manifests
-                ):
-                    manifests.append(subject)
-                manifests.sort(
-                    key=lambda e: ((e.get("annotations") or {}).get(REF_NAME, ""), e["digest"])
-                )
+                manifests = [_format2_ref(entry) for entry in change(index.get("manifests", []))]
+                manifests.sort(key=lambda entry: (_ref_name(entry) or "", str(entry.get("digest"))))
                 index["manifests"] = manifests
                 index.setdefault("schemaVersion", 2)
                 index.setdefault("mediaType", OCI_INDEX)
                 _atomic_write(self.path / INDEX_FILE, canonical_json(index), self._tmp_dir())
-        return digest
 
     def _referrers_subject(self, tag: str) -> dict[str, Any] | None:
         """The untagged ``index.json`` entry of a fallback tag's subject, when it is stored."""
@@ -331,12 +356,67 @@ def _is_hex(text: str) -> bool:
     return all(char in "0123456789abcdef" for char in text)
 
 
-# --- shared with the tar stores (tags keyed "repo:tag", as in index.json) ---
+def _ref_name(entry: Any) -> str | None:
+    name = (entry.get("annotations") or {}).get(REF_NAME) if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else None
 
 
-def tag_digest(tags: dict[str, dict[str, Any]], repo: str, tag: str) -> str | None:
+def _parsed_ref(entry: Any) -> tuple[str, str] | None:
+    name = _ref_name(entry)
+    return parse_layout_ref_name(name) if name else None
+
+
+def _format2_ref(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry with a format-1 ref name renamed; any other entry unchanged.
+
+    A format-1 fallback tag (``_...``) is no valid ref-name component in
+    either form: it keeps its name until ``verify --repair`` retags the
+    version ``legacy-...`` and takes it out.
+    """
+    name = _ref_name(entry)
+    if name is None or not is_format1_ref_name(name):
+        return entry
+    repo, _, tag = name.partition(":")
+    if tag.startswith("_"):
+        return entry
+    annotations = {**entry["annotations"], REF_NAME: layout_ref_name(repo, tag)}
+    return {**entry, "annotations": annotations}
+
+
+# --- shared with the tar stores -------------------------------------------------
+
+
+def refs_in(index: dict[str, Any]) -> Refs:
+    """The tags an ``index.json`` names (either format's ref names; others skipped).
+
+    Where both formats name the same tag, the format-2 entry wins.
+    """
+    refs: Refs = {}
+    for entry in index.get("manifests", []):
+        name = _ref_name(entry)
+        parsed = parse_layout_ref_name(name) if name else None
+        if parsed is None or not isinstance(entry.get("digest"), str):
+            continue
+        if parsed in refs and name is not None and is_format1_ref_name(name):
+            continue
+        refs[parsed] = entry
+    return refs
+
+
+def format1_ref_names(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The ref names of an ``index.json`` still in format 1's ``<repository>:<tag>`` form."""
+    names = {}
+    for entry in index.get("manifests", []):
+        name = _ref_name(entry)
+        if name is not None and is_format1_ref_name(name):
+            repo, _, tag = name.partition(":")
+            names[name] = (repo, tag)
+    return dict(sorted(names.items()))
+
+
+def tag_digest(tags: Refs, repo: str, tag: str) -> str | None:
     """The digest ``repo:tag`` points at, if it is tagged."""
-    entry = tags.get(f"{repo}:{tag}")
+    entry = tags.get((repo, tag))
     return str(entry["digest"]) if entry is not None else None
 
 
@@ -352,10 +432,9 @@ def checked_manifest(where: str, digest: str, body: bytes) -> StoredManifest:
     return StoredManifest(media_type=media_type, digest=digest, body=body)
 
 
-def tags_of(tags: dict[str, dict[str, Any]], repo: str) -> list[str]:
-    prefix = f"{repo}:"
-    return sorted(name[len(prefix) :] for name in tags if name.startswith(prefix))
+def tags_of(tags: Refs, repo: str) -> list[str]:
+    return sorted(tag for name, tag in tags if name == repo)
 
 
-def repositories_in(tags: dict[str, dict[str, Any]]) -> list[str]:
-    return sorted({name.rpartition(":")[0] for name in tags})
+def repositories_in(tags: Refs) -> list[str]:
+    return sorted({name for name, _ in tags})

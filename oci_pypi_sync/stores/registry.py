@@ -21,7 +21,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 from urllib.parse import quote, urljoin
 
 from yarl import URL
@@ -46,6 +46,7 @@ from oci_pypi_sync.stores.http import (
     TransportError,
 )
 from oci_pypi_sync.stores.protocols import StoredManifest
+from oci_pypi_sync.stores.refusals import Refusal, push_refusal
 from oci_pypi_sync.stores.tls import describe_tls_error, registry_http_client
 
 __all__ = [
@@ -154,18 +155,31 @@ def upload_url(current: str | URL, location: str, digest: str | None = None) -> 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
     """The first ``{"errors":[{"code","message"}]}`` entry, if the body has one."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, None
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return None, None
-    code, message = errors[0].get("code"), errors[0].get("message")
+    first = _first_error(body)
+    code, message = first.get("code"), first.get("message")
     return (
         code if isinstance(code, str) else None,
         message if isinstance(message, str) else None,
     )
+
+
+def error_detail(body: bytes) -> str | None:
+    """The first error's ``detail`` as text (Quay puts its reason in ``detail.message``)."""
+    detail = _first_error(body).get("detail")
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return str(detail["message"])
+    return detail if isinstance(detail, str) and detail else None
+
+
+def _first_error(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return {}
+    return errors[0]
 
 
 def describe_failure(
@@ -178,11 +192,15 @@ def describe_failure(
     reason: str = "",
     has_credentials: bool = False,
     challenge: str = "",
+    push: bool = False,
 ) -> RegistryError:
     """Turn a failed answer into a one-line error naming the registry and the target.
 
     401/403 become :class:`AuthenticationError`, with a hint whether
-    credentials were sent; never the credentials themselves.
+    credentials were sent; never the credentials themselves. A refused push
+    the registry's operator must act on (a repository to create, a setting
+    to change: :func:`~oci_pypi_sync.stores.refusals.push_refusal`) says
+    what to do, and becomes an error that stops the run.
     """
     code, message = parse_error_body(body)
     if code:
@@ -190,6 +208,10 @@ def describe_failure(
     else:
         detail = f"HTTP {status}" + (f" {reason}" if reason else "")
     text = f"registry {host} refused {kind} {target}: {detail}"
+    advice = None
+    if push:
+        refusal = Refusal(status, code, message, error_detail(body))
+        advice = push_refusal(host, _repository_of(target), kind, refusal)
     if status in (401, 403):
         refused = [c for c in parse_challenges(challenge) if c.error == "insufficient_scope"]
         if refused:
@@ -199,8 +221,20 @@ def describe_failure(
             hint = "the credentials configured for it were not accepted"
         else:
             hint = "no credentials are configured for it"
+        if advice is not None:
+            hint = f"{advice.hint}; {hint}"
         return AuthenticationError(f"{text}; {hint}", status=status, code=code or "UNAUTHORIZED")
+    if advice is not None:
+        error_class = advice.error or RegistryError
+        return error_class(f"{text}; {advice.hint}", status=status, code=code)
     return RegistryError(text, status=status, code=code)
+
+
+def _repository_of(target: str) -> str:
+    """The repository of ``name@digest``, ``name:tag`` or ``name@digest from other``."""
+    name = target.split(" ", 1)[0].split("@", 1)[0]
+    head, colon, tail = name.rpartition(":")
+    return head if colon and "/" not in tail else name
 
 
 def describe_transport_error(host: str, exc: TransportError) -> RegistryError:
@@ -634,6 +668,7 @@ class RegistryStore:
             reason=response.reason_phrase,
             has_credentials=self._auth.credentials is not None,
             challenge=response.headers.get("WWW-Authenticate", ""),
+            push=response.request.method in ("POST", "PUT", "PATCH"),
         )
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError
-from oci_pypi_sync.format import REF_NAME, canonical_json
+from oci_pypi_sync.format import canonical_json
 from oci_pypi_sync.stores.layout import (
     INDEX_FILE,
     LAYOUT_FILE,
     LayoutStore,
+    Refs,
     checked_manifest,
+    refs_in,
     repositories_in,
     tag_digest,
     tags_of,
@@ -146,13 +148,9 @@ class TarReadStore:
     def read_index(self) -> dict[str, Any]:
         return self._index
 
-    def tags(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for entry in self._index.get("manifests", []):
-            name = (entry.get("annotations") or {}).get(REF_NAME)
-            if name:
-                out[name] = entry
-        return out
+    def tags(self) -> Refs:
+        """Every ``(repository, tag)`` ``index.json`` names, with its descriptor."""
+        return refs_in(self._index)
 
     async def has_blob(self, repo: str, digest: str) -> bool:
         return self._blob_member(digest) is not None

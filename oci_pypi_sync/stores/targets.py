@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.stores.refusals import docker_hub_prefix_problem
 
 if TYPE_CHECKING:
     from oci_pypi_sync.stores.credentials import CredentialStore
@@ -98,6 +99,9 @@ def parse_target(value: str | None, *, plain_http: bool = False) -> Target:
                 f"target {value!r}: repository prefix component {component!r} is not a valid "
                 "OCI repository name (lowercase letters, digits and . _ - separators)"
             )
+    hub = docker_hub_prefix_problem(host, prefix)
+    if hub is not None:
+        raise UsageError(f"target {value!r}: {hub}")
     if scheme_plain is None:
         plain = plain_http or is_loopback_host(host)
     else:
