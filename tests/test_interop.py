@@ -528,8 +528,7 @@ async def test_referrers_fallback_tags_are_ignored_by_readers_and_carried_by_cop
         assert project is not None
         assert project.versions == ("1.0",)
         report = await verify(store)
-        assert report.findings == ()
-        assert report.tags_skipped == 1
+        assert report.findings == ()  # checked for structure only, not as a version
 
         # copy carries it as opaque content, byte for byte, so discovery works on the copy
         copied = RegistryStore(any_registry.host, f"{prefix}-copy", plain_http=True)

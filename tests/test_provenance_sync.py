@@ -90,7 +90,7 @@ async def run_sync(index: FixtureIndex, store: Store, *projects: str, **provenan
 
 def entry_of(index_body: bytes, filename: str) -> dict[str, Any]:
     entries = json.loads(index_body)["manifests"]
-    found: dict[str, Any] = next(e for e in entries if e["annotations"][fmt.TITLE] == filename)
+    found: dict[str, Any] = next(e for e in entries if e["annotations"][fmt.A_FILENAME] == filename)
     return found
 
 

@@ -36,7 +36,8 @@ from oci_pypi_sync.format import (
     SIGSTORE_BUNDLE,
     TITLE,
     Descriptor,
-    is_referrers_tag,
+    entry_filename,
+    is_release_tag,
     parse_referrer,
     parse_referrers_index,
     parse_release_index,
@@ -120,7 +121,7 @@ class _Auditor:
         """The project's versions and their entries (version tags only)."""
         found = []
         for tag in await self.store.list_tags(repo):
-            if is_referrers_tag(tag):
+            if not is_release_tag(tag):
                 continue
             stored = await self.store.get_manifest(repo, tag)
             if stored is None or stored.media_type != OCI_INDEX:
@@ -134,7 +135,7 @@ class _Auditor:
         return found
 
     async def check_file(self, repo: str, version: str, entry: Descriptor) -> _FileCheck:
-        title = entry.annotations.get(TITLE, entry.digest)
+        title = entry_filename(entry) or entry.digest
         pins = self.pins.get(NormalizedName(repo), ())
 
         def finding(kind: ProvenanceFault, detail: str) -> _FileCheck:
