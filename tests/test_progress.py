@@ -72,7 +72,7 @@ def test_a_run_over_max_bytes_is_refused_before_any_transfer(
     # Nothing was transferred: no file was read from the index, the layout holds no tag.
     assert not [path for _, path in index.requests if path.startswith("/files/")]
     mirror = tmp_path / "mirror"
-    assert not mirror.exists() or not [t for t in LayoutStore(mirror).tags() if "proj" in t]
+    assert not mirror.exists() or not [t for t in LayoutStore(mirror).tags() if "proj" in t[0]]
 
 
 def test_a_run_within_max_bytes_mirrors_everything(index: FixtureIndex, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_a_run_within_max_bytes_mirrors_everything(index: FixtureIndex, tmp_path
     assert code == 0, lines
     assert json.loads(stdout)["totals"]["pushed"] == 12
     tags = LayoutStore(tmp_path / "mirror").tags()
-    assert sorted(t for t in tags if t.startswith("proj-")) == [f"{p}:1.0" for p in PROJECTS]
+    assert sorted(t for t in tags if t[0].startswith("proj-")) == [(p, "1.0") for p in PROJECTS]
 
 
 def test_the_display_shows_the_phases_and_an_eta_only_over_a_known_total() -> None:

@@ -69,9 +69,9 @@ def test_files_left_out_are_listed_with_their_reasons(index: FixtureIndex, tmp_p
     # The target holds the two other files of 1.0, and neither of those left out.
     store = LayoutStore(tmp_path / "mirror")
     assert sorted(store.tags()) == [
-        "oci-pypi.catalog:fragment-all",
-        "oci-pypi.catalog:latest",
-        "requests:1.0",
+        ("oci-pypi.catalog", "fragment-all"),
+        ("oci-pypi.catalog", "latest"),
+        ("requests", "1.0"),
     ]
     titles = {f["filename"] for f in report["files"]}
     assert titles == {"requests-1.0-py3-none-any.whl", "requests-1.0.tar.gz"}
