@@ -49,7 +49,7 @@ def mirrored(layout: Path) -> dict[str, str]:
             assert child is not None
             layer = json.loads(child.body)["layers"][0]["digest"]
             data = store.blob_path(layer).read_bytes()
-            found[entry.annotations[fmt.TITLE]] = hashlib.sha256(data).hexdigest()
+            found[entry.annotations[fmt.A_FILENAME]] = hashlib.sha256(data).hexdigest()
 
     asyncio.run(read())
     return found
