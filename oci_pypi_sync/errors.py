@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from oci_pypi_sync.redact import redact_text
+
 
 class OciPypiError(Exception):
-    """Base class: the message names the thing at fault and is safe to print."""
+    """Base class: the message names the thing at fault and is safe to print.
+
+    Every URL in the message is redacted on the way in (user-info, tokens,
+    signatures), so an error can be printed, logged or stored as it is.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class UsageError(OciPypiError):

@@ -33,7 +33,6 @@ from oci_pypi_sync.stores.protocols import Store
 from oci_pypi_sync.stores.registry import (
     RegistryStore,
     UploadRestartError,
-    default_plain_http,
     describe_failure,
     parse_error_body,
     repository_name,
@@ -82,24 +81,6 @@ async def store(registry: RegistryServer, prefix: str) -> AsyncIterator[Registry
 
 
 # --- pure helpers ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("host", "expected"),
-    [
-        ("localhost:5000", True),
-        ("LOCALHOST", True),
-        ("127.0.0.1:5000", True),
-        ("127.4.5.6", True),
-        ("[::1]:5000", True),
-        ("::1", True),
-        ("10.0.0.1:5000", False),
-        ("registry.example:443", False),
-        ("[2001:db8::1]:5000", False),
-    ],
-)
-def test_default_plain_http(host: str, expected: bool) -> None:
-    assert default_plain_http(host) is expected
 
 
 def test_repository_name_joins_prefix() -> None:

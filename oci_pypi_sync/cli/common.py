@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from oci_pypi_sync.errors import OciPypiError, UsageError
+from oci_pypi_sync.redact import RedactingFilter
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -39,6 +40,8 @@ def configure_logging(verbosity: int) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
         )
+    # every record, ours and the HTTP client's, loses its secrets before it is written
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger("oci_pypi_sync")
     root.handlers[:] = [handler]
     root.setLevel(level)

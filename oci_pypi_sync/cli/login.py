@@ -12,7 +12,7 @@ from oci_pypi_sync.cli.common import (
     registry_access,
     run,
 )
-from oci_pypi_sync.errors import OciPypiError
+from oci_pypi_sync.errors import OciPypiError, UsageError
 
 
 @click.command()
@@ -44,8 +44,12 @@ def login(
     from oci_pypi_sync.ops.login import check_login
     from oci_pypi_sync.ops.login import login as save_login
     from oci_pypi_sync.stores.credentials import Credentials
-    from oci_pypi_sync.stores.targets import is_loopback_host
+    from oci_pypi_sync.stores.targets import is_loopback_host, refuse_credentials
 
+    try:
+        refuse_credentials(host, "registry")
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
     bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
     plain = plain_http or host.startswith("http://") or is_loopback_host(bare)
     user = username or str(click.prompt("Username"))

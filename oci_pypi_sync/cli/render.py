@@ -7,6 +7,7 @@ from typing import Any
 
 from oci_pypi_sync import __version__
 from oci_pypi_sync.engine.results import SyncReport
+from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.sizes import human_bytes
 
 __all__ = ["human_bytes", "plan_table", "report_document", "report_json", "summary_line"]
@@ -32,7 +33,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
                 "sha256": f.sha256,
                 "size": f.size,
                 "action": f.action,
-                **({"error": f.error} if f.error else {}),
+                **({"error": redact_text(f.error)} if f.error else {}),
                 **(
                     {
                         "provenance": {
@@ -54,7 +55,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
                 "tag": r.tag,
                 "digest": r.digest,
                 "action": r.action,
-                **({"error": r.error} if r.error else {}),
+                **({"error": redact_text(r.error)} if r.error else {}),
                 **(
                     {"removed_upstream": list(r.removed_upstream), "pruned": r.pruned}
                     if r.removed_upstream
@@ -66,7 +67,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
         "errors": [
             {
                 "project": e.project,
-                "error": e.error,
+                "error": redact_text(e.error),
                 "quarantined": e.quarantined,
                 **({"not_found": True} if e.not_found else {}),
             }

@@ -30,11 +30,11 @@ from oci_pypi_sync.errors import (
     SizeMismatchError,
     parse_retry_after,
 )
-from oci_pypi_sync.index.location import redact_url
 from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.redact import redact_url
 from oci_pypi_sync.stores.http import (
     Auth,
     HttpClient,

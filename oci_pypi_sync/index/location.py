@@ -14,9 +14,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.redact import redact_url
 
 #: pip reads ``[global]`` first, then the command's own section; we act like
 #: ``pip install``/``pip download``, later sections overriding earlier ones.
@@ -30,18 +31,6 @@ class IndexLocation:
 
     url: str
     source: str
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user name and password replaced by ``***``, safe to log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unreadable URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _with_slash(url: str, source: str) -> IndexLocation:

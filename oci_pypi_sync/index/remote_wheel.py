@@ -26,7 +26,7 @@ from typing import IO
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from oci_pypi_sync.errors import IndexError_, IndexUnreachableError, parse_retry_after
-from oci_pypi_sync.index.location import redact_url
+from oci_pypi_sync.redact import redact_url
 from oci_pypi_sync.stores.http import HttpClient, Response, TransportError
 
 logger = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.errors import DigestMismatchError, SizeMismatchError, TargetError
+from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.serve import pages
 from oci_pypi_sync.serve.blobs import read_blob
 from oci_pypi_sync.serve.model import ServedFile
@@ -320,7 +321,8 @@ def _stream(
 
 async def _store_failure(request: Request, exc: Exception) -> Response:
     logger.error("%s %s: the mirror could not be read: %s", request.method, request.url.path, exc)
-    return PlainTextResponse(f"the mirror could not be read: {exc}\n", status_code=502)
+    reason = redact_text(str(exc))
+    return PlainTextResponse(f"the mirror could not be read: {reason}\n", status_code=502)
 
 
 async def _root(request: Request) -> Response:

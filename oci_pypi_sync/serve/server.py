@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from oci_pypi_sync.redact import RedactingFilter
 from oci_pypi_sync.serve.app import create_app
 from oci_pypi_sync.serve.view import DEFAULT_TTL
 from oci_pypi_sync.stores.protocols import Store
@@ -63,6 +64,7 @@ async def serve(
     if not logging.getLogger().handlers and not access.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.addFilter(RedactingFilter())
         access.addHandler(handler)
         access.setLevel(logging.INFO)
     server = build_server(store, host=host, port=port, ttl=ttl, log_level=log_level)

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from oci_pypi_sync.errors import JournalError, JournalLockedError
+from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.stores.targets import LayoutTarget, Target
 
 SCHEMA_VERSION = 1
@@ -357,7 +358,7 @@ class Journal:
                     last_error = excluded.last_error,
                     complete = 0
                 """,
-                (project, failures, until, error),
+                (project, failures, until, redact_text(error)),
             )
             state = self._conn.execute(
                 f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE project = ?", (project,)
@@ -465,7 +466,7 @@ class Journal:
                     "size": size,
                     "status": status,
                     "manifest_digest": manifest_digest,
-                    "error": error,
+                    "error": redact_text(error) if error is not None else None,
                     "now": time.time(),
                 },
             )

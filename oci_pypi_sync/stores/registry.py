@@ -13,7 +13,6 @@ The URL building and error mapping at the top of the module are pure.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -53,7 +52,6 @@ __all__ = [
     "MANIFEST_ACCEPT",
     "RegistryStore",
     "UploadRestartError",
-    "default_plain_http",
     "describe_failure",
     "digest_algorithm",
     "parse_error_body",
@@ -90,21 +88,6 @@ class UploadRestartError(RegistryError):
 
 
 # --- pure parts ---------------------------------------------------------------
-
-
-def default_plain_http(host: str) -> bool:
-    """Whether ``HOST[:PORT]`` is a loopback address, where plain HTTP is the norm."""
-    name = host.strip()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name[1:]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def repository_name(prefix: str, repo: str) -> str:

@@ -7,12 +7,16 @@ for a target is :func:`open_store`, the one place that knows both kinds.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.redact import MASK
 from oci_pypi_sync.stores.refusals import docker_hub_prefix_problem
 
 if TYPE_CHECKING:
@@ -24,7 +28,8 @@ DEFAULT_LAYOUT = Path("oci-pypi-mirror")
 
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(?::\d{1,5})?")
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+Resolver = Callable[[str], Iterable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +60,66 @@ class RegistryTarget:
 Target = LayoutTarget | RegistryTarget
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` (with or without a port) names this machine."""
-    name = host
+def host_name(host: str) -> str:
+    """The name or address of ``HOST[:PORT]`` (an IPv6 literal without its brackets)."""
+    name = host.strip()
     if name.startswith("["):
-        name = name[: name.index("]") + 1]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    return name in _LOOPBACK_HOSTS or name.startswith("127.")
+        return name[1 : name.find("]")] if "]" in name else name[1:]
+    if name.count(":") == 1:
+        return name.split(":", 1)[0]
+    return name
+
+
+def resolve_addresses(name: str) -> list[str]:
+    """Every address ``name`` resolves to (none when it does not resolve)."""
+    try:
+        found = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return [str(entry[4][0]) for entry in found]
+
+
+def is_loopback_host(host: str, *, resolve: Resolver = resolve_addresses) -> bool:
+    """Whether ``host`` (with or without a port) is this machine, decided on its addresses.
+
+    An IP literal is loopback when it is in ``127.0.0.0/8`` or ``::1``; a name
+    when it resolves and every address it resolves to is. What a name looks
+    like decides nothing: ``127.mirror.example`` is a name like any other.
+    Loopback is where plain HTTP is the default, so a wrong "yes" would
+    send credentials in clear text across a network.
+    """
+    name = host_name(host)
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    addresses = [address.split("%", 1)[0] for address in resolve(name)]
+    try:
+        return bool(addresses) and all(
+            ipaddress.ip_address(address).is_loopback for address in addresses
+        )
+    except ValueError:
+        return False
+
+
+def refuse_credentials(value: str, what: str = "target") -> None:
+    """A registry given with a user and password in it is refused, without showing them.
+
+    No ``@`` belongs in a registry target (a repository name has none), so
+    everything between the scheme and the last one is taken for credentials
+    and hidden.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    if "@" not in rest:
+        return
+    shown = (f"{scheme}://" if sep else "") + f"{MASK}@{rest.rsplit('@', 1)[1]}"
+    raise UsageError(
+        f"{what} {shown!r} has credentials in it, which are not read from a target "
+        "(they would show in process lists, logs and the state file); give them with "
+        "'oci-pypi login HOST', --username with --password-stdin, or the docker config"
+    )
 
 
 def parse_target(value: str | None, *, plain_http: bool = False) -> Target:
@@ -78,6 +135,7 @@ def parse_target(value: str | None, *, plain_http: bool = False) -> Target:
         if not path:
             raise UsageError("target 'oci:' needs a path, as in oci:./mirror")
         return LayoutTarget(Path(path))
+    refuse_credentials(value)
     scheme_plain: bool | None = None
     rest = value
     if rest.startswith("http://"):
