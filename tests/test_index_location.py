@@ -13,6 +13,7 @@ import pytest
 from oci_pypi_sync.errors import UsageError
 from oci_pypi_sync.index import location
 from oci_pypi_sync.index.location import (
+    IndexLocation,
     pip_config_files,
     resolve_index_url,
 )
@@ -173,3 +174,32 @@ def test_usage_errors_do_not_show_credentials(home: Path) -> None:
         resolve_index_url("ftp://me:hunter2@x.test/", env(home))
     assert "hunter2" not in str(caught.value)
     assert "me:" not in str(caught.value)
+
+
+def test_a_requirements_files_index_beats_pips_settings(home: Path) -> None:
+    write(home / ".config/pip/pip.conf", "[global]\nindex-url = https://conf.test/simple/\n")
+    named = IndexLocation("https://inside.test/simple", "reqs.txt:1")
+    found = resolve_index_url(
+        None, env(home, PIP_INDEX_URL="https://pip.test/s/"), requirements=named
+    )
+    assert (found.url, found.source) == ("https://inside.test/simple/", "reqs.txt:1")
+
+
+def test_a_requirements_files_index_must_agree_with_ours(home: Path) -> None:
+    named = IndexLocation("https://inside.test/simple/", "reqs.txt:1")
+    same = resolve_index_url("https://inside.test/simple", env(home), requirements=named)
+    assert same.url == "https://inside.test/simple/"
+    with pytest.raises(UsageError) as caught:
+        resolve_index_url(
+            None,
+            env(home, OCI_PYPI_INDEX_URL="https://u:hunter2@public.test/simple/"),
+            requirements=named,
+        )
+    message = str(caught.value)
+    assert "reqs.txt:1 names the index https://inside.test/simple/" in message
+    assert "OCI_PYPI_INDEX_URL names https://***@public.test/simple/" in message
+    assert "hunter2" not in message
+    with pytest.raises(UsageError, match=r"--config mirror\.toml names"):
+        resolve_index_url(
+            "https://public.test/", env(home), cli_source="--config mirror.toml", requirements=named
+        )

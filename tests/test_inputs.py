@@ -58,11 +58,7 @@ def test_requirements_file_with_include_constraints_hashes_and_options() -> None
         "urllib3": frozenset({"450b20ec296a467077128bff42b73080516e71b56ff59a60a02bef2232c4fa9d"}),
     }
     assert reqs.index_url == "https://mirror.example.test/simple/"
-    assert reqs.extra_index_urls == ("https://extra.example.test/simple/",)
-    assert reqs.warnings == (
-        f"{main}:14: option --pre ignored",
-        f"{main}:15: option --trusted-host ignored",
-    )
+    assert reqs.index_url_source == f"{main}:2"
     assert reqs.files == (
         main,
         main.parent / "sub" / "extra.txt",
@@ -170,8 +166,7 @@ def test_continuations_comments_and_options_after_requirement(tmp_path: Path) ->
         '  ; python_version >= "3.8"  # trailing comment\n'
         "pkg[a,b]; os_name == 'posix'\n"
         "  \n"
-        "six==1.16.0 --hash sha256:" + "A" * 64 + " --config-settings=x=y\n"
-        "--unknown-thing value\n",
+        "six==1.16.0 --hash sha256:" + "A" * 64 + "\n",
     )
     reqs = read_requirements_file(path)
     assert [str(r) for r in reqs.requirements] == [
@@ -180,10 +175,99 @@ def test_continuations_comments_and_options_after_requirement(tmp_path: Path) ->
         "six==1.16.0",
     ]
     assert reqs.hashes == {"six": frozenset({"a" * 64})}
-    assert reqs.warnings == (
-        f"{path}:7: option --config-settings ignored",
-        f"{path}:8: unknown option --unknown-thing ignored",
+
+
+def test_extra_index_url_is_refused_with_the_safe_way(tmp_path: Path) -> None:
+    path = _write(tmp_path, "reqs.txt", "six\n--extra-index-url https://extra.test/simple/\n")
+    with pytest.raises(InputFileError) as info:
+        read_requirements_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: --extra-index-url is not supported")
+    assert "dependency confusion" in message
+    assert "sync of its own" in message
+    assert "--allow" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "named", "hint"),
+    [
+        ("--pre", "pip option --pre", "pass --pre to oci-pypi sync"),
+        ("--trusted-host index.test", "pip option --trusted-host", "SSL_CERT_FILE"),
+        ("--find-links ./wheels", "pip option --find-links", "mirror from an index"),
+        ("-f ./wheels", "pip option -f", "mirror from an index"),
+        ("--no-binary :all:", "pip option --no-binary", "-r, -c, -i/--index-url, --hash"),
+        ("--prefer-binary", "pip option --prefer-binary", "-r, -c, -i/--index-url, --hash"),
+        ("--no-index", "pip option --no-index", "-r, -c, -i/--index-url, --hash"),
+        ("six --config-settings=x=y", "pip option --config-settings", "it may hold"),
+        ("six --global-option=x", "pip option --global-option", "it may hold"),
+        ("--unknown-thing value", "unknown option --unknown-thing", "may hold -r, -c"),
+    ],
+)
+def test_unsupported_pip_options_are_named_never_ignored(
+    tmp_path: Path, line: str, named: str, hint: str
+) -> None:
+    path = _write(tmp_path, "reqs.txt", f"attrs\n{line}\n")
+    with pytest.raises(InputFileError) as info:
+        read_requirements_file(path)
+    assert str(info.value).startswith(f"{path}:2: {named}")
+    assert hint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "secret_line",
+    [
+        "API_TOKEN=supersecret123",
+        '{"auths": {"registry.test": {"auth": "supersecret123"}}}',
+        "machine index.test login me password supersecret123",
+        "--password=supersecret123",
+        "-psupersecret123",
+        "six --hash=supersecret123",
+        "six --hash=md5supersecret123:00",
+        "six --hash=sha256:supersecret123",
+        "./supersecret123",
+        "https://index.test/supersecret123.whl",
+        "supersecret123 @ https://index.test/x.whl",
+        "six supersecret123",
+    ],
+)
+def test_an_included_file_is_never_quoted(tmp_path: Path, secret_line: str) -> None:
+    secret = _write(tmp_path, "credentials", f"# keys\n{secret_line}\n")
+    top = _write(tmp_path, "reqs.txt", "six\n-r credentials\n")
+    with pytest.raises(InputFileError) as info:
+        read_requirements_file(top)
+    message = str(info.value)
+    assert message.startswith(f"{secret}:2: ")
+    assert "supersecret123" not in message
+    assert "supersecret" not in message
+    # the same line in the top file (the user's own) is quoted, to help find it
+    own = _write(tmp_path, "own.txt", f"{secret_line}\n")
+    with pytest.raises(InputFileError) as own_info:
+        read_requirements_file(own)
+    if "--password" not in secret_line and "-p" not in secret_line:
+        assert "supersecret" in str(own_info.value)
+
+
+def test_an_included_binary_file_is_not_quoted(tmp_path: Path) -> None:
+    (tmp_path / "key.bin").write_bytes(b"six\n\xffsupersecret123\n")
+    top = _write(tmp_path, "reqs.txt", "-c key.bin\n")
+    with pytest.raises(InputFileError) as info:
+        read_requirements_file(top)
+    assert str(info.value).startswith(f"{top}:1: {tmp_path / 'key.bin'} is not a requirements file")
+    assert "supersecret" not in str(info.value)
+
+
+def test_index_url_lines_must_agree(tmp_path: Path) -> None:
+    _write(tmp_path, "inner.txt", "--index-url=https://other.test/simple/\n")
+    top = _write(tmp_path, "reqs.txt", "-i https://inside.test/simple\n-r inner.txt\n")
+    with pytest.raises(InputFileError, match="another index than") as info:
+        read_requirements_file(top)
+    assert str(info.value).startswith(f"{tmp_path / 'inner.txt'}:1: --index-url")
+    same = _write(
+        tmp_path,
+        "same.txt",
+        "-i https://inside.test/simple/\n--index-url=https://inside.test/simple\n",
     )
+    assert read_requirements_file(same).index_url_source == f"{same}:1"
 
 
 # --- pylock.toml --------------------------------------------------------------------------

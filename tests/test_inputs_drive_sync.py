@@ -127,3 +127,46 @@ def test_config_file_with_environment_and_flag_overrides(
         "lib-5.0-py3-none-any.whl",
     ]
     assert (tmp_path / "flagged" / "oci-layout").is_file()
+
+
+def test_an_index_url_in_a_requirements_file_is_the_index_read(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nlib==5.0\n")
+    env = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple/", "PIP_CONFIG_FILE": os.devnull}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "OCI_PYPI_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "oci_pypi_sync", "sync", "-v", "--json", "-r", "requirements.txt"],
+        cwd=tmp_path,
+        env={**base, **env, "XDG_STATE_HOME": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert filenames(json.loads(result.stdout)) == ["lib-5.0-py3-none-any.whl"]
+    assert ("GET", "/simple/lib/") in index.requests
+    assert f"index {index.url} (from requirements.txt:1)" in result.stderr
+
+
+def test_an_extra_index_url_in_a_requirements_file_stops_the_sync(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements.txt").write_text(f"--extra-index-url {index.url}\nlib==5.0\n--pre\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "OCI_PYPI_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "oci_pypi_sync", "sync", "-r", "requirements.txt",
+         "--index-url", index.url],
+        cwd=tmp_path,
+        env={**base, "XDG_STATE_HOME": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: requirements.txt:1: --extra-index-url is not supported")
+    assert index.requests == []
+    assert not (tmp_path / "oci-pypi-mirror").exists()

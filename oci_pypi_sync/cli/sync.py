@@ -10,7 +10,9 @@ import click
 from oci_pypi_sync.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
+    EXIT_USAGE,
     configure_logging,
+    log,
     quiet_option,
     registry_access,
     registry_hosts,
@@ -103,9 +105,10 @@ def sync(
 
     from oci_pypi_sync.cli.render import plan_table, report_json, summary_line
     from oci_pypi_sync.config import load_config, merge_settings
-    from oci_pypi_sync.engine.job import JobFlags, run_job
+    from oci_pypi_sync.engine.job import JobFlags, read_inputs, run_job
     from oci_pypi_sync.index.location import resolve_index_url
     from oci_pypi_sync.plan.shard import shard_from_environment
+    from oci_pypi_sync.redact import redact_url
     from oci_pypi_sync.stores.targets import open_store, parse_target, planning_store
 
     configure_logging(-1 if quiet else verbose)
@@ -123,7 +126,6 @@ def sync(
             username,
             password_stdin,
         )
-        location = resolve_index_url(settings.index_url)
         if not (settings.requirements or settings.requirement_files or settings.pylock) and not (
             all_projects
         ):
@@ -132,6 +134,17 @@ def sync(
             )
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    try:
+        inputs = read_inputs(settings)
+        location = resolve_index_url(
+            settings.index_url,
+            cli_source=settings.origins.get("index_url", "--index-url"),
+            requirements=inputs.index,
+        )
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    log.info("index %s (from %s)", redact_url(location.url), location.source)
     flags = JobFlags(
         dry_run=dry_run,
         all_projects=all_projects,
@@ -172,7 +185,13 @@ def sync(
                 if show_progress and on_terminal:
                     with RichObserver() as observer:
                         return await run_job(
-                            settings, flags, index, store, journal=journal, observer=observer
+                            settings,
+                            flags,
+                            index,
+                            store,
+                            journal=journal,
+                            observer=observer,
+                            inputs=inputs,
                         )
                 return await run_job(
                     settings,
@@ -181,6 +200,7 @@ def sync(
                     store,
                     journal=journal,
                     observer=LogObserver(),
+                    inputs=inputs,
                 )
         finally:
             await store.aclose()

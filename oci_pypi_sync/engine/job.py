@@ -21,7 +21,8 @@ from oci_pypi_sync.config import Settings
 from oci_pypi_sync.engine.results import ProjectError, SyncObserver, SyncReport
 from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.engine.run import SyncOptions, sync
-from oci_pypi_sync.plan.inputs import read_pylock, read_requirements_file
+from oci_pypi_sync.index.location import IndexLocation
+from oci_pypi_sync.plan.inputs import InputFileError, read_pylock, read_requirements_file
 from oci_pypi_sync.plan.names import close_names
 from oci_pypi_sync.plan.select import SelectionOptions, parse_requirements, project_allowed
 from oci_pypi_sync.plan.shard import parse_shard
@@ -49,10 +50,15 @@ class JobFlags:
 
 @dataclass(frozen=True, slots=True)
 class JobInputs:
-    """The requirements to sync and the hashes that restrict their files."""
+    """The requirements to sync, the hashes that restrict their files, the index they name.
+
+    ``index`` is the ``--index-url`` of the requirements files, if any names
+    one (see :func:`~oci_pypi_sync.index.location.resolve_index_url`).
+    """
 
     requirements: tuple[Requirement, ...]
     hashes: dict[NormalizedName, frozenset[str]]
+    index: IndexLocation | None = None
 
 
 def read_inputs(settings: Settings) -> JobInputs:
@@ -60,6 +66,7 @@ def read_inputs(settings: Settings) -> JobInputs:
     envs = settings.environments()
     requirements = list(parse_requirements(settings.requirements))
     hashes: dict[NormalizedName, frozenset[str]] = {}
+    index: IndexLocation | None = None
 
     def add_hashes(more: dict[NormalizedName, frozenset[str]]) -> None:
         for name, values in more.items():
@@ -67,8 +74,14 @@ def read_inputs(settings: Settings) -> JobInputs:
 
     for path in settings.requirement_files:
         found = read_requirements_file(path)
-        for warning in found.warnings:
-            log.warning("%s", warning)
+        if found.index_url is not None and found.index_url_source is not None:
+            named = IndexLocation(found.index_url, found.index_url_source)
+            if index is not None and index.url.rstrip("/") != named.url.rstrip("/"):
+                raise InputFileError(
+                    f"{named.source}: names another index than {index.source}; "
+                    "a sync reads one index"
+                )
+            index = index or named
         requirements.extend(found.for_environments(envs))
         add_hashes(dict(found.hashes))
     if settings.pylock is not None:
@@ -77,7 +90,7 @@ def read_inputs(settings: Settings) -> JobInputs:
             log.warning("%s", warning)
         requirements.extend(lock.requirements(envs))
         add_hashes(dict(lock.hashes(envs)))
-    return JobInputs(tuple(requirements), hashes)
+    return JobInputs(tuple(requirements), hashes, index)
 
 
 def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOptions) -> SyncOptions:
@@ -109,11 +122,17 @@ async def run_job(
     *,
     journal: Journal | None = None,
     observer: SyncObserver | None = None,
+    inputs: JobInputs | None = None,
 ) -> SyncReport:
-    """Read the inputs, take every project when asked, resolve the closure when asked, sync."""
+    """Read the inputs, take every project when asked, resolve the closure when asked, sync.
+
+    ``inputs`` are the ones :func:`read_inputs` gave, when the caller has
+    read them already (to choose the index they name).
+    """
     started = datetime.now(UTC)
     clock = time.monotonic()
-    inputs = read_inputs(settings)
+    if inputs is None:
+        inputs = read_inputs(settings)
     selection = settings.selection_options(hashes=inputs.hashes)
     options = sync_options(settings, flags, selection)
     requirements = list(inputs.requirements)

@@ -1,9 +1,11 @@
 """Where the index is: found the way pip finds it, and printed without secrets.
 
 A mirror should read the same index the user's pip reads, so the URL comes
-from, in order: ``--index-url``, ``OCI_PYPI_INDEX_URL``, ``PIP_INDEX_URL``,
-pip's configuration files, and finally pip's own default (read from the pip
-installed beside us rather than written down here).
+from, in order: ``--index-url`` or ``OCI_PYPI_INDEX_URL`` (which must agree
+with a requirements file's ``--index-url`` when there is one), the
+requirements file's, ``PIP_INDEX_URL``, pip's configuration files, and
+finally pip's own default (read from the pip installed beside us rather
+than written down here).
 """
 
 from __future__ import annotations
@@ -117,15 +119,39 @@ def pip_default_index_url() -> str:
 
 
 def resolve_index_url(
-    cli_value: str | None, environ: Mapping[str, str] = os.environ
+    cli_value: str | None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    cli_source: str = "--index-url",
+    requirements: IndexLocation | None = None,
 ) -> IndexLocation:
-    """Find the index URL the way pip would, recording where it came from."""
+    """Find the index URL the way pip would, recording where it came from.
+
+    ``cli_value`` is what this tool was given (``cli_source`` says how: the
+    flag, ``OCI_PYPI_INDEX_URL``, a config file). ``requirements`` is the
+    ``--index-url`` a requirements file names: as in pip, it wins over
+    ``PIP_INDEX_URL``, pip's configuration and pip's default; an index given
+    to this tool that differs from it is an error, since mirroring from the
+    wrong index is how an internal name gets a public package.
+    """
+    given: IndexLocation | None = None
     if cli_value and cli_value.strip():
-        return _with_slash(cli_value, "--index-url")
-    for variable in ("OCI_PYPI_INDEX_URL", "PIP_INDEX_URL"):
-        value = environ.get(variable, "")
-        if value.strip():
-            return _with_slash(value, variable)
+        given = _with_slash(cli_value, cli_source)
+    elif environ.get("OCI_PYPI_INDEX_URL", "").strip():
+        given = _with_slash(environ["OCI_PYPI_INDEX_URL"], "OCI_PYPI_INDEX_URL")
+    if requirements is not None:
+        wanted = _with_slash(requirements.url, requirements.source)
+        if given is not None and given.url != wanted.url:
+            raise UsageError(
+                f"{wanted.source} names the index {redact_url(wanted.url)} but {given.source} "
+                f"names {redact_url(given.url)}: a sync reads one index; remove one of them"
+            )
+        return wanted
+    if given is not None:
+        return given
+    value = environ.get("PIP_INDEX_URL", "")
+    if value.strip():
+        return _with_slash(value, "PIP_INDEX_URL")
     from_config = index_url_from_pip_config(environ)
     if from_config is not None:
         return from_config

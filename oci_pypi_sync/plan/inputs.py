@@ -9,11 +9,14 @@ mirror then holds what any machine could ask for.
 Requirements files (:func:`read_requirements_file`) follow pip's format:
 comments, ``\\`` continuations, ``-r``/``--requirement`` includes and
 ``-c``/``--constraint`` files (relative to the including file), and
-``--hash=sha256:...`` per requirement. Editable installs, URLs and local
-paths are refused: only index projects can be mirrored. ``--index-url``
-and ``--extra-index-url`` are returned as hints (``index_url``,
-``extra_index_urls``); other pip options are ignored with a warning in
-``warnings``. Every error names the file and the line.
+``--hash=sha256:...`` per requirement. ``-i``/``--index-url`` names the
+index to read (``index_url``, honoured as pip honours it). Editable
+installs, URLs and local paths are refused: only index projects can be
+mirrored. ``--extra-index-url`` is refused (two indexes in one sync is the
+dependency-confusion risk), and so is every other pip option, by name:
+none is ignored. Every error names the file and the line; the text of an
+included file is never quoted (an include can name any file, a secret one
+too, and errors end up in CI logs).
 
 Lock files (:func:`read_pylock`) give the exact files to mirror: per
 project the pinned versions and the (filename, sha256) pairs, so the sync
@@ -54,17 +57,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
 
-#: pip options that only make sense to an installer; ignored with a warning.
-_IGNORED_FLAGS = frozenset(
-    {
-        "--no-index",
-        "--pre",
-        "--prefer-binary",
-        "--require-hashes",
-        "--no-deps",
-    }
-)
-_IGNORED_WITH_VALUE = frozenset(
+#: pip options a requirements file may hold that take a value (the rest are flags).
+_PIP_WITH_VALUE = frozenset(
     {
         "-f",
         "--find-links",
@@ -77,10 +71,47 @@ _IGNORED_WITH_VALUE = frozenset(
         "--install-option",
     }
 )
+#: pip options a requirements file may hold that take no value.
+_PIP_FLAGS = frozenset({"--no-index", "--pre", "--prefer-binary", "--require-hashes", "--no-deps"})
+#: What to use instead of a pip option this tool does not take from a file.
+_INSTEAD = {
+    "--pre": "pass --pre to oci-pypi sync",
+    "--only-binary": "pass --only-binary to oci-pypi sync",
+    "--no-deps": "leave it out: only what is listed is mirrored unless --with-deps is given",
+    "--require-hashes": "leave it out: every --hash given is enforced",
+    "--trusted-host": "leave it out: give the index's CA with SSL_CERT_FILE instead",
+    "-f": "mirror from an index (--index-url); local and link pages are not read",
+    "--find-links": "mirror from an index (--index-url); local and link pages are not read",
+}
+_SUPPORTED = "-r, -c, -i/--index-url, --hash"
 
 
 class InputFileError(UsageError):
     """A requirements file or lock file is unreadable or says something we cannot mirror."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """A line of a requirements file, as errors name it.
+
+    The text of an included file is never quoted: ``-r`` can name any file
+    the tool can read (a key, a token), and errors are printed and logged.
+    """
+
+    path: Path
+    lineno: int
+    included: bool
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}"
+
+    def quote(self, text: str) -> str:
+        """`` 'text'``, or nothing for a line of an included file."""
+        return "" if self.included else f" {text!r}"
+
+    def detail(self, text: str) -> str:
+        """``: text`` (a parser's message, which may quote the line), or nothing when included."""
+        return "" if self.included else f": {text}"
 
 
 # --- records ---------------------------------------------------------------------
@@ -93,15 +124,16 @@ class RequirementsInput:
     ``requirements`` are as written, markers kept, constraints not applied;
     ``constraints`` come from ``-c`` files. ``hashes`` holds, per project,
     the sha256 digests named by ``--hash`` (only those files may be
-    mirrored). ``files`` lists every file read, the top one first.
+    mirrored). ``index_url`` is the index a ``--index-url`` line names and
+    ``index_url_source`` the ``file:line`` it is on. ``files`` lists every
+    file read, the top one first.
     """
 
     requirements: tuple[Requirement, ...]
     constraints: tuple[Requirement, ...] = ()
     hashes: Mapping[NormalizedName, frozenset[str]] = field(default_factory=dict)
     index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    index_url_source: str | None = None
     files: tuple[Path, ...] = ()
 
     def for_environments(self, envs: Sequence[TargetEnvironment] = ()) -> tuple[Requirement, ...]:
@@ -275,8 +307,7 @@ class _Reader:
     constraints: list[Requirement] = field(default_factory=list)
     hashes: dict[NormalizedName, set[str]] = field(default_factory=dict)
     index_url: str | None = None
-    extra_index_urls: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    index_url_source: str | None = None
     files: list[Path] = field(default_factory=list)
 
     def read(
@@ -295,33 +326,27 @@ class _Reader:
                 f"{prefix}cannot read requirements file {str(path)!r}: {exc.strerror or exc}"
             ) from exc
         except UnicodeDecodeError as exc:
-            raise InputFileError(f"{path}: not UTF-8 text: {exc}") from exc
+            raise InputFileError(
+                f"{prefix}{path} is not a requirements file (not UTF-8 text at byte {exc.start})"
+            ) from None
         self.files.append(path)
         for lineno, line in _logical_lines(text):
-            self._line(path, lineno, line, constraint, (*stack, resolved))
+            self._line(_Where(path, lineno, bool(stack)), line, constraint, (*stack, resolved))
 
-    def _line(
-        self, path: Path, lineno: int, line: str, constraint: bool, stack: tuple[Path, ...]
-    ) -> None:
-        where = f"{path}:{lineno}"
+    def _line(self, where: _Where, line: str, constraint: bool, stack: tuple[Path, ...]) -> None:
         if line.startswith("-"):
-            self._options(path, where, _split(line, where), constraint, stack)
+            self._options(where, _split(line, where), constraint, stack)
             return
         # A requirement, then per-requirement options (pip splits at the first option).
         req_text = _before_options(line)
         req = _parse_requirement(req_text.strip(), where)
-        digests = _hash_options(_split(line[len(req_text) :], where), where, self.warnings)
+        digests = _hash_options(_split(line[len(req_text) :], where), where)
         (self.constraints if constraint else self.requirements).append(req)
         if digests:
             self.hashes.setdefault(canonicalize_name(req.name), set()).update(digests)
 
     def _options(
-        self,
-        path: Path,
-        where: str,
-        tokens: list[str],
-        constraint: bool,
-        stack: tuple[Path, ...],
+        self, where: _Where, tokens: list[str], constraint: bool, stack: tuple[Path, ...]
     ) -> None:
         i = 0
         while i < len(tokens):
@@ -330,37 +355,66 @@ class _Reader:
                 if value is None:
                     raise InputFileError(f"{where}: {option} needs a file name")
                 if "://" in value:
-                    raise InputFileError(f"{where}: {option} {value}: only local files are read")
+                    raise InputFileError(
+                        f"{where}: {option} names a URL: only local files are read"
+                    )
                 nested_constraint = constraint or option in ("-c", "--constraint")
-                self.read(path.parent / value, nested_constraint, stack, where)
+                self.read(where.path.parent / value, nested_constraint, stack, str(where))
             elif option in ("-e", "--editable"):
                 raise InputFileError(
                     f"{where}: editable requirements ({option}) cannot be mirrored; "
                     "only index projects can"
                 )
             elif option in ("-i", "--index-url"):
-                self.index_url = value
+                self._index_url(where, option, value)
             elif option == "--extra-index-url":
-                if value is not None:
-                    self.extra_index_urls.append(value)
-            elif option in _IGNORED_FLAGS or option in _IGNORED_WITH_VALUE:
-                self.warnings.append(f"{where}: option {option} ignored")
+                raise InputFileError(
+                    f"{where}: --extra-index-url is not supported: with two indexes in one "
+                    "sync, a project published on either one under a name the other uses "
+                    "is mirrored in its place (dependency confusion). Mirror each index in "
+                    "a sync of its own, each with the projects that come from it (for "
+                    "example --index-url INTERNAL --allow NAME... and --index-url PUBLIC "
+                    "--deny NAME...)"
+                )
             else:
-                self.warnings.append(f"{where}: unknown option {option} ignored")
+                raise InputFileError(_unsupported(where, option))
+
+    def _index_url(self, where: _Where, option: str, value: str | None) -> None:
+        if not value:
+            raise InputFileError(f"{where}: {option} needs a URL")
+        if self.index_url is not None and self.index_url.rstrip("/") != value.rstrip("/"):
+            raise InputFileError(
+                f"{where}: {option} names another index than {self.index_url_source}; "
+                "a sync reads one index"
+            )
+        if self.index_url is None:
+            self.index_url, self.index_url_source = value, str(where)
 
 
-def _split(text: str, where: str) -> list[str]:
+def _unsupported(where: _Where, option: str) -> str:
+    """The error for a pip option this tool does not take from a requirements file."""
+    known = option in _INSTEAD or option in _PIP_WITH_VALUE or option in _PIP_FLAGS
+    if not known:
+        shown = f" {option}" if not where.included else ""
+        return f"{where}: unknown option{shown} (a requirements file may hold {_SUPPORTED})"
+    instead = _INSTEAD.get(option)
+    return f"{where}: pip option {option} is not supported in a requirements file" + (
+        f"; {instead}" if instead else f" (it may hold {_SUPPORTED})"
+    )
+
+
+def _split(text: str, where: _Where) -> list[str]:
     try:
         return shlex.split(text)
     except ValueError as exc:
         raise InputFileError(f"{where}: cannot split the options: {exc}") from exc
 
 
-def _next_option(tokens: list[str], i: int, where: str) -> tuple[str, str | None, int]:
+def _next_option(tokens: list[str], i: int, where: _Where) -> tuple[str, str | None, int]:
     """One option and its value from ``tokens[i:]`` (``--opt=v``, ``--opt v``, ``-rFILE``)."""
     token = tokens[i]
     if not token.startswith("-"):
-        raise InputFileError(f"{where}: unexpected {token!r} after the options")
+        raise InputFileError(f"{where}: unexpected{where.quote(token)} after the options")
     if token.startswith("--"):
         name, eq, value = token.partition("=")
         if eq:
@@ -372,7 +426,7 @@ def _next_option(tokens: list[str], i: int, where: str) -> tuple[str, str | None
             "--index-url",
             "--extra-index-url",
             "--hash",
-        ) or (name in _IGNORED_WITH_VALUE)
+        ) or (name in _PIP_WITH_VALUE)
     else:
         name, value = token[:2], token[2:]
         if value:
@@ -382,7 +436,7 @@ def _next_option(tokens: list[str], i: int, where: str) -> tuple[str, str | None
         if i + 1 >= len(tokens):
             raise InputFileError(f"{where}: {name} needs a value")
         return name, tokens[i + 1], i + 2
-    known_flag = name in _IGNORED_FLAGS
+    known_flag = name in _PIP_FLAGS
     if not known_flag and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
         # An option we do not know, followed by what must be its value.
         return name, tokens[i + 1], i + 2
@@ -395,42 +449,50 @@ def _before_options(line: str) -> str:
     return line[: match.start()] if match else line
 
 
-def _hash_options(tokens: list[str], where: str, warnings: list[str]) -> set[str]:
+def _hash_options(tokens: list[str], where: _Where) -> set[str]:
     digests: set[str] = set()
     i = 0
     while i < len(tokens):
         option, value, i = _next_option(tokens, i, where)
         if option != "--hash":
-            warnings.append(f"{where}: option {option} ignored")
-            continue
+            raise InputFileError(_unsupported(where, option))
         algorithm, colon, digest = (value or "").partition(":")
         if not colon or not digest:
-            raise InputFileError(f"{where}: --hash {value!r} is not ALGORITHM:DIGEST")
-        if algorithm.lower() != "sha256":
             raise InputFileError(
-                f"{where}: --hash {algorithm}:... is not supported; "
+                f"{where}: --hash{where.quote(value or '')} is not ALGORITHM:DIGEST"
+            )
+        if algorithm.lower() != "sha256":
+            shown = f" {algorithm}:..." if not where.included else ""
+            raise InputFileError(
+                f"{where}: --hash{shown} is not supported; "
                 "give sha256 hashes (the digest files are stored under)"
             )
         digest = digest.lower()
         if not _SHA256.fullmatch(digest):
-            raise InputFileError(f"{where}: --hash sha256:{digest} is not 64 hex digits")
+            shown = f" sha256:{digest}" if not where.included else ""
+            raise InputFileError(f"{where}: --hash{shown} is not 64 hex digits")
         digests.add(digest)
     return digests
 
 
-def _parse_requirement(text: str, where: str) -> Requirement:
+def _parse_requirement(text: str, where: _Where) -> Requirement:
     head = text.split(";", 1)[0].strip()
     # As pip does: an archive file name or anything path-like is a file, not a project.
     if "://" in head or head.startswith((".", "/", "~")) or _ARCHIVE.search(head):
         raise InputFileError(
-            f"{where}: {text!r} is a URL or local path; only index projects can be mirrored"
+            f"{where}:{where.quote(text)} is a URL or local path; only index projects can be "
+            "mirrored"
         )
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise InputFileError(f"{where}: invalid requirement {text!r}: {exc}") from exc
+        raise InputFileError(
+            f"{where}: invalid requirement{where.quote(text)}{where.detail(str(exc))}"
+        ) from None
     if req.url:
-        raise InputFileError(f"{where}: {text!r} names a URL; only index projects can be mirrored")
+        raise InputFileError(
+            f"{where}:{where.quote(text)} names a URL; only index projects can be mirrored"
+        )
     return req
 
 
@@ -464,8 +526,7 @@ def read_requirements_file(path: str | Path) -> RequirementsInput:
         constraints=tuple(reader.constraints),
         hashes={name: frozenset(d) for name, d in reader.hashes.items()},
         index_url=reader.index_url,
-        extra_index_urls=tuple(reader.extra_index_urls),
-        warnings=tuple(reader.warnings),
+        index_url_source=reader.index_url_source,
         files=tuple(reader.files),
     )
 
