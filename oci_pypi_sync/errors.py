@@ -134,6 +134,29 @@ class LayoutError(TargetError):
     """An OCI image layout on disk is missing, malformed or not writable."""
 
 
+# --- bounds ------------------------------------------------------------------
+
+
+class LimitExceededError(OciPypiError):
+    """An input is bigger, deeper or longer than the bound it is read with.
+
+    The bounds are the constants of :mod:`oci_pypi_sync.limits`; the message
+    names the one exceeded. Trying again would not help.
+    """
+
+
+class IndexLimitError(IndexError_, LimitExceededError):
+    """A page, a file's metadata or a wheel from the index exceeds a bound."""
+
+
+class RegistryLimitError(RegistryError, LimitExceededError):
+    """A manifest, a listing or a token from a registry exceeds a bound."""
+
+
+class LayoutLimitError(LayoutError, LimitExceededError):
+    """A manifest or index in a layout or a packed layout exceeds a bound."""
+
+
 # --- the state file --------------------------------------------------------
 
 

@@ -19,12 +19,18 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from oci_pypi_sync.errors import DigestMismatchError, LayoutError, SizeMismatchError
+from oci_pypi_sync.errors import (
+    DigestMismatchError,
+    LayoutError,
+    LayoutLimitError,
+    SizeMismatchError,
+)
 from oci_pypi_sync.format import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -35,6 +41,7 @@ from oci_pypi_sync.format import (
     layout_ref_name,
     parse_layout_ref_name,
 )
+from oci_pypi_sync.limits import MAX_MANIFEST_BYTES, exceeded, loads_json
 from oci_pypi_sync.stores.protocols import StoredManifest
 
 LAYOUT_FILE = "oci-layout"
@@ -112,10 +119,8 @@ class LayoutStore:
         return tmp
 
     def blob_path(self, digest: str) -> Path:
-        algorithm, _, hexdigest = digest.partition(":")
-        if algorithm != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):
-            raise LayoutError(f"unsupported or malformed digest {digest!r}")
-        return self.path / "blobs" / "sha256" / hexdigest
+        """Where a blob lives; the digest is checked against the grammar before any path is made."""
+        return self.path / "blobs" / "sha256" / blob_hex(digest)
 
     def _index_and_tags(self) -> tuple[dict[str, Any], Refs]:
         """``index.json`` and its ref names, read again only when the file changed.
@@ -233,7 +238,9 @@ class LayoutStore:
             return None
         path = self.blob_path(digest)
         try:
-            body = path.read_bytes()
+            with path.open("rb") as handle:
+                check_manifest_size(self.display_name, digest, os.fstat(handle.fileno()).st_size)
+                body = handle.read()
         except FileNotFoundError:
             return None
         return checked_manifest(self.display_name, digest, body)
@@ -352,8 +359,25 @@ def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
-def _is_hex(text: str) -> bool:
-    return all(char in "0123456789abcdef" for char in text)
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(text: str) -> bool:
+    """Whether ``text`` is 64 lower-case hex digits: the only blob file name a layout has."""
+    return _SHA256_HEX.fullmatch(text) is not None
+
+
+def blob_hex(digest: str) -> str:
+    """The hex part of a ``sha256:<64 hex>`` digest, the name of its blob file.
+
+    Digests come from manifests, indexes and tar members, any of which may
+    be crafted: one that is not exactly this grammar (``../``, a slash, a
+    NUL, another algorithm) never becomes part of a path.
+    """
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm != "sha256" or not is_sha256_hex(hexdigest):
+        raise LayoutError(f"unsupported or malformed digest {digest[:80]!r}")
+    return hexdigest
 
 
 def _ref_name(entry: Any) -> str | None:
@@ -420,13 +444,21 @@ def tag_digest(tags: Refs, repo: str, tag: str) -> str | None:
     return str(entry["digest"]) if entry is not None else None
 
 
+def check_manifest_size(where: str, digest: str, size: int) -> None:
+    """Refuse, before reading it, a manifest bigger than :data:`MAX_MANIFEST_BYTES`."""
+    if size > MAX_MANIFEST_BYTES:
+        raise LayoutLimitError(
+            exceeded(f"{where}: manifest {digest}", MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
+        )
+
+
 def checked_manifest(where: str, digest: str, body: bytes) -> StoredManifest:
     """A manifest read from a layout, after checking its bytes against ``digest``."""
     actual = "sha256:" + hashlib.sha256(body).hexdigest()
     if actual != digest:
         raise DigestMismatchError(f"{where} blob {digest}", digest, actual)
     try:
-        media_type = str(json.loads(body).get("mediaType") or OCI_MANIFEST)
+        media_type = str(loads_json(body, f"manifest {digest}").get("mediaType") or OCI_MANIFEST)
     except (ValueError, AttributeError) as exc:
         raise LayoutError(f"{where}: {digest} is not a JSON manifest") from exc
     return StoredManifest(media_type=media_type, digest=digest, body=body)

@@ -33,7 +33,9 @@ from oci_pypi_sync.stores.layout import (
     LAYOUT_FILE,
     LayoutStore,
     Refs,
+    check_manifest_size,
     checked_manifest,
+    is_sha256_hex,
     refs_in,
     repositories_in,
     tag_digest,
@@ -85,10 +87,31 @@ class _Member:
     size: int
 
 
-def _member_name(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name.rstrip("/")
+def _member_name(name: str, tar: Path) -> str:
+    """A member's name, normalised; one that could leave the layout is refused.
+
+    A packed layout is crafted by whoever made it (it crosses an air gap):
+    an absolute name, a ``..`` component or a NUL is refused outright rather
+    than skipped, since no layout this tool or any other writes has one.
+    """
+    normal = name
+    while normal.startswith("./"):
+        normal = normal[2:]
+    normal = normal.rstrip("/")
+    parts = normal.split("/")
+    if normal.startswith("/") or "\0" in normal or any(part == ".." for part in parts):
+        raise LayoutError(
+            f"{tar}: member {name[:120]!r} points outside the layout; refusing this tar"
+        )
+    return normal
+
+
+def _blob_name(name: str) -> str | None:
+    """The hex digest a member ``blobs/sha256/<hex>`` holds, when its name is exactly that."""
+    if not name.startswith(_BLOB_PREFIX):
+        return None
+    hexdigest = name[len(_BLOB_PREFIX) :]
+    return hexdigest if is_sha256_hex(hexdigest) else None
 
 
 class TarReadStore:
@@ -100,10 +123,9 @@ class TarReadStore:
         try:
             with tarfile.open(self.path, mode="r:") as archive:
                 for info in archive:
+                    name = _member_name(info.name, self.path)
                     if info.isfile():
-                        self._members[_member_name(info.name)] = _Member(
-                            info.offset_data, info.size
-                        )
+                        self._members[name] = _Member(info.offset_data, info.size)
         except (OSError, tarfile.TarError) as exc:
             raise LayoutError(f"cannot read {self.path} as a tar file: {exc}") from exc
         try:
@@ -136,7 +158,7 @@ class TarReadStore:
 
     def _blob_member(self, digest: str) -> _Member | None:
         algorithm, _, hexdigest = digest.partition(":")
-        if algorithm != "sha256":
+        if algorithm != "sha256" or not is_sha256_hex(hexdigest):
             return None
         return self._members.get(_BLOB_PREFIX + hexdigest)
 
@@ -186,6 +208,7 @@ class TarReadStore:
         member = self._blob_member(digest)
         if member is None:
             return None
+        check_manifest_size(self.display_name, digest, member.size)
         body = self.read_member(_BLOB_PREFIX + digest.partition(":")[2])
         return checked_manifest(self.display_name, digest, body)
 
@@ -336,9 +359,7 @@ def pack_layout(layout: str | os.PathLike[str], tar_path: str | os.PathLike[str]
     partial = tar.with_name(tar.name + PARTIAL_SUFFIX)
     blobs = root / "blobs" / "sha256"
     names = sorted(
-        entry.name
-        for entry in blobs.iterdir()
-        if entry.is_file() and len(entry.name) == 64 and not entry.name.startswith(".")
+        entry.name for entry in blobs.iterdir() if entry.is_file() and is_sha256_hex(entry.name)
     )
     try:
         with partial.open("wb") as raw:
@@ -369,15 +390,27 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _inside(root: Path, path: Path) -> Path:
+    """``path``, after checking that it resolves to a place under ``root``."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise LayoutError(f"{path} resolves outside {root}; refusing to write it")
+    return path
+
+
 def _unpack(source: TarReadStore, staging: Path) -> None:
-    """Seed a staging layout from a tar, each blob verified; ``oci-layout`` last."""
+    """Seed a staging layout from a tar, each blob verified; ``oci-layout`` last.
+
+    Only members named ``blobs/sha256/<64 hex>`` are written, each to a path
+    checked to resolve inside the staging directory before it is opened.
+    """
     blobs = staging / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     for name, member in sorted(source.members().items()):
-        hexdigest = name[len(_BLOB_PREFIX) :]
-        if not name.startswith(_BLOB_PREFIX) or len(hexdigest) != 64:
+        hexdigest = _blob_name(name)
+        if hexdigest is None:
             continue
-        tmp = staging / (hexdigest + PARTIAL_SUFFIX)
+        tmp = _inside(staging, staging / (hexdigest + PARTIAL_SUFFIX))
+        final = _inside(staging, blobs / hexdigest)
         hasher = hashlib.sha256()
         with source.path.open("rb") as handle, tmp.open("wb") as out:
             handle.seek(member.offset)
@@ -395,6 +428,6 @@ def _unpack(source: TarReadStore, staging: Path) -> None:
             raise DigestMismatchError(
                 f"{source.display_name} blob sha256:{hexdigest}", "sha256:" + hexdigest, actual
             )
-        os.replace(tmp, blobs / hexdigest)
+        os.replace(tmp, final)
     (staging / INDEX_FILE).write_bytes(canonical_json(source.read_index()))
     (staging / LAYOUT_FILE).write_bytes(source.read_member(LAYOUT_FILE))
