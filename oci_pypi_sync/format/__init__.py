@@ -37,6 +37,7 @@ from oci_pypi_sync.format.descriptors import (
     Descriptor,
     canonical_json,
     empty_config,
+    is_sha256_hex,
     sha256_digest,
 )
 from oci_pypi_sync.format.media import (
@@ -91,6 +92,7 @@ from oci_pypi_sync.format.naming import (
     UnsupportedFileError,
     format1_version_tag,
     is_format1_ref_name,
+    is_plain_filename,
     is_release_tag,
     is_superseded_tag,
     is_valid_tag,
@@ -194,8 +196,10 @@ __all__ = [
     "has_renamed_media_type",
     "is_format1_entry_of_renamed_type",
     "is_format1_ref_name",
+    "is_plain_filename",
     "is_referrers_tag",
     "is_release_tag",
+    "is_sha256_hex",
     "is_superseded_tag",
     "is_valid_tag",
     "layer_media_type",

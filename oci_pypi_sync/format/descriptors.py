@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,19 @@ class Blob:
 def canonical_json(value: Any) -> bytes:
     """Serialise deterministically: sorted keys, no insignificant whitespace, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(text: str) -> bool:
+    """Whether ``text`` is a sha256 in hex: 64 lower-case hex digits, nothing else.
+
+    Digests come from pages, annotations, manifests and tar members, any of
+    which may be crafted; only this grammar is ever made part of a path, a
+    URL or a page.
+    """
+    return _SHA256_HEX.fullmatch(text) is not None
 
 
 def sha256_digest(data: bytes) -> str:

@@ -32,6 +32,21 @@ class UnsupportedFileError(ValueError):
     """A file of the index is neither a wheel nor an sdist we can name."""
 
 
+def is_plain_filename(filename: str) -> bool:
+    """Whether ``filename`` names a file and nothing else: no directory, no NUL, not empty.
+
+    A filename from an index or a mirror ends up as a path, an annotation,
+    a URL and a page; one carrying a directory (``/``, ``\\``, ``.``,
+    ``..``), a control character or a NUL is refused rather than trusted.
+    """
+    return (
+        bool(filename)
+        and filename not in {".", ".."}
+        and not any(char in filename for char in ("/", "\\"))
+        and all(ord(char) >= 0x20 and char != "\x7f" for char in filename)
+    )
+
+
 def repository_name(project: str) -> NormalizedName:
     """The repository path component for a project: its PEP 503 normalized name."""
     return canonicalize_name(project)

@@ -17,6 +17,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from packaging.version import InvalidVersion, Version
 
 from oci_pypi_sync.errors import InvalidPageError, UnsupportedApiVersionError
+from oci_pypi_sync.format import is_plain_filename
 from oci_pypi_sync.index.records import CoreMetadataRef
 
 logger = logging.getLogger(__name__)
@@ -59,16 +60,9 @@ def check_api_version(declared: str | None, url: str) -> None:
 def checked_filename(filename: str, url: str) -> str | None:
     """Return ``filename`` if it is a plain file name, else ``None`` (with a warning).
 
-    A filename ends up as a path on disk and as an OCI annotation, so one
-    carrying a directory (``/``, ``\\``, ``.``, ``..``) or a NUL is refused
-    rather than trusted.
+    The rule is :func:`~oci_pypi_sync.format.is_plain_filename`.
     """
-    unsafe = (
-        not filename
-        or filename in {".", ".."}
-        or any(char in filename for char in ("/", "\\", "\x00"))
-    )
-    if unsafe:
+    if not is_plain_filename(filename):
         logger.warning("skipping a file with an unsafe name %r on the page %s", filename, url)
         return None
     return filename

@@ -51,9 +51,9 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from oci_pypi_sync.errors import UsageError
+from oci_pypi_sync.format import is_sha256_hex
 from oci_pypi_sync.plan.environments import TargetEnvironment
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
 
@@ -468,7 +468,7 @@ def _hash_options(tokens: list[str], where: _Where) -> set[str]:
                 "give sha256 hashes (the digest files are stored under)"
             )
         digest = digest.lower()
-        if not _SHA256.fullmatch(digest):
+        if not is_sha256_hex(digest):
             shown = f" sha256:{digest}" if not where.included else ""
             raise InputFileError(f"{where}: --hash{shown} is not 64 hex digits")
         digests.add(digest)
@@ -662,7 +662,7 @@ def _locked_file(where: str, entry: object, *, is_wheel: bool) -> LockedFile:
     if not isinstance(hashes, dict) or not hashes:
         raise InputFileError(f"{where}: 'hashes' is missing or empty")
     sha256 = hashes.get("sha256")
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
+    if not isinstance(sha256, str) or not is_sha256_hex(sha256.lower()):
         raise InputFileError(f"{where}: no sha256 in 'hashes' (the digest files are stored under)")
     size = entry.get("size")
     return LockedFile(

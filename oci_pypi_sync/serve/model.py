@@ -81,7 +81,11 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
 
     A universal2 wheel has one entry per architecture pointing at the same
     manifest; it is one file. Entries without a filename or sha256 are not
-    files this format wrote and are skipped.
+    files this format wrote and are skipped, and so are those whose filename
+    is not a plain file name or whose sha256 is not 64 hex digits: a mirror
+    may be crafted (a tar carried across an air gap), and these values go
+    into paths, URLs, headers and pages. A malformed metadata digest drops
+    the metadata, not the file.
     """
     data, entries = fmt.parse_release_index(body)
     annotations = data.get("annotations") or {}
@@ -93,6 +97,10 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
         sha256 = notes.get(fmt.A_SHA256)
         if not filename or not sha256 or filename in files:
             continue
+        if not fmt.is_plain_filename(filename) or not fmt.is_sha256_hex(sha256):
+            continue
+        metadata_sha256 = notes.get(fmt.A_METADATA_SHA256) or None
+        provenance_sha256 = notes.get(fmt.A_PROVENANCE_SHA256) or None
         size = notes.get(fmt.A_SIZE)
         files[filename] = ServedFile(
             filename=filename,
@@ -104,8 +112,16 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
             yanked=notes.get(fmt.A_YANKED) == "true",
             yanked_reason=notes.get(fmt.A_YANKED_REASON) or None,
             upload_time=notes.get(fmt.A_UPLOAD_TIME) or None,
-            metadata_sha256=notes.get(fmt.A_METADATA_SHA256) or None,
-            provenance_sha256=notes.get(fmt.A_PROVENANCE_SHA256) or None,
+            metadata_sha256=(
+                metadata_sha256
+                if metadata_sha256 is not None and fmt.is_sha256_hex(metadata_sha256)
+                else None
+            ),
+            provenance_sha256=(
+                provenance_sha256
+                if provenance_sha256 is not None and fmt.is_sha256_hex(provenance_sha256)
+                else None
+            ),
         )
     return Release(digest=digest, version=version, files=tuple(files.values()))
 

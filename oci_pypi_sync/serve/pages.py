@@ -118,7 +118,7 @@ def negotiate(accept: str | None, format_override: str | None = None) -> Negotia
 
 def file_path(project: str, file: ServedFile) -> str:
     """The file's URL path below the server root; the filename is the last segment."""
-    return f"files/{project}/{file.sha256}/{quote(file.filename)}"
+    return f"files/{quote(project)}/{quote(file.sha256)}/{quote(file.filename, safe='')}"
 
 
 def _file_href(project: str, file: ServedFile) -> str:
@@ -175,26 +175,32 @@ def project_json(project: Project, base_url: str) -> bytes:
     return json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _attribute(name: str, value: str) -> str:
+    """``name="value"`` with the value escaped (quotes included): no value ends an attribute."""
+    return f'{name}="{escape(value, quote=True)}"'
+
+
 def _anchor(project: str, file: ServedFile, base_url: str) -> str:
-    attrs = [f'href="{escape(_file_href(project, file))}#sha256={file.sha256}"']
+    """One file's link; every value in it is escaped, whatever the mirror holds."""
+    attrs = [_attribute("href", f"{_file_href(project, file)}#sha256={quote(file.sha256)}")]
     if file.requires_python:
-        attrs.append(f'data-requires-python="{escape(file.requires_python)}"')
+        attrs.append(_attribute("data-requires-python", file.requires_python))
     if file.yanked:
-        attrs.append(f'data-yanked="{escape(file.yanked_reason or "")}"')
+        attrs.append(_attribute("data-yanked", file.yanked_reason or ""))
     if file.metadata_sha256:
         value = f"sha256={file.metadata_sha256}"
-        attrs.append(f'data-core-metadata="{value}"')
-        attrs.append(f'data-dist-info-metadata="{value}"')  # pip before 23.x reads this one
+        attrs.append(_attribute("data-core-metadata", value))
+        attrs.append(_attribute("data-dist-info-metadata", value))  # pip before 23.x reads it
     provenance = provenance_url(base_url, project, file)
     if provenance is not None:
-        attrs.append(f'data-provenance="{escape(provenance)}"')
+        attrs.append(_attribute("data-provenance", provenance))
     return f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br/>\n"
 
 
 def _html_document(title: str, body: Iterable[str]) -> bytes:
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{escape(API_VERSION)}">\n'
         f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{escape(title)}</h1>\n" + "".join(body) + "  </body>\n</html>\n"
     ).encode()
@@ -228,7 +234,10 @@ def index_json(projects: Iterable[str]) -> bytes:
 def index_html(projects: Iterable[str]) -> bytes:
     return _html_document(
         "Simple index",
-        (f'    <a href="{quote(name)}/">{escape(name)}</a><br/>\n' for name in projects),
+        (
+            f"    <a {_attribute('href', quote(name) + '/')}>{escape(name)}</a><br/>\n"
+            for name in projects
+        ),
     )
 
 

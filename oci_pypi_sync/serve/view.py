@@ -56,13 +56,14 @@ async def list_projects(store: Store) -> list[str]:
 
     The one place that knows where the list comes from: the mirror's
     catalog (one read, and it works where ``/v2/_catalog`` is refused), else
-    the store's repository list, keeping only normalized project names.
+    the store's repository list; either way only normalized project names
+    are kept (a crafted catalog may name anything).
     """
     from oci_pypi_sync.ops.catalog import read_catalog
 
     catalog = await read_catalog(store)
     if catalog is not None:
-        return sorted(catalog.projects)
+        return sorted(name for name in catalog.projects if is_project_repository(name))
     return sorted(name for name in await store.list_repositories() if is_project_repository(name))
 
 

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from oci_pypi_sync.format import (
     canonical_json,
     is_format1_ref_name,
     is_referrers_tag,
+    is_sha256_hex,
     layout_ref_name,
     parse_layout_ref_name,
 )
@@ -357,14 +357,6 @@ def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
-
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-def is_sha256_hex(text: str) -> bool:
-    """Whether ``text`` is 64 lower-case hex digits: the only blob file name a layout has."""
-    return _SHA256_HEX.fullmatch(text) is not None
 
 
 def blob_hex(digest: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError
-from oci_pypi_sync.format import canonical_json
+from oci_pypi_sync.format import canonical_json, is_sha256_hex
 from oci_pypi_sync.stores.layout import (
     INDEX_FILE,
     LAYOUT_FILE,
@@ -35,7 +35,6 @@ from oci_pypi_sync.stores.layout import (
     Refs,
     check_manifest_size,
     checked_manifest,
-    is_sha256_hex,
     refs_in,
     repositories_in,
     tag_digest,
