@@ -661,7 +661,7 @@ def _acquire_lock(db_path: Path) -> int:
     """Take the exclusive lock on ``<path>.lock`` without waiting, and write our pid in it."""
     lock_path = db_path.with_name(db_path.name + ".lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise JournalError(f"cannot open the lock file {lock_path}: {exc}") from exc
     try:
@@ -702,6 +702,20 @@ def _release_lock(fd: int | None) -> None:
 # --- opening ------------------------------------------------------------------------
 
 
+def _create_private(db_path: Path) -> None:
+    """Create the state file readable by its owner only (0600), whatever the umask.
+
+    It is this tool's alone and records what a mirror holds and what failed;
+    SQLite gives its WAL and shared-memory files the same mode. A state file
+    that exists keeps the mode it has.
+    """
+    try:
+        fd = os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _connect(db_path: Path, *, readonly: bool) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
@@ -713,6 +727,7 @@ def _connect(db_path: Path, *, readonly: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails on a non-database
         return conn
+    _create_private(db_path)
     conn = sqlite3.connect(db_path, timeout=_BUSY_TIMEOUT, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL").fetchone()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -192,7 +193,7 @@ class LayoutStore:
             return False
         hasher = hashlib.sha256()
         received = 0
-        fd, tmp_name = tempfile.mkstemp(prefix="blob-", dir=self._tmp_dir())
+        fd, tmp_name = _new_file(self._tmp_dir(), "blob-")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -347,8 +348,44 @@ def _empty_index() -> bytes:
     return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
 
 
+@functools.cache
+def file_mode() -> int:
+    """The mode a new file gets from the umask (0644 under 022), read once.
+
+    Read from ``/proc`` where it can be: setting the umask to read it, the
+    only other way, would change it for every thread meanwhile.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _new_file(directory: Path, prefix: str) -> tuple[int, str]:
+    """A temporary file to be renamed into the layout, with the umask's mode.
+
+    ``mkstemp`` makes it 0600, which the rename would keep: a layout synced
+    by one user could then not be read by ``serve``, a web server or skopeo
+    running as another.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        os.fchmod(fd, file_mode())
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+    return fd, name
+
+
 def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix="write-", dir=tmp_dir)
+    fd, tmp_name = _new_file(tmp_dir, "write-")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
