@@ -13,11 +13,15 @@ real index or registry sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import zlib
 from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 __all__ = [
+    "ACCEPT_ENCODING",
+    "INFLATE_STEP_BYTES",
     "MAX_CORE_METADATA_BYTES",
     "MAX_ERROR_BODY_BYTES",
     "MAX_JSON_DEPTH",
@@ -27,9 +31,11 @@ __all__ = [
     "MAX_METADATA_RATIO",
     "MAX_PAGE_BYTES",
     "MAX_PROJECT_LIST_BYTES",
-    "MAX_TOKEN_RESPONSE_BYTES",
+    "MAX_PROVENANCE_BYTES",
     "METADATA_RATIO_FLOOR",
     "JsonTooDeepError",
+    "UndecodableError",
+    "decode_limited",
     "exceeded",
     "inflated_too_much",
     "json_depth",
@@ -51,16 +57,21 @@ MAX_CORE_METADATA_BYTES = 16 * MiB
 MAX_METADATA_RATIO = 100
 #: ... once it is bigger than this (small files of repeated lines compress very well).
 METADATA_RATIO_FLOOR = 1 * MiB
+#: A PEP 740 provenance object (a few attestations of about 10 KB each).
+MAX_PROVENANCE_BYTES = 4 * MiB
 #: Nesting of a JSON document (pages, manifests, listings need fewer than ten levels).
 MAX_JSON_DEPTH = 64
 #: One page of a registry's tag list or catalog.
 MAX_LISTING_BYTES = 64 * MiB
 #: Pages of one tag list or catalog (a thousand names a page: ten million names).
 MAX_LISTING_PAGES = 10_000
-#: A token service's answer.
-MAX_TOKEN_RESPONSE_BYTES = 1 * MiB
 #: The part of an error answer read to explain a failure.
 MAX_ERROR_BODY_BYTES = 64 * 1024
+#: The most one step of inflating an answer produces before the event loop gets a turn.
+INFLATE_STEP_BYTES = 1 * MiB
+
+#: The content encodings :func:`decode_limited` reads (what ``ACCEPT_ENCODING`` asks for).
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 def exceeded(what: str, limit: int, name: str, unit: str = "bytes") -> str:
@@ -83,6 +94,67 @@ async def read_limited(
         if size > limit:
             raise fail()
         parts.append(chunk)
+    return b"".join(parts)
+
+
+class UndecodableError(ValueError):
+    """An answer's body does not decode with the content encoding it declares."""
+
+
+async def decode_limited(
+    raw: AsyncIterable[bytes],
+    encoding: str | None,
+    limit: int,
+    fail: Callable[[], Exception],
+) -> bytes:
+    """An answer's body decoded from its ``Content-Encoding``; ``fail()`` past ``limit`` bytes.
+
+    The body is inflated here, step by step, rather than by the HTTP
+    client: a gzip bomb is refused once it has produced ``limit`` bytes,
+    however well it compresses, and no step holds the event loop for more
+    than :data:`INFLATE_STEP_BYTES` of output. ``identity`` (or none),
+    ``gzip`` and ``deflate`` (zlib-wrapped or raw) are read; another
+    encoding raises :class:`UndecodableError`, and so does a corrupt body.
+    """
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return await read_limited(raw, limit, fail)
+    if name in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise UndecodableError(f"content encoding {encoding!r} is not one this tool asked for")
+    inflater = zlib.decompressobj(wbits)
+    started = False
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in raw:
+            data = chunk
+            if not started and data and name == "deflate" and (data[0] & 0x0F) != 8:
+                inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no zlib header
+            started = started or bool(data)
+            while data:
+                if inflater.eof:  # a gzip body may be several members, one after another
+                    if wbits != 16 + zlib.MAX_WBITS:
+                        break
+                    inflater = zlib.decompressobj(wbits)
+                piece = inflater.decompress(data, min(INFLATE_STEP_BYTES, limit - size + 1))
+                size += len(piece)
+                if size > limit:
+                    raise fail()
+                parts.append(piece)
+                data = inflater.unconsumed_tail or (inflater.unused_data if inflater.eof else b"")
+                if data:
+                    await asyncio.sleep(0)
+        tail = inflater.flush()
+    except zlib.error as exc:
+        raise UndecodableError(f"the body does not decode as {name}: {exc}") from None
+    size += len(tail)
+    if size > limit:
+        raise fail()
+    parts.append(tail)
     return b"".join(parts)
 
 

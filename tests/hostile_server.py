@@ -198,3 +198,44 @@ def file_entry(filename: str, url: str, data: bytes, **extra: object) -> dict[st
         "size": len(data),
         **extra,
     }
+
+
+def ranged(seen: Seen, data: bytes, headers: Sequence[tuple[str, str]] = ()) -> Reply:
+    """``data`` as a file server sends it: a 206 for ``Range: bytes=a-b`` or ``bytes=-n``."""
+    wanted = seen.headers.get("range", "")
+    if not wanted.startswith("bytes="):
+        return Reply(200, [*headers, ("Content-Length", str(len(data)))], data)
+    first, _, last = wanted[len("bytes=") :].partition("-")
+    if first == "":
+        start, end = max(len(data) - int(last), 0), len(data) - 1
+    else:
+        start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+    part = data[start : end + 1]
+    content_range = f"bytes {start}-{end}/{len(data)}"
+    return Reply(206, [*headers, ("Content-Range", content_range)], part)
+
+
+async def forward(seen: Seen, upstream: str, *, origin: str) -> Reply:
+    """The answer of the real server at ``upstream`` to ``seen``, its Locations rewritten.
+
+    A Location naming ``upstream`` is made to name ``origin`` (this server),
+    as a reverse proxy does, so the client keeps talking through it.
+    """
+    import httpx
+
+    headers = {k: v for k, v in seen.headers.items() if k not in ("host", "content-length")}
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.request(
+            seen.method,
+            f"{upstream}{seen.target}",
+            headers=headers,
+            content=seen.body,
+        )
+    kept = []
+    for name, value in answer.headers.multi_items():
+        if name in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+            continue
+        if name == "location":
+            value = value.replace(upstream, origin)
+        kept.append((name, value))
+    return Reply(answer.status_code, kept, answer.content)

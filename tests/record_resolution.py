@@ -48,11 +48,9 @@ from replay_index import (
 )
 from test_resolve import CONFLICTS, ENVIRONMENTS, LINUX_312, TREES, PipMarkers
 
-import oci_pypi_sync.plan.resolve
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.location import resolve_index_url
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
 from oci_pypi_sync.plan.resolve import resolve_closure
 
 FILES_HOST = "files.index.test"
@@ -80,16 +78,16 @@ class RecordingClient(IndexClient):
             self.metadata[file.filename] = metadata.raw
         return metadata
 
-    async def wheel_metadata(self, http: Any, url: str, filename: str) -> bytes:
+    async def get_wheel_metadata(self, file: DistributionFile) -> bytes:
         """The METADATA read from the wheel itself (this index serves no .metadata for it)."""
         async with self._limit:
-            raw = await fetch_wheel_metadata(http, url, filename)
-        self.metadata[filename] = raw
+            raw = await super().get_wheel_metadata(file)
+        self.metadata[file.filename] = raw
         return raw
 
     async def any_metadata(self, file: DistributionFile) -> None:
         if await self.get_core_metadata(file, probe=True) is None:
-            await self.wheel_metadata(self._http, file.url, file.filename)
+            await self.get_wheel_metadata(file)
 
 
 #: Header fields left out of recorded metadata: no resolver reads them, and their
@@ -137,8 +135,7 @@ async def record(tree: str, url: str, hosts: list[str]) -> dict[str, Any]:
                 url, requirements, env.python, env.platform_tags, Path(workdir)
             )
     async with RecordingClient(url) as client:
-        # The resolver's ranged reads of wheels are recorded too.
-        oci_pypi_sync.plan.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
+        # The resolver's ranged reads of wheels are recorded too (get_wheel_metadata).
         reqs = [Requirement(r) for r in requirements]
         await resolve_closure(reqs, client, ENVIRONMENTS, only_binary=True)
         await resolve_closure(

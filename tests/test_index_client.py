@@ -601,5 +601,5 @@ async def test_provenance_errors_name_the_file_and_an_oversized_body_is_refused(
         with pytest.raises(IndexError_, match=r"provenance of demo-1.0") as refused:
             await client.get_provenance(demo_file(provenance=url))
         assert refused.value.status == 403
-        with pytest.raises(IndexError_, match="larger than 4 MiB"):
+        with pytest.raises(IndexError_, match=r"exceeds 4,194,304 bytes \(MAX_PROVENANCE_BYTES\)"):
             await client.get_provenance(demo_file(provenance=url + "/big"))

@@ -30,6 +30,7 @@ from oci_pypi_sync.errors import (
     DigestMismatchError,
     IndexError_,
     IndexUnreachableError,
+    LimitExceededError,
     ProjectNotFoundError,
     RegistryError,
     RegistryUnreachableError,
@@ -64,9 +65,16 @@ def is_transient(exc: BaseException) -> bool:
     Connection failures, timeouts, truncated or corrupted transfers (a
     digest or size mismatch may be a cut connection) and the statuses of an
     overloaded or restarting server are transient; a refusal of our
-    credentials, a missing project or an unreadable page are not.
+    credentials, a missing project, an unreadable page or an input past one of
+    the bounds of :mod:`oci_pypi_sync.limits` are not.
     """
-    if isinstance(exc, AuthenticationError | ProjectNotFoundError | UnsupportedApiVersionError):
+    if isinstance(
+        exc,
+        AuthenticationError
+        | ProjectNotFoundError
+        | UnsupportedApiVersionError
+        | LimitExceededError,
+    ):
         return False
     if isinstance(exc, RegistryUnreachableError | IndexUnreachableError):
         return True

@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -79,6 +78,7 @@ from oci_pypi_sync.format.reconcile import (
     reconcile_release,
     reusable_entries,
 )
+from oci_pypi_sync.index.remote_wheel import read_metadata_member
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
 from oci_pypi_sync.plan.select import (
     ProjectSelection,
@@ -858,7 +858,7 @@ class Syncer:
                 counter.restart()
                 raise
             if stored and counter.kept is not None:
-                inside = _wheel_metadata(counter.kept)
+                inside = await asyncio.to_thread(_wheel_metadata, counter.kept, file.filename)
                 # kept only when it is the advertised .metadata (PEP 658)
                 if inside is not None and hashlib.sha256(inside).hexdigest() == advertised:
                     self._wheel_metadata[(repo, digest)] = inside
@@ -1002,19 +1002,17 @@ def _advertised_metadata(file: DistributionFile) -> str | None:
     return file.core_metadata.sha256 if file.core_metadata is not None else None
 
 
-def _wheel_metadata(data: bytes | bytearray) -> bytes | None:
-    """The ``*.dist-info/METADATA`` member of a wheel held in memory, if it has one."""
+def _wheel_metadata(data: bytes | bytearray, filename: str) -> bytes | None:
+    """The ``METADATA`` of a wheel held in memory, if it has a readable one within the bounds.
+
+    Run in a thread: a small wheel may still be a zip bomb, which the shared
+    reader refuses without inflating it whole. Without a usable member the
+    ``.metadata`` file is fetched instead.
+    """
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as wheel:
-            names = [
-                n
-                for n in wheel.namelist()
-                if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-            ]
-            if len(names) != 1:
-                return None
-            return wheel.read(names[0])
-    except (zipfile.BadZipFile, OSError, ValueError):
+        return read_metadata_member(io.BytesIO(data), filename)
+    except IndexError_ as exc:
+        log.debug("%s: METADATA not read from the wheel: %s", filename, exc)
         return None
 
 

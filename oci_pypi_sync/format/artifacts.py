@@ -7,7 +7,6 @@ an index another tool re-encoded still holds the same content.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +55,7 @@ from oci_pypi_sync.format.naming import (
 )
 from oci_pypi_sync.format.platforms import Platform, wheel_platforms
 from oci_pypi_sync.index.records import DistributionFile
+from oci_pypi_sync.limits import loads_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +266,7 @@ def _freeze(entries: Iterable[Descriptor]) -> list[Descriptor]:
 
 def parse_release_index(body: bytes) -> tuple[dict[str, Any], tuple[Descriptor, ...]]:
     """Read an index this format wrote (version 1 or 2): its JSON and its entries."""
-    data = json.loads(body)
+    data = loads_json(body, "an image index")
     if not isinstance(data, dict) or data.get("mediaType", OCI_INDEX) != OCI_INDEX:
         raise ValueError("not an OCI image index")
     return data, tuple(Descriptor.from_json(item) for item in data.get("manifests", ()))
@@ -317,7 +317,7 @@ def release_index_content_equal(a: bytes, b: bytes) -> bool:
     are key order, escaping and that field.
     """
     try:
-        return bool(_content(json.loads(a)) == _content(json.loads(b)))
+        return bool(_content(loads_json(a, "a manifest")) == _content(loads_json(b, "a manifest")))
     except ValueError:
         return False
 
@@ -337,7 +337,7 @@ def format2_file_manifest(body: bytes) -> bytes | None:
     Only ``.tar.bz2`` and ``.tar.xz`` sdists are affected: the layers (and
     their blobs) stay, the media type and ``dev.oci-pypi.format`` change.
     """
-    data = json.loads(body)
+    data = loads_json(body, "a file manifest")
     layers = data.get("layers") if isinstance(data, dict) else None
     if not layers or not isinstance(layers[0], dict):
         return None

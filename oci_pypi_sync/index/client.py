@@ -1,9 +1,12 @@
 """The index's HTTP client: the one place the index side does I/O.
 
 Pages are fetched with content negotiation and parsed by whatever the server
-sent; files are streamed in chunks, never held whole. Credentials embedded
-in the index URL are sent only to the index's own origin, and every URL in
-an error or a log line goes through :func:`redact_url`.
+sent, each read with a bound on its decoded size (:mod:`oci_pypi_sync.limits`);
+files are streamed in chunks, never held whole, and exactly as served: no
+content decoding, as pip does. Credentials embedded in the index URL are
+sent on every request to the index's own origin (scheme, host and port),
+range requests included, and nowhere else; every URL in an error or a log
+line goes through :func:`redact_url`.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -25,6 +28,7 @@ from oci_pypi_sync import __version__
 from oci_pypi_sync.errors import (
     DigestMismatchError,
     IndexError_,
+    IndexLimitError,
     IndexUnreachableError,
     ProjectNotFoundError,
     SizeMismatchError,
@@ -34,6 +38,17 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.projects import parse_project_list
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
+from oci_pypi_sync.limits import (
+    ACCEPT_ENCODING,
+    MAX_CORE_METADATA_BYTES,
+    MAX_PAGE_BYTES,
+    MAX_PROJECT_LIST_BYTES,
+    MAX_PROVENANCE_BYTES,
+    UndecodableError,
+    decode_limited,
+    exceeded,
+)
 from oci_pypi_sync.redact import redact_url
 from oci_pypi_sync.stores.http import (
     Auth,
@@ -51,8 +66,6 @@ USER_AGENT = f"oci-pypi-sync/{__version__}"
 CHUNK_SIZE = 1024 * 1024
 #: What a PEP 740 Integrity API answers with; plain JSON is its fallback.
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json, application/json;q=0.5"
-#: A provenance object holds a few attestations of about 10 KB each.
-MAX_PROVENANCE_BYTES = 4 << 20
 TIMEOUTS = Timeouts(connect=15.0, read=60.0)
 
 
@@ -117,6 +130,21 @@ async def verified_chunks(
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An answer of the index with its body read (decoded and bounded)."""
+
+    status_code: int
+    reason_phrase: str
+    url: str
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
 class IndexClient:
     """An async reader of one simple repository index.
 
@@ -176,23 +204,67 @@ class IndexClient:
     async def _get(
         self,
         url: str,
+        what: str,
+        limit: tuple[int, str],
         *,
         accept: str | None = None,
         extra_headers: dict[str, str] | None = None,
-    ) -> Response:
+    ) -> _Answer:
+        """GET ``url``; the body of a successful answer is read decoded, up to ``limit``.
+
+        ``limit`` is the bound and its name. The body is decoded here, not by
+        the HTTP client, so a gzip bomb stops at the bound (see
+        :func:`~oci_pypi_sync.limits.decode_limited`).
+        """
         logger.debug("GET %s", redact_url(url))
-        headers = {**self._headers(accept), **(extra_headers or {})}
+        headers = {
+            **self._headers(accept),
+            "Accept-Encoding": ACCEPT_ENCODING,
+            **(extra_headers or {}),
+        }
+        bound, name = limit
         try:
-            return await self._http.request(
-                "GET", url, headers=headers, auth=self._auth, follow_redirects=True
+            response = await self._http.request(
+                "GET",
+                url,
+                headers=headers,
+                auth=self._auth,
+                stream=True,
+                follow_redirects=True,
+                decode=False,
             )
+            try:
+                body = b""
+                if response.is_success:
+
+                    def too_big() -> Exception:
+                        where = redact_url(str(response.url))
+                        return IndexLimitError(exceeded(f"{what} ({where})", bound, name))
+
+                    body = await decode_limited(
+                        response.aiter_bytes(),
+                        response.headers.get("content-encoding"),
+                        bound,
+                        too_big,
+                    )
+            finally:
+                await response.aclose()
         except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
         except TransportError as exc:
             raise self._unreachable(url, exc) from exc
+        except UndecodableError as exc:
+            raise IndexError_(f"{what} ({redact_url(url)}) is unreadable: {exc}") from None
+        return _Answer(
+            response.status_code,
+            response.reason_phrase,
+            str(response.url),
+            response.headers,
+            body,
+        )
 
     @staticmethod
-    def _raise_for_status(response: Response, what: str) -> None:
+    def _raise_for_status(response: Response | _Answer, what: str) -> None:
         if response.is_success:
             return
         raise IndexError_(
@@ -206,7 +278,12 @@ class IndexClient:
 
     async def get_project_names(self) -> list[str]:
         """Every project the index lists, as it spells them."""
-        response = await self._get(self.index_url, accept=ACCEPT)
+        response = await self._get(
+            self.index_url,
+            "the project list",
+            (MAX_PROJECT_LIST_BYTES, "MAX_PROJECT_LIST_BYTES"),
+            accept=ACCEPT,
+        )
         self._raise_for_status(response, "the project list")
         return parse_project_list(
             response.content,
@@ -239,7 +316,13 @@ class IndexClient:
         """
         url = self.project_url(project)
         headers = {"If-None-Match": etag} if etag else None
-        response = await self._get(url, accept=ACCEPT, extra_headers=headers)
+        response = await self._get(
+            url,
+            f"the page of {project!r}",
+            (MAX_PAGE_BYTES, "MAX_PAGE_BYTES"),
+            accept=ACCEPT,
+            extra_headers=headers,
+        )
         if etag and response.status_code == 304:
             return None
         if response.status_code in {404, 410}:
@@ -269,7 +352,11 @@ class IndexClient:
         """
         if file.core_metadata is None and not probe:
             return None
-        response = await self._get(file.metadata_url)
+        response = await self._get(
+            file.metadata_url,
+            f"the core metadata of {file.filename}",
+            (MAX_CORE_METADATA_BYTES, "MAX_CORE_METADATA_BYTES"),
+        )
         if file.core_metadata is None and response.status_code in {404, 410}:
             return None
         self._raise_for_status(response, f"the core metadata of {file.filename}")
@@ -290,36 +377,14 @@ class IndexClient:
         url = file.provenance
         if url is None:
             return None
-        logger.debug("GET %s (provenance)", redact_url(url))
         what = f"the provenance of {file.filename}"
-        try:
-            response = await self._http.request(
-                "GET",
-                url,
-                headers=self._headers(INTEGRITY_ACCEPT),
-                auth=self._auth,
-                stream=True,
-                follow_redirects=True,
-            )
-            try:
-                if response.status_code in {404, 410}:
-                    return None
-                self._raise_for_status(response, what)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_PROVENANCE_BYTES:
-                        raise IndexError_(
-                            f"{what} is larger than {MAX_PROVENANCE_BYTES >> 20} MiB "
-                            f"({redact_url(url)})"
-                        )
-                return bytes(body)
-            finally:
-                await response.aclose()
-        except TooManyRedirectsError:
-            raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
-        except TransportError as exc:
-            raise self._unreachable(url, exc) from exc
+        response = await self._get(
+            url, what, (MAX_PROVENANCE_BYTES, "MAX_PROVENANCE_BYTES"), accept=INTEGRITY_ACCEPT
+        )
+        if response.status_code in {404, 410}:
+            return None
+        self._raise_for_status(response, what)
+        return response.content
 
     async def get_file_size(self, file: DistributionFile) -> int:
         """The file's size: PEP 700's ``size`` when the page gave it, else a HEAD request."""
@@ -346,10 +411,22 @@ class IndexClient:
             )
         return int(length)
 
+    async def get_wheel_metadata(self, file: DistributionFile) -> bytes:
+        """A wheel's ``METADATA``, read with range requests (see :mod:`.remote_wheel`).
+
+        The requests carry the index's credentials when the wheel is on the
+        index's origin, as every request there does.
+        """
+        return await fetch_wheel_metadata(self._http, file.url, file.filename, auth=self._auth)
+
     def stream_file(
         self, file: DistributionFile
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Stream a file's bytes in ~1 MiB chunks, as served (no content decoding asked for).
+        """Stream a file's bytes in ~1 MiB chunks exactly as served, never content-decoded.
+
+        ``Accept-Encoding: identity`` asks for no encoding; a server that
+        encodes anyway (a ``.tar.gz`` sent with ``Content-Encoding: gzip``)
+        still gives its raw bytes, which are the file, as pip keeps them.
 
         Use as ``async with client.stream_file(f) as chunks: async for chunk in chunks``.
         Wrap ``chunks`` in :func:`verified_chunks` to check sha256 and size.
@@ -367,6 +444,7 @@ class IndexClient:
                 auth=self._auth,
                 stream=True,
                 follow_redirects=True,
+                decode=False,
             )
         except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None

@@ -7,7 +7,6 @@ in a sync.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urldefrag, urljoin
@@ -22,12 +21,13 @@ from oci_pypi_sync.index.fields import (
     yank_state,
 )
 from oci_pypi_sync.index.records import DistributionFile, ProjectPage
+from oci_pypi_sync.limits import loads_json
 
 
 def load_json_object(body: bytes | str, url: str) -> Mapping[str, Any]:
     """Decode a JSON document that must be an object, or raise naming ``url``."""
     try:
-        data = json.loads(body)
+        data = loads_json(body, f"the page {url}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPageError(f"the page {url} is not valid JSON: {exc}") from None
     if not isinstance(data, Mapping):

@@ -9,6 +9,13 @@ a few KiB instead of a wheel of tens of MiB. ``Accept-Encoding: identity``
 keeps byte offsets meaningful. A server that ignores ``Range`` (answers
 200) gets a full download instead, spooled to a temporary file so memory
 stays bounded whatever the wheel's size.
+
+A wheel is input like any other: every answer is read with a bound (a range
+answer no longer than what was asked), and ``METADATA`` is inflated in a
+thread with the bounds of :func:`~oci_pypi_sync.limits.inflated_too_much`,
+so a zip bomb neither takes the memory nor holds the event loop.
+:func:`read_metadata_member` is the one reader of a wheel's ``METADATA``,
+used for wheels held in memory too.
 """
 
 from __future__ import annotations
@@ -25,16 +32,25 @@ from typing import IO
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from oci_pypi_sync.errors import IndexError_, IndexUnreachableError, parse_retry_after
+from oci_pypi_sync.errors import (
+    IndexError_,
+    IndexLimitError,
+    IndexUnreachableError,
+    parse_retry_after,
+)
+from oci_pypi_sync.limits import (
+    MAX_CORE_METADATA_BYTES,
+    exceeded,
+    inflated_too_much,
+    read_limited,
+)
 from oci_pypi_sync.redact import redact_url
-from oci_pypi_sync.stores.http import HttpClient, Response, TransportError
+from oci_pypi_sync.stores.http import Auth, HttpClient, Response, TransportError
 
 logger = logging.getLogger(__name__)
 
 #: How much of the wheel's end the first request asks for.
 TAIL_SIZE = 16 * 1024
-#: A METADATA bigger than this (inflated) is refused: no real one comes close.
-MAX_METADATA_SIZE = 16 * 1024 * 1024
 #: A central directory bigger than this is refused (about 200k members).
 MAX_DIRECTORY_SIZE = 64 * 1024 * 1024
 
@@ -72,16 +88,17 @@ class _Member:
 class _RangeReader:
     """Byte ranges of one URL, remembering what has been read (the tail holds most)."""
 
-    def __init__(self, http: HttpClient, url: str, filename: str) -> None:
+    def __init__(self, http: HttpClient, url: str, filename: str, auth: Auth | None) -> None:
         self._http = http
         self._url = url
         self._filename = filename
+        self._auth = auth
         self._chunks: list[tuple[int, bytes]] = []
         self.size = 0
         self.requests = 0
 
     async def tail(self, length: int) -> tuple[int, bytes]:
-        start, data = await self._get(f"bytes=-{length}")
+        start, data = await self._get(f"bytes=-{length}", length)
         return start, data
 
     async def read(self, start: int, end: int) -> bytes:
@@ -90,32 +107,48 @@ class _RangeReader:
         for chunk_start, chunk in self._chunks:
             if chunk_start <= start and end <= chunk_start + len(chunk):
                 return chunk[start - chunk_start : end - chunk_start]
-        got_start, data = await self._get(f"bytes={start}-{end - 1}")
+        got_start, data = await self._get(f"bytes={start}-{end - 1}", end - start)
         if got_start != start or len(data) < end - start:
             raise RemoteWheelError(f"the server sent the wrong range of {self._filename}")
         return data[: end - start]
 
-    async def _get(self, range_header: str) -> tuple[int, bytes]:
+    async def _get(self, range_header: str, length: int) -> tuple[int, bytes]:
+        """One range; an answer longer than the ``length`` asked for is refused unread."""
         self.requests += 1
         headers = {"Range": range_header, "Accept-Encoding": "identity"}
         try:
             response = await self._http.request(
-                "GET", self._url, headers=headers, follow_redirects=True
+                "GET",
+                self._url,
+                headers=headers,
+                auth=self._auth,
+                stream=True,
+                follow_redirects=True,
+                decode=False,
             )
+            try:
+                if response.status_code == 200:
+                    raise _RangesIgnoredError
+                if response.status_code != 206:
+                    raise _status_error(response, self._filename)
+                if response.headers.get("content-encoding", "identity").lower() != "identity":
+                    raise _RangesIgnoredError  # offsets into an encoded body mean nothing
+                match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+                if match is None or match.group(3) == "*":
+                    raise _RangesIgnoredError
+
+                def too_long() -> Exception:
+                    return RemoteWheelError(
+                        f"the server sent more of {self._filename} than the {length} bytes asked"
+                    )
+
+                data = await read_limited(response.aiter_bytes(), length, too_long)
+            finally:
+                await response.aclose()
         except TransportError as exc:
             raise _unreachable(self._url, exc) from exc
-        if response.status_code == 200:
-            raise _RangesIgnoredError
-        if response.status_code != 206:
-            raise _status_error(response, self._filename)
-        if response.headers.get("content-encoding", "identity").lower() != "identity":
-            raise _RangesIgnoredError  # offsets into an encoded body mean nothing
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match is None or match.group(3) == "*":
-            raise _RangesIgnoredError
         start, total = int(match.group(1)), int(match.group(3))
         self.size = total
-        data = response.content
         self._chunks.append((start, data))
         return start, data
 
@@ -230,19 +263,26 @@ def parse_central_directory(data: bytes, filename: str) -> list[_Member]:
     return members
 
 
+def _check_inflated(size: int, compressed: int, filename: str) -> None:
+    reason = inflated_too_much(size, compressed, f"the METADATA of {filename}")
+    if reason is not None:
+        raise IndexLimitError(reason)
+
+
 def _inflate(member: _Member, compressed: bytes, filename: str) -> bytes:
-    if member.size > MAX_METADATA_SIZE:
-        raise RemoteWheelError(f"{filename}: METADATA of {member.size} bytes is too big")
+    """The member inflated, never past the bounds; run in a thread (it is CPU work)."""
+    _check_inflated(member.size, member.compressed_size, filename)
     if member.method == zipfile.ZIP_STORED:
         data = compressed
     elif member.method == zipfile.ZIP_DEFLATED:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            data = inflater.decompress(compressed, MAX_METADATA_SIZE + 1)
+            data = inflater.decompress(compressed, MAX_CORE_METADATA_BYTES + 1)
         except zlib.error as exc:
             raise RemoteWheelError(f"{filename}: METADATA does not inflate: {exc}") from exc
     else:
         raise RemoteWheelError(f"{filename}: METADATA uses compression method {member.method}")
+    _check_inflated(len(data), len(compressed), filename)
     if len(data) != member.size or zlib.crc32(data) != member.crc:
         raise RemoteWheelError(f"{filename}: METADATA fails its size or CRC check")
     return data
@@ -256,6 +296,14 @@ async def _ranged(reader: _RangeReader, filename: str) -> bytes:
     directory = await reader.read(cd_offset, cd_offset + cd_size)
     members = {m.name: m for m in parse_central_directory(directory, filename)}
     member = members[_pick_metadata(list(members), filename)]
+    if member.compressed_size > MAX_CORE_METADATA_BYTES:
+        raise IndexLimitError(
+            exceeded(
+                f"the METADATA of {filename} (compressed)",
+                MAX_CORE_METADATA_BYTES,
+                "MAX_CORE_METADATA_BYTES",
+            )
+        )
     # The local header's extra field may differ from the central one: guess
     # generously, read again only if the guess was short.
     guess = _LOCAL_STRUCT.size + len(member.name.encode()) + 256 + member.compressed_size
@@ -267,31 +315,44 @@ async def _ranged(reader: _RangeReader, filename: str) -> bytes:
     data_end = data_start + member.compressed_size
     if data_end > len(local):
         local = await reader.read(member.offset, member.offset + data_end)
-    return _inflate(member, local[data_start:data_end], filename)
+    return await asyncio.to_thread(_inflate, member, local[data_start:data_end], filename)
 
 
-def _read_member(spool: IO[bytes], filename: str) -> bytes:
+def read_metadata_member(wheel: IO[bytes], filename: str) -> bytes:
+    """The ``*.dist-info/METADATA`` of a whole wheel (a file or bytes in memory), bounded.
+
+    The member is inflated no further than :data:`MAX_CORE_METADATA_BYTES`
+    and refused past the ratio bound, whatever sizes the zip declares.
+    CPU work: call it in a thread from async code. Raises
+    :class:`RemoteWheelError` for a wheel without a readable METADATA and
+    :class:`~oci_pypi_sync.errors.IndexLimitError` for one past a bound.
+    """
     try:
-        with zipfile.ZipFile(spool) as archive:
-            name = _pick_metadata(archive.namelist(), filename)
-            info = archive.getinfo(name)
-            if info.file_size > MAX_METADATA_SIZE:
-                raise RemoteWheelError(f"{filename}: METADATA of {info.file_size} bytes is too big")
-            return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error) as exc:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(_pick_metadata(archive.namelist(), filename))
+            _check_inflated(info.file_size, info.compress_size, filename)
+            with archive.open(info) as member:
+                data = member.read(MAX_CORE_METADATA_BYTES + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise RemoteWheelError(f"{filename} is not a readable zip: {exc}") from exc
+    except (KeyError, ValueError, OSError) as exc:
+        raise RemoteWheelError(f"{filename} is not a readable zip: {exc}") from exc
+    _check_inflated(len(data), info.compress_size, filename)
+    return data
 
 
-async def _downloaded(http: HttpClient, url: str, filename: str) -> bytes:
-    """The whole wheel, spooled to disk, then its METADATA read from there."""
+async def _downloaded(http: HttpClient, url: str, filename: str, auth: Auth | None) -> bytes:
+    """The whole wheel exactly as served, spooled to disk, then its METADATA read from there."""
     with tempfile.TemporaryFile() as spool:
         try:
             response = await http.request(
                 "GET",
                 url,
                 headers={"Accept-Encoding": "identity"},
+                auth=auth,
                 stream=True,
                 follow_redirects=True,
+                decode=False,
             )
             try:
                 if response.status_code != 200:
@@ -303,22 +364,25 @@ async def _downloaded(http: HttpClient, url: str, filename: str) -> bytes:
         except TransportError as exc:
             raise _unreachable(url, exc) from exc
         spool.seek(0)
-        return await asyncio.to_thread(_read_member, spool, filename)
+        return await asyncio.to_thread(read_metadata_member, spool, filename)
 
 
-async def fetch_wheel_metadata(http: HttpClient, url: str, filename: str) -> bytes:
+async def fetch_wheel_metadata(
+    http: HttpClient, url: str, filename: str, *, auth: Auth | None = None
+) -> bytes:
     """The bytes of the wheel's ``*.dist-info/METADATA``, read with range requests.
 
-    Falls back to a full (spooled) download when the server ignores
+    ``auth`` is the index client's (its credentials go to the index's origin
+    only). Falls back to a full (spooled) download when the server ignores
     ``Range``. Raises :class:`RemoteWheelError` when the wheel has no
     readable METADATA, :class:`~oci_pypi_sync.errors.IndexError_` on an
-    HTTP error status.
+    HTTP error status or an exceeded bound.
     """
-    reader = _RangeReader(http, url, filename)
+    reader = _RangeReader(http, url, filename, auth)
     try:
         data = await _ranged(reader, filename)
     except _RangesIgnoredError:
         logger.debug("%s: no range support, downloading the whole wheel", redact_url(url))
-        return await _downloaded(http, url, filename)
+        return await _downloaded(http, url, filename, auth)
     logger.debug("%s: METADATA in %d range requests", redact_url(url), reader.requests)
     return data

@@ -16,7 +16,6 @@ when they need to be sure.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from oci_pypi_sync.format import (
     empty_config,
     sha256_digest,
 )
+from oci_pypi_sync.limits import loads_json
 from oci_pypi_sync.plan.select import version_sort_key
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Catalog:
 
     @classmethod
     def from_json(cls, data: bytes) -> Catalog:
-        document = json.loads(data)
+        document = loads_json(data, "the catalog")
         if not isinstance(document, dict) or document.get("schema") != CATALOG_SCHEMA:
             raise ValueError("not a catalog of schema 1")
         projects: dict[str, dict[str, CatalogRelease]] = {}
@@ -160,7 +160,7 @@ async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None
     manifest = await store.get_manifest(CATALOG_REPOSITORY, tag)
     if manifest is None:
         return None
-    layers = json.loads(manifest.body).get("layers") or []
+    layers = loads_json(manifest.body, f"catalog tag {tag}").get("layers") or []
     if not layers:
         raise ValueError(f"catalog tag {tag} has no layer")
     chunks = [chunk async for chunk in store.open_blob(CATALOG_REPOSITORY, layers[0]["digest"])]

@@ -59,7 +59,6 @@ from oci_pypi_sync.format import UnsupportedFileError, parse_filename
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.metadata import parse_core_metadata
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
-from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
 from oci_pypi_sync.plan.environments import TargetEnvironment
 from oci_pypi_sync.plan.select import version_sort_key
 
@@ -242,7 +241,7 @@ class _Fetcher:
             raw = await with_retries(
                 self.policy,
                 f"the METADATA of {file.filename}",
-                lambda: fetch_wheel_metadata(self.index._http, file.url, file.filename),
+                lambda: self.index.get_wheel_metadata(file),
             )
         except IndexError_ as exc:
             return _Metadata(None, f"the METADATA of {file.filename} cannot be read: {exc}")

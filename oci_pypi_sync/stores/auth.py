@@ -18,7 +18,6 @@ drives it).
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from oci_pypi_sync.errors import AuthenticationError
+from oci_pypi_sync.limits import loads_json
 from oci_pypi_sync.stores.credentials import Credentials, CredentialStore
 from oci_pypi_sync.stores.http import Request, Response
 
@@ -161,8 +161,8 @@ class _Token:
 def parse_token_response(body: bytes, now: float) -> _Token | None:
     """Read ``token`` (or the OAuth2 ``access_token``) and ``expires_in``."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = loads_json(body, "a token response")
+    except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(data, dict):
         return None

@@ -161,6 +161,9 @@ class Request:
     url: URL
     headers: CIMultiDict[str]
     body: Body = None
+    #: whether the answer's body is content-decoded; ``False`` gives the bytes as sent
+    #: (a file, or a body the caller decodes itself with a bound)
+    decode: bool = True
 
     @classmethod
     def build(
@@ -171,12 +174,13 @@ class Request:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         body: Body = None,
+        decode: bool = True,
     ) -> Request:
         """``params`` are added to the URL's own query (a sequence may repeat a name)."""
         parsed = url if isinstance(url, URL) else URL(url)
         if params:
             parsed = parsed.extend_query(params)
-        return cls(method, parsed, CIMultiDict(headers or {}), body)
+        return cls(method, parsed, CIMultiDict(headers or {}), body, decode)
 
     @property
     def replayable(self) -> bool:
@@ -379,9 +383,12 @@ class HttpClient:
         auth: Auth | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
+        decode: bool = True,
     ) -> Response:
-        """:meth:`send` of a request built from the arguments."""
-        built = Request.build(method, url, headers=headers, params=params, body=content)
+        """:meth:`send` of a request built from the arguments (``decode``: see :class:`Request`)."""
+        built = Request.build(
+            method, url, headers=headers, params=params, body=content, decode=decode
+        )
         return await self.send(built, auth=auth, stream=stream, follow_redirects=follow_redirects)
 
     # --- plumbing -------------------------------------------------------------------
@@ -426,6 +433,7 @@ class HttpClient:
                 proxy=proxy,
                 proxy_auth=proxy_auth,
                 ssl=self._ssl_for(url),
+                auto_decompress=request.decode,
             )
         except Exception as exc:
             if failures:  # the body's source failed, not the connection
@@ -518,7 +526,7 @@ def _redirected(request: Request, status: int, location: str) -> Request:
         raise RemoteProtocolError(
             f"{request.method} {request.url}: redirected after a stream", url=url
         )
-    return Request(method, url, headers, body)
+    return Request(method, url, headers, body, request.decode)
 
 
 async def _watched(

@@ -137,7 +137,7 @@ class LayoutStore:
             key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if self._index_cache is not None and self._index_cache[0] == key:
                 return self._index_cache[1], self._index_cache[2]
-            data = json.loads(path.read_bytes())
+            data = loads_json(path.read_bytes(), str(path))
         except (OSError, ValueError) as exc:
             raise LayoutError(f"cannot read {path}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
@@ -320,7 +320,7 @@ class LayoutStore:
     def _check_children(self, repo: str, reference: str, body: bytes) -> None:
         """Refuse a manifest whose children are not stored yet, as a registry does."""
         try:
-            data = json.loads(body)
+            data = loads_json(body, f"manifest {repo}:{reference}")
         except ValueError as exc:
             raise LayoutError(f"manifest {repo}:{reference} is not JSON") from exc
         children = list(data.get("manifests") or [])

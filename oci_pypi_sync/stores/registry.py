@@ -29,10 +29,22 @@ from oci_pypi_sync.errors import (
     AuthenticationError,
     DigestMismatchError,
     RegistryError,
+    RegistryLimitError,
     RegistryUnreachableError,
     SizeMismatchError,
     parse_retry_after,
 )
+from oci_pypi_sync.limits import (
+    MAX_ERROR_BODY_BYTES,
+    MAX_LISTING_BYTES,
+    MAX_LISTING_PAGES,
+    MAX_MANIFEST_BYTES,
+    UndecodableError,
+    decode_limited,
+    exceeded,
+    loads_json,
+)
+from oci_pypi_sync.redact import redact_url
 from oci_pypi_sync.stores.auth import RegistryAuth, normalize_scope, parse_challenges
 from oci_pypi_sync.stores.credentials import CredentialStore
 from oci_pypi_sync.stores.http import (
@@ -72,7 +84,6 @@ MANIFEST_ACCEPT: Final = ", ".join(
 )
 OCTET_STREAM: Final = "application/octet-stream"
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
-_ERROR_BODY_LIMIT: Final = 64 * 1024
 _CATALOG_PAGE: Final = 1000
 # small blobs whose holder is remembered for cross-repository mounts
 _HOLDERS_KEPT: Final = 256
@@ -156,8 +167,8 @@ def error_detail(body: bytes) -> str | None:
 
 def _first_error(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = loads_json(body, "an error answer")
+    except (ValueError, UnicodeDecodeError):
         return {}
     errors = data.get("errors") if isinstance(data, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
@@ -455,7 +466,12 @@ class RegistryStore:
         name = repository_name(self.prefix, repo)
         algorithm = digest_algorithm(digest)
         response = await self._send(
-            "GET", self._url(name, "blobs", digest), stream=True, follow_redirects=True
+            "GET",
+            self._url(name, "blobs", digest),
+            headers={"Accept-Encoding": "identity"},
+            stream=True,
+            follow_redirects=True,
+            decode=False,  # the blob is the bytes as stored, whatever encoding is declared
         )
         try:
             if response.status_code != 200:
@@ -476,19 +492,24 @@ class RegistryStore:
     # --- listings ---
 
     async def list_tags(self, repo: str) -> list[str]:
-        """Every tag, following ``Link`` pagination where the registry offers it."""
+        """Every tag, following ``Link`` pagination where the registry offers it.
+
+        Pagination is bounded: see :meth:`_next_page`.
+        """
         name = repository_name(self.prefix, repo)
         url: str | None = f"{self.base_url}/v2/{name}/tags/list?n=1000"
         tags: set[str] = set()
+        seen: set[str] = set()
         while url is not None:
-            response = await self._send("GET", url)
+            response = await self._send("GET", url, stream=True, decode=False)
             if response.status_code == 404:
+                await response.aclose()
                 return []
             if response.status_code != 200:
                 raise await self._failure(response, "tag list", name)
-            data = response.json()
-            tags.update(data.get("tags") or ())
-            url = _next_link(self.base_url, response.headers.get("Link"))
+            data = await self._listing(response, f"the tag list of {name}")
+            tags.update(str(tag) for tag in data.get("tags") or ())
+            url = self._next_page(response, f"the tag list of {name}", seen)
         return sorted(tags)
 
     async def list_repositories(self) -> list[str]:
@@ -511,19 +532,97 @@ class RegistryStore:
         url: str | None = f"{self.base_url}/v2/_catalog?n={_CATALOG_PAGE}"
         prefix = f"{self.prefix}/" if self.prefix else ""
         names: set[str] = set()
+        seen: set[str] = set()
         read = 0
         while url is not None:
             if pages is not None and read == pages:
                 return None
-            response = await self._send("GET", url)
+            response = await self._send("GET", url, stream=True, decode=False)
             if response.status_code != 200:
                 raise await self._failure(response, "repository list", "_catalog")
             read += 1
-            for repository in response.json().get("repositories") or ():
-                if repository.startswith(prefix):
+            data = await self._listing(response, "the catalog")
+            for repository in data.get("repositories") or ():
+                if isinstance(repository, str) and repository.startswith(prefix):
                     names.add(repository[len(prefix) :])
-            url = _next_link(self.base_url, response.headers.get("Link"))
+            url = self._next_page(response, "the catalog", seen)
         return names
+
+    async def _listing(self, response: Response, what: str) -> dict[str, Any]:
+        """One page of a tag list or catalog: JSON, read with :data:`MAX_LISTING_BYTES`."""
+        body = await self._read_bounded(response, what, MAX_LISTING_BYTES, "MAX_LISTING_BYTES")
+        try:
+            data = loads_json(body, what)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryError(
+                f"registry {self.host} sent {what} that is not JSON: {exc}"
+            ) from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"registry {self.host} sent {what} that is not a JSON object")
+        return data
+
+    def _next_page(self, response: Response, what: str, seen: set[str]) -> str | None:
+        """The next page of a listing, if the registry links one that is safe to follow.
+
+        A ``Link`` to another origin is not followed (credentials and the
+        listing stay with the registry) and neither is one already read (a
+        registry that links a page to itself would be read for ever): the
+        listing ends there, with a warning. A listing of more than
+        :data:`MAX_LISTING_PAGES` pages is refused.
+        """
+        current = str(response.url)
+        url = _next_link(current, response.headers.get("Link"))
+        if url is None:
+            return None
+        seen.add(current)
+        if _origin(url) != _origin(self.base_url):
+            logger.warning(
+                "registry %s links the next page of %s to another origin (%s); not followed",
+                self.host,
+                what,
+                redact_url(url),
+            )
+            return None
+        if url in seen:
+            logger.warning(
+                "registry %s links a page of %s it sent already; the listing ends there",
+                self.host,
+                what,
+            )
+            return None
+        if len(seen) >= MAX_LISTING_PAGES:
+            raise RegistryLimitError(
+                exceeded(
+                    f"registry {self.host}: {what}", MAX_LISTING_PAGES, "MAX_LISTING_PAGES", "pages"
+                )
+            )
+        return url
+
+    async def _read_bounded(self, response: Response, what: str, limit: int, name: str) -> bytes:
+        """A streamed answer's body (sent with ``decode=False``), decoded and bounded.
+
+        A ``Content-Length`` over the bound is refused before any byte is
+        read; the answer is closed afterwards.
+        """
+
+        def too_big() -> Exception:
+            return RegistryLimitError(exceeded(f"registry {self.host}: {what}", limit, name))
+
+        try:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > limit:
+                raise too_big()
+            return await decode_limited(
+                response.aiter_bytes(), response.headers.get("Content-Encoding"), limit, too_big
+            )
+        except TransportError as exc:
+            raise describe_transport_error(self.host, exc) from exc
+        except UndecodableError as exc:
+            raise RegistryError(
+                f"registry {self.host} sent {what} that is unreadable: {exc}"
+            ) from None
+        finally:
+            await response.aclose()
 
     # --- manifests ---
 
@@ -531,13 +630,21 @@ class RegistryStore:
         name = repository_name(self.prefix, repo)
         target = format_target(name, reference)
         response = await self._send(
-            "GET", self._url(name, "manifests", reference), headers={"Accept": MANIFEST_ACCEPT}
+            "GET",
+            self._url(name, "manifests", reference),
+            headers={"Accept": MANIFEST_ACCEPT},
+            stream=True,
+            decode=False,
         )
         if response.status_code == 404:
+            await response.aclose()
             return None
         if response.status_code != 200:
             raise await self._failure(response, "manifest", target)
-        body = response.content
+        # bounded before the digest check: a registry may send anything
+        body = await self._read_bounded(
+            response, f"manifest {target}", MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES"
+        )
         algorithm = digest_algorithm(reference) if is_digest(reference) else "sha256"
         actual = compute_digest(algorithm, body)
         if is_digest(reference) and actual != reference:
@@ -615,10 +722,11 @@ class RegistryStore:
         content: bytes | AsyncIterable[bytes] | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
+        decode: bool = True,
     ) -> Response:
         # built here, already quoted: passed on as they are
         parsed = URL(url, encoded=True)
-        request = Request.build(method, parsed, headers=headers, body=content)
+        request = Request.build(method, parsed, headers=headers, body=content, decode=decode)
         try:
             response = await self._http.send(
                 request, auth=self._auth, stream=stream, follow_redirects=follow_redirects
@@ -637,7 +745,7 @@ class RegistryStore:
             try:
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) >= _ERROR_BODY_LIMIT:
+                    if len(body) >= MAX_ERROR_BODY_BYTES:
                         break
             except TransportError:
                 pass
@@ -768,14 +876,20 @@ def _mount_query(digest: str, source: str) -> str:
     return f"?mount={quote(digest, safe='')}&from={quote(source, safe='')}"
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default port when none is written)."""
+    parsed = URL(url)
+    return parsed.scheme, parsed.host or "", parsed.port
+
+
 def _next_link(base_url: str, link: str | None) -> str | None:
-    """The ``rel="next"`` URL of an RFC 5988 ``Link`` header, absolute."""
+    """The ``rel="next"`` URL of an RFC 8288 ``Link`` header, resolved against ``base_url``."""
     if not link:
         return None
     for part in link.split(","):
         target, _, params = part.partition(";")
         if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            return urljoin(base_url + "/", target.strip().strip("<>"))
+            return urljoin(base_url, target.strip().strip("<>"))
     return None
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -28,6 +27,7 @@ from typing import IO, Any
 
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError
 from oci_pypi_sync.format import canonical_json, is_sha256_hex
+from oci_pypi_sync.limits import loads_json
 from oci_pypi_sync.stores.layout import (
     INDEX_FILE,
     LAYOUT_FILE,
@@ -128,9 +128,9 @@ class TarReadStore:
         except (OSError, tarfile.TarError) as exc:
             raise LayoutError(f"cannot read {self.path} as a tar file: {exc}") from exc
         try:
-            layout = json.loads(self.read_member(LAYOUT_FILE))
+            layout = loads_json(self.read_member(LAYOUT_FILE), LAYOUT_FILE)
             version = str(layout["imageLayoutVersion"])
-            index = json.loads(self.read_member(INDEX_FILE))
+            index = loads_json(self.read_member(INDEX_FILE), INDEX_FILE)
         except (KeyError, ValueError, TypeError) as exc:
             raise LayoutError(f"{self.path} is not a packed OCI image layout: {exc}") from exc
         if not version.startswith("1."):
