@@ -180,7 +180,7 @@ async def record_conflict(tree: str, url: str, hosts: list[str]) -> dict[str, An
     with tempfile.TemporaryDirectory() as workdir:
         pip = pip_verdict(url, requirements, Path(workdir), LINUX_312)
     async with RecordingClient(url) as client:
-        oci_pypi_sync.plan.resolve.fetch_wheel_metadata = client.wheel_metadata  # type: ignore[attr-defined]
+        # the resolver's ranged reads of wheels are recorded too (get_wheel_metadata)
         closure = await resolve_closure([Requirement(r) for r in requirements], client, [LINUX_312])
         print(f"{tree}: {closure.unresolved}")
         # pip reads the newest release of each dependency before it meets the
