@@ -55,8 +55,8 @@ async def _craft(layout: Path) -> str:
     manifest = await store.get_manifest("tool", "1.0")
     assert manifest is not None
     index = json.loads(manifest.body)
-    by_title = {entry["annotations"][fmt.TITLE]: entry for entry in index["manifests"]}
-    wheel, sdist = by_title["tool-1.0-py3-none-any.whl"], by_title["tool-1.0.tar.gz"]
+    by_name = {entry["annotations"][fmt.A_FILENAME]: entry for entry in index["manifests"]}
+    wheel, sdist = by_name["tool-1.0-py3-none-any.whl"], by_name["tool-1.0.tar.gz"]
     wheel["annotations"].update(
         {
             fmt.A_REQUIRES_PYTHON: REQUIRES,
@@ -66,12 +66,12 @@ async def _craft(layout: Path) -> str:
         }
     )
     renamed = json.loads(json.dumps(sdist))
-    renamed["annotations"][fmt.TITLE] = EVIL_NAME
+    renamed["annotations"][fmt.A_FILENAME] = EVIL_NAME
     bad_digest = json.loads(json.dumps(sdist))
-    bad_digest["annotations"][fmt.TITLE] = "tool-1.0.zip"
+    bad_digest["annotations"][fmt.A_FILENAME] = "tool-1.0.zip"
     bad_digest["annotations"][fmt.A_SHA256] = '0" onmouseover="alert(5)'
     slashed = json.loads(json.dumps(sdist))
-    slashed["annotations"][fmt.TITLE] = "../../../etc/passwd"
+    slashed["annotations"][fmt.A_FILENAME] = "../../../etc/passwd"
     index["manifests"] += [renamed, bad_digest, slashed]
     body = fmt.canonical_json(index)
     await store.put_manifest("tool", "1.0", fmt.OCI_INDEX, body)
