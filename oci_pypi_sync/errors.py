@@ -42,6 +42,18 @@ class IndexUnreachableError(IndexError_):
     """The index could not be reached at all (DNS, connection, TLS)."""
 
 
+class FileHostUnreachableError(IndexError_):
+    """A host the index sends a file to (not the index itself) could not be reached.
+
+    Only the files kept there fail; the index, and the files it keeps
+    elsewhere, may still be read.
+    """
+
+
+class UnsupportedUrlError(IndexError_):
+    """The index names a URL this tool does not fetch (``file:``, ``ftp:``...)."""
+
+
 class ProjectNotFoundError(IndexError_):
     """The index has no page for the project."""
 
@@ -134,6 +146,10 @@ class LayoutError(TargetError):
     """An OCI image layout on disk is missing, malformed or not writable."""
 
 
+class TargetWriteError(TargetError):
+    """The target refuses every write: its disk is full, it is read-only, or not ours to write."""
+
+
 # --- bounds ------------------------------------------------------------------
 
 
@@ -198,3 +214,34 @@ class ProvenanceError(OciPypiError):
 
 class BudgetExceededError(OciPypiError):
     """The run would transfer more than ``--max-bytes`` allows: nothing was transferred."""
+
+
+# --- what stops a run -----------------------------------------------------------
+
+#: Errors after which nothing else could succeed: the target cannot be reached,
+#: refuses our credentials, refuses pushes (a registry setting) or writes (a full
+#: disk), the index itself is down, or the run is over its ``--max-bytes``.
+#: Any other error fails one file or one project, and the run goes on.
+FATAL_ERRORS: tuple[type[OciPypiError], ...] = (
+    RegistryUnreachableError,
+    AuthenticationError,
+    TargetRefusedError,
+    IndexUnreachableError,
+    TargetWriteError,
+    BudgetExceededError,
+)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether ``exc`` stops the whole run (see :data:`FATAL_ERRORS`)."""
+    return isinstance(exc, FATAL_ERRORS)
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """A one-line message for an error no rule foresaw (the traceback goes to the -vv log)."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"unexpected {type(exc).__name__}"
+        + (f": {detail}" if detail else "")
+        + (" (rerun with -vv for the traceback, and please report it)")
+    )

@@ -6,6 +6,8 @@ sha256, to test that such bytes are never stored under the advertised digest.
 File bodies can be throttled (``FixtureIndex.throttle``, bytes per second
 per response) so that a transfer lasts long enough to be interrupted, and
 the bytes actually written for each path are counted (``FixtureIndex.sent``).
+A file can be listed at a URL of its own (another host, another scheme), and
+a project's page can be replaced by raw bytes (``FixtureIndex.raw_pages``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class FixtureFile:
     # ``provenance_advertised`` only, the page names a URL the server answers 404 to
     provenance: bytes | None = None
     provenance_advertised: bool = False
+    url: str | None = None  # where the page says it is; None: this server's /files/
+
+    @property
+    def href(self) -> str:
+        return self.url if self.url is not None else f"../../files/{self.filename}"
 
     @property
     def sha256(self) -> str:
@@ -62,6 +69,7 @@ class FixtureIndex:
     gate: threading.Event | None = None
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
     provenance_requests: list[str] = field(default_factory=list)  # their Accept headers
+    raw_pages: dict[str, bytes] = field(default_factory=dict)  # JSON bodies served as they are
     _sent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_sent(self, path: str, size: int) -> None:
@@ -97,7 +105,7 @@ class FixtureIndex:
         for f in self.projects[project]:
             entry: dict[str, object] = {
                 "filename": f.filename,
-                "url": f"../../files/{f.filename}",
+                "url": f.href,
                 "hashes": {"sha256": f.sha256},
                 "size": len(f.data),
                 "upload-time": f.upload_time,
@@ -116,7 +124,7 @@ class FixtureIndex:
     def page_html(self, project: str) -> bytes:
         anchors = []
         for f in self.projects[project]:
-            attrs = f'href="../../files/{f.filename}#sha256={f.sha256}"'
+            attrs = f'href="{html.escape(f.href)}#sha256={f.sha256}"'
             if f.requires_python:
                 attrs += f' data-requires-python="{html.escape(f.requires_python)}"'
             if f.yanked:
@@ -202,7 +210,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(parts) == 2 and parts[0] == "simple":
             wanted = canonicalize_name(parts[1])
             project = next((p for p in index.projects if canonicalize_name(p) == wanted), None)
-            if project is not None:
+            raw = next(
+                (b for p, b in index.raw_pages.items() if canonicalize_name(p) == wanted), None
+            )
+            if raw is not None:
+                body = raw
+                content_type = "application/vnd.pypi.simple.v1+json"
+            elif project is not None:
                 if "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", ""):
                     body = index.page_json(project)
                     content_type = "application/vnd.pypi.simple.v1+json"
@@ -246,13 +260,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        if not throttled:
-            self.wfile.write(body)
-            return
         try:
-            self._write_file_body(index, body)
+            if throttled:
+                self._write_file_body(index, body)
+            else:
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away mid-file
+            self.close_connection = True  # the client went away mid-body
 
     def _write_file_body(self, index: FixtureIndex, body: bytes) -> None:
         """A file's bytes in pieces, counted, at ``index.throttle`` bytes per second."""

@@ -65,3 +65,32 @@ def _check_descriptor(blobs: Path, descriptor: dict[str, Any], seen: set[str]) -
         _check_descriptor(blobs, body["config"], seen)
         for layer in body["layers"]:
             _check_descriptor(blobs, layer, seen)
+
+
+def held_files(root: Path) -> dict[str, tuple[str, str]]:
+    """Every file a version tag of the layout reaches: filename -> (``repo:tag``, sha256 of
+    its layer's bytes).
+
+    The layer is read and hashed, so a file is listed only with the bytes
+    the layout really holds. Ref names are ``repo/tag`` (``repo:tag`` in an
+    older layout); only version tags (they start with a digit) are followed;
+    an entry names its file in ``dev.oci-pypi.filename`` (format 2) or its title.
+    """
+    blobs = root / "blobs" / "sha256"
+    index = json.loads((root / "index.json").read_bytes())
+    held: dict[str, tuple[str, str]] = {}
+    for descriptor in index["manifests"]:
+        ref = descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+        cut = max(ref.rfind("/"), ref.rfind(":"))
+        repo, tag = ref[:cut], ref[cut + 1 :]
+        if cut <= 0 or not tag[:1].isdigit():
+            continue
+        release = json.loads((blobs / descriptor["digest"].removeprefix("sha256:")).read_bytes())
+        for entry in release["manifests"]:
+            notes = entry["annotations"]
+            title = notes.get("dev.oci-pypi.filename") or notes["org.opencontainers.image.title"]
+            manifest = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_bytes())
+            layer = manifest["layers"][0]["digest"].removeprefix("sha256:")
+            digest = hashlib.sha256((blobs / layer).read_bytes()).hexdigest()
+            held[title] = (f"{repo}:{tag}", digest)
+    return held

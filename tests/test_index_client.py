@@ -26,12 +26,16 @@ from registry_server import free_port
 from scripted_server import answering, read_request, serving
 from vcr.errors import CannotOverwriteExistingCassetteException
 
+from oci_pypi_sync.engine.retry import is_transient
 from oci_pypi_sync.errors import (
     DigestMismatchError,
+    FileHostUnreachableError,
     IndexError_,
     IndexUnreachableError,
     ProjectNotFoundError,
     SizeMismatchError,
+    UnsupportedUrlError,
+    is_fatal,
 )
 from oci_pypi_sync.index.client import USER_AGENT, IndexClient, verified_chunks
 from oci_pypi_sync.index.negotiation import ACCEPT
@@ -409,6 +413,74 @@ async def test_a_connection_lost_mid_stream_is_unreachable() -> None:
         async with client.stream_file(file) as chunks:
             with pytest.raises(IndexUnreachableError, match="RemoteProtocolError"):
                 await collect(chunks)
+
+
+async def test_a_connection_lost_mid_stream_on_a_file_host_fails_that_file() -> None:
+    async def cut(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+        await w.drain()
+
+    async with (
+        sites(lambda s, request: json_page([])) as s,
+        serving(cut) as files,
+        s.client() as client,
+    ):
+        file = demo_file(url=f"{files.url}/p/demo-1.0-py3-none-any.whl")
+        async with client.stream_file(file) as chunks:
+            with pytest.raises(FileHostUnreachableError, match="RemoteProtocolError"):
+                await collect(chunks)
+
+
+async def test_a_file_host_that_cannot_be_reached_fails_the_file_not_the_index() -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    async with sites(lambda s, request: json_page([])) as s, s.client() as client:
+        file = demo_file(url=f"{gone}/p/demo-1.0-py3-none-any.whl")
+        with pytest.raises(FileHostUnreachableError) as caught:
+            async with client.stream_file(file):
+                pass
+        assert str(caught.value).startswith(
+            f"cannot reach {gone.removeprefix('http://')}, where the index keeps {file.url}: "
+        )
+        assert not is_fatal(caught.value)
+        assert is_transient(caught.value)  # a host that comes back gets the retries
+        with pytest.raises(FileHostUnreachableError):
+            await client.get_core_metadata(file)
+        with pytest.raises(FileHostUnreachableError):
+            await client.get_file_size(replace(file, size=None))
+        await client.get_project_page("demo")  # the index itself answers
+    async with IndexClient(f"{gone}/simple/") as down:
+        with pytest.raises(IndexUnreachableError) as page:
+            await down.get_project_page("demo")
+        assert is_fatal(page.value)
+        with pytest.raises(IndexUnreachableError):  # a file on the index's own host
+            async with down.stream_file(file):
+                pass
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/demo.whl", "file:///etc/passwd"])
+async def test_a_url_that_is_not_http_is_refused_without_a_request(url: str) -> None:
+    async with sites(lambda s, request: json_page([])) as s, s.client() as client:
+        file = demo_file(url=url)
+        with pytest.raises(UnsupportedUrlError, match="not an http or https URL"):
+            await client.get_core_metadata(file)
+        with pytest.raises(UnsupportedUrlError):
+            await client.get_file_size(replace(file, size=None))
+        with pytest.raises(UnsupportedUrlError):
+            async with client.stream_file(file):
+                pass
+    assert s.seen == []
+    assert not is_transient(UnsupportedUrlError("x"))
+
+
+async def test_a_redirect_to_a_url_that_is_not_http_fails_that_file() -> None:
+    def handler(s: Sites, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "ftp://127.0.0.1/demo.whl"})
+
+    async with sites(handler) as s, s.client() as client:
+        with pytest.raises(UnsupportedUrlError, match=r"ftp://127\.0\.0\.1/demo\.whl"):
+            async with client.stream_file(s.file()):
+                pass
 
 
 # --- ownership of the HTTP client ----------------------------------------------------------------

@@ -629,27 +629,51 @@ async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
     assert project_tags(second) == project_tags(layout)
 
 
-async def test_a_change_of_publisher_between_versions_is_a_warning_not_a_failure(
-    tmp_path: Path,
-) -> None:
-    # One page listing two real files whose attestations name different publishers:
-    # what a project looks like after it moved (or was taken over).
+async def test_attested_files_of_other_projects_are_refused_on_a_page(tmp_path: Path) -> None:
+    # Two real attested files listed on the page of a third project: whatever their
+    # attestations say, their names say they are not that project's files.
     google, github = google_sdist(), github_sdist()
     fixture = FixtureIndex()
     fixture.add("moved", served(google), served(github))
     layout = LayoutStore(tmp_path / "layout")
     with serve_index(fixture):
         report = await run_sync(fixture, layout, "moved")
+    assert report.files == ()
+    assert [e.error for e in report.project_errors] == [
+        "no file matches moved (the index lists no file of moved)"
+    ]
+    assert fixture.provenance_requests == []
+    assert not any(repo == "moved" for repo, _ in layout.tags())
+
+
+async def test_a_change_of_publisher_between_versions_is_named_by_the_audit(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    # Two real attested files with different publishers, each mirrored under its own
+    # project; then both put under one name in the layout, as a project that moved
+    # (or was taken over) looks: one version from each publisher.
+    layout = LayoutStore(tmp_path / "layout")
+    with serve_index(index):
+        report = await run_sync(index, layout, "gcb-attestation-test", "pypi-attestations")
     assert not report.failed
+    assert report.warnings == ()  # each project alone has one publisher
+    document = json.loads((tmp_path / "layout" / "index.json").read_bytes())
+    moved = []
+    for entry in document["manifests"]:
+        ref = fmt.parse_layout_ref_name(entry.get("annotations", {}).get(fmt.REF_NAME, ""))
+        if ref is not None and ref[0] in ("gcb-attestation-test", "pypi-attestations"):
+            name = fmt.layout_ref_name("moved", ref[1])
+            moved.append({**entry, "annotations": {fmt.REF_NAME: name}})
+    document["manifests"] += moved
+    (tmp_path / "layout" / "index.json").write_text(json.dumps(document))
+    from oci_pypi_sync.ops.provenance import verify_provenance
+
+    audit = await verify_provenance(LayoutStore(tmp_path / "layout"), repositories=["moved"])
     expected = (
         "moved: the publisher changed from "
         "google:919436158236-compute@developer.gserviceaccount.com (0.0.0) "
         "to github:trailofbits/pypi-attestations@release.yml (0.0.19)"
     )
-    assert [w.message for w in report.warnings] == [expected]
-    from oci_pypi_sync.ops.provenance import verify_provenance
-
-    audit = await verify_provenance(layout)
     assert audit.ok
     assert [str(change) for change in audit.changes] == [expected]
     assert audit.publishers["moved"] == (

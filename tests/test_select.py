@@ -270,3 +270,116 @@ def test_key_changes_with_what_decides_the_selection() -> None:
     assert key["latest"] == 3
     assert key["hashes"] == {"numpy": ["ab"]}
     assert SelectionOptions().key() != SelectionOptions(allow=("x",)).key()
+
+
+# --- files the page cannot vouch for, requirements that select nothing -------------------
+
+
+def _page(*files: DistributionFile, name: str = "demo") -> ProjectPage:
+    return ProjectPage(name=name, files=files, url=f"https://files.index.test/{name}/")
+
+
+def test_a_filename_listed_twice_with_different_hashes_is_refused_both_times() -> None:
+    first = _file("demo-1.0-py3-none-any.whl")
+    other = DistributionFile(
+        filename=first.filename, url="https://elsewhere.test/x.whl", hashes=(("sha256", "ab" * 32),)
+    )
+    alike = _file("demo-1.0.tar.gz")
+    selection = select_files(
+        _page(first, alike, other, alike), [Requirement("demo")], SelectionOptions()
+    )
+    assert _names(selection) == {"demo-1.0.tar.gz"}  # listed twice alike: one file
+    [rejection] = selection.rejected
+    assert rejection.filename == first.filename
+    assert rejection.kind == "conflicting-hashes"
+    assert rejection.reason == (
+        f"listed more than once with different sha256 digests ({sha(first.filename)}, "
+        f"{'ab' * 32}); neither is mirrored"
+    )
+
+
+def test_a_file_of_another_project_on_the_page_is_refused() -> None:
+    selection = select_files(
+        _page(
+            _file("demo-1.0-py3-none-any.whl"),
+            _file("intruder-1.0-py3-none-any.whl"),
+            _file("intruder-1.0.tar.gz"),
+            _file("Demo-1.0.zip"),  # the same project, spelled otherwise
+        ),
+        [Requirement("demo")],
+        SelectionOptions(),
+    )
+    assert _names(selection) == {"demo-1.0-py3-none-any.whl", "Demo-1.0.zip"}
+    assert [(r.filename, r.kind, r.reason) for r in selection.rejected] == [
+        (
+            name,
+            "other-project",
+            "its name says it belongs to the project 'intruder', not 'demo'; "
+            "not mirrored under 'demo'",
+        )
+        for name in ("intruder-1.0-py3-none-any.whl", "intruder-1.0.tar.gz")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("requirement", "options", "reason"),
+    [
+        (
+            "numpy==9.9",
+            SelectionOptions(),
+            "the index has versions 1.0, 1.26.4, 2.1.0, 2.2.0, 3.0rc1",
+        ),
+        ("numpy>=2.5", SelectionOptions(), "only pre-releases match it: add --pre to take them"),
+        (
+            "numpy==2.2.0",
+            SelectionOptions(environments=(TargetEnvironment((3, 11), "win_amd64"),)),
+            "its files are not for the target environments",
+        ),
+        (
+            "numpy==2.1.0",
+            SelectionOptions(
+                only_binary=True, environments=(TargetEnvironment((3, 11), "win_amd64"),)
+            ),
+            "its files are an sdist (--only-binary) or not for the target environments",
+        ),
+        (
+            "numpy<1.5",
+            SelectionOptions(
+                hashes={canonicalize_name("numpy"): frozenset({sha("numpy-2.1.0.tar.gz")})}
+            ),
+            "its files are not among the hashes given",
+        ),
+    ],
+)
+def test_a_requirement_that_selects_nothing_says_why(
+    requirement: str, options: SelectionOptions, reason: str
+) -> None:
+    selection = select_files(
+        _numpy_like(), [Requirement(requirement), Requirement("numpy")], options
+    )
+    assert [(u.requirement, u.reason) for u in selection.unmatched] == [
+        (requirement, f"no file matches {requirement} ({reason})")
+    ]
+
+
+def test_yanked_only_and_empty_pages_say_so() -> None:
+    yanked = _page(_file("demo-1.0.tar.gz", yanked=True), _file("demo-2.0.tar.gz"))
+    selection = select_files(yanked, [Requirement("demo<2")], SelectionOptions())
+    assert [u.reason for u in selection.unmatched] == [
+        "no file matches demo<2 (its files are yanked; pin the version with == to take them)"
+    ]
+    assert select_files(yanked, [Requirement("demo==1.0")], SelectionOptions()).unmatched == ()
+    empty = select_files(_page(), [Requirement("demo")], SelectionOptions())
+    assert [u.reason for u in empty.unmatched] == [
+        "no file matches demo (the index lists no file of demo)"
+    ]
+
+
+def test_versions_cut_by_latest_are_no_unmatched_requirement() -> None:
+    selection = select_files(
+        _numpy_like(),
+        [Requirement("numpy<2"), Requirement("numpy>=2")],
+        SelectionOptions(latest=1),
+    )
+    assert [v for v, _ in selection.releases] == ["2.2.0"]
+    assert selection.unmatched == ()

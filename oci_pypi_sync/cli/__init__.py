@@ -1,9 +1,10 @@
 """The ``oci-pypi`` command line: parse arguments, call the library, render the result.
 
 Exit codes: 0 when everything asked for is mirrored, 1 when the run
-finished but some files or projects failed, 2 for usage errors (bad
-options, an invalid requirement or target), 3 when the run could not
-proceed at all (index or registry unreachable, credentials refused).
+finished but some files or projects failed (or a requirement matched no
+file), 2 for usage errors (bad options, an invalid requirement or target),
+3 when the run could not proceed at all (index or registry unreachable,
+credentials refused, the target refusing writes), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from oci_pypi_sync.cli import (
 from oci_pypi_sync.cli import (
     verify as verify_command,
 )
+from oci_pypi_sync.cli.common import Commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oci-pypi")
 @click.option(
     "--color",

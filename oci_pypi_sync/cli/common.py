@@ -7,18 +7,23 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from oci_pypi_sync.errors import OciPypiError, UsageError
+from oci_pypi_sync.errors import OciPypiError, UsageError, unexpected_error
 from oci_pypi_sync.redact import RedactingFilter
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+INTERRUPTED = (
+    "interrupted; what was finished is kept and partial downloads are removed "
+    "(run the same command again to go on)"
+)
 
 T = TypeVar("T")
 
@@ -48,19 +53,66 @@ def configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-def run(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine, turning our errors into a one-line message and an exit code."""
+def run(
+    coro_factory: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Run a coroutine; an error that ends it becomes one ``error:`` line and an exit code.
+
+    ``on_failure`` hears the error first (a command that got far enough
+    prints its partial report there).
+    """
     try:
-        return asyncio.run(coro_factory())
-    except UsageError as exc:
+        with asyncio.Runner() as runner:
+            runner.get_loop().set_exception_handler(_quiet_loop_errors)
+            return runner.run(coro_factory())
+    except (Exception, KeyboardInterrupt) as exc:
+        if on_failure is not None:
+            on_failure(exc)
+        fail(exc)
+
+
+def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What the event loop reports on its own (a task nobody awaited, a generator closed
+    late) comes after the error that caused it: logged at -vv, never a traceback on stderr."""
+    log.debug("event loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print the one ``error:`` line for ``exc`` and exit with its code; never a traceback.
+
+    Ours name the thing at fault; an :class:`OSError` names its file; anything
+    else is said in one line, its traceback logged at ``-vv`` only.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo(f"error: {INTERRUPTED}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if isinstance(exc, UsageError):
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except OciPypiError as exc:
+    if isinstance(exc, OciPypiError):
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FATAL)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FATAL)
+    log.debug("unexpected error", exc_info=exc)
+    click.echo(f"error: {unexpected_error(exc)}", err=True)
+    sys.exit(EXIT_FATAL)
+
+
+class Commands(click.Group):
+    """The command group: whatever a command lets escape still ends as one ``error:`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            fail(exc)
 
 
 verbose_option = click.option(

@@ -25,6 +25,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
         "target": report.target,
         "dry_run": report.dry_run,
         "ok": not report.failed,
+        "aborted": report.aborted,
         "files": [
             {
                 "project": f.project,
@@ -74,7 +75,7 @@ def report_document(report: SyncReport) -> dict[str, Any]:
             for e in report.project_errors
         ],
         "excluded": [
-            {"project": e.project, "filename": e.filename, "reason": e.reason}
+            {"project": e.project, "filename": e.filename, "reason": e.reason, "kind": e.kind}
             for e in report.excluded
         ],
         "warnings": [{"project": w.project, "warning": w.message} for w in report.warnings],
@@ -119,6 +120,8 @@ def summary_line(report: SyncReport) -> str:
         parts.append(f"{totals['projects_failed']} projects failed")
     if totals["excluded"]:
         parts.append(f"{totals['excluded']} left out (see --json)")
+    if report.aborted:
+        parts.append("stopped before the end")
     return f"{report.target}: " + ", ".join(parts)
 
 

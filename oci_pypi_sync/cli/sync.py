@@ -21,6 +21,7 @@ from oci_pypi_sync.cli.common import (
     verbose_option,
 )
 from oci_pypi_sync.cli.options import setting_options
+from oci_pypi_sync.engine.results import ReportCollector, SyncReport
 from oci_pypi_sync.errors import UsageError
 
 
@@ -155,11 +156,15 @@ def sync(
     on_terminal = sys.stderr.isatty()
     show_progress = progress if progress is not None else (on_terminal and not quiet)
     connections = settings.jobs * 2
+    collector = ReportCollector()
+    started = False
 
     async def go() -> Any:
         from oci_pypi_sync.cli.progress import LogObserver, RichObserver, show_phases
         from oci_pypi_sync.index.client import IndexClient
         from oci_pypi_sync.state.journal import Journal, default_journal_path
+
+        nonlocal collector, started
 
         store = (
             planning_store(parsed_target)
@@ -180,26 +185,29 @@ def sync(
             async with IndexClient(
                 location.url, timeout=settings.timeout, max_connections=connections
             ) as index:
+                started = True
                 if show_progress and not on_terminal and not quiet:
                     show_phases()
                 if show_progress and on_terminal:
                     with RichObserver() as observer:
+                        collector = ReportCollector(observer)
                         return await run_job(
                             settings,
                             flags,
                             index,
                             store,
                             journal=journal,
-                            observer=observer,
+                            observer=collector,
                             inputs=inputs,
                         )
+                collector = ReportCollector(LogObserver())
                 return await run_job(
                     settings,
                     flags,
                     index,
                     store,
                     journal=journal,
-                    observer=LogObserver(),
+                    observer=collector,
                     inputs=inputs,
                 )
         finally:
@@ -207,18 +215,30 @@ def sync(
             if journal is not None:
                 journal.close()
 
-    report = run(go)
-    if as_json:
-        click.echo(report_json(report))
-    elif dry_run:
-        click.echo(plan_table(report))
-    if not quiet:
-        click.echo(summary_line(report), err=True)
-        for project_error in report.project_errors:
-            click.echo(f"error: {project_error.project}: {project_error.error}", err=True)
-        for failed in report.files:
-            if failed.action == "failed":
-                click.echo(f"error: {failed.filename}: {failed.error}", err=True)
-        for warning in report.warnings:
-            click.echo(f"warning: {warning.message}", err=True)
+    def stopped(exc: BaseException) -> None:
+        """A run that got as far as its plan still prints what it did, before the error."""
+        if not started or isinstance(exc, UsageError):
+            return
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or repr(exc)
+        partial = collector.partial(str(parsed_target), reason, dry_run=dry_run)
+        # The error line follows; a summary of nothing done would only repeat it.
+        show(partial, summary=bool(partial.files or partial.releases))
+
+    def show(report: SyncReport, *, summary: bool = True) -> None:
+        if as_json:
+            click.echo(report_json(report))
+        elif dry_run and summary:
+            click.echo(plan_table(report))
+        if not quiet and summary:
+            click.echo(summary_line(report), err=True)
+            for project_error in report.project_errors:
+                click.echo(f"error: {project_error.project}: {project_error.error}", err=True)
+            for failed in report.files:
+                if failed.action == "failed":
+                    click.echo(f"error: {failed.filename}: {failed.error}", err=True)
+            for warning in report.warnings:
+                click.echo(f"warning: {warning.message}", err=True)
+
+    report = run(go, on_failure=stopped)
+    show(report)
     sys.exit(EXIT_FAILURES if report.failed else EXIT_OK)

@@ -143,6 +143,10 @@ async def run_job(
             names = [name for name in names if options.shard.owns(name)]
         requirements.extend(Requirement(str(canonicalize_name(name))) for name in names)
         log.info("%d projects from the index", len(names))
+        # A listed project with nothing for the targets is no failure; a named one is.
+        named = {canonicalize_name(r.name) for r in inputs.requirements}
+        listed = {str(canonicalize_name(name)) for name in names}
+        options = replace(options, optional=frozenset(listed - named))
     requirements = [r for r in requirements if project_allowed(r.name, selection)]
     if not requirements:
         from oci_pypi_sync.errors import UsageError

@@ -80,11 +80,16 @@ class ProjectWarning:
 
 @dataclass(frozen=True, slots=True)
 class Excluded:
-    """A file (or a version, ``name==version``) of the index that is not mirrored, and why."""
+    """A file (or a version, ``name==version``) of the index that is not mirrored, and why.
+
+    ``kind`` is the rule's stable code (see ``REJECT_*`` in :mod:`.plan.select`),
+    ``reason`` the same in words.
+    """
 
     project: str
     filename: str
     reason: str
+    kind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +111,14 @@ class SyncReport:
     started: str | None = None
     seconds: float | None = None
     warnings: tuple[ProjectWarning, ...] = ()
+    #: Why the run stopped before its end (a fatal error, an interrupt); ``None`` when it did not.
+    aborted: str | None = None
 
     @property
     def failed(self) -> bool:
         return bool(
-            self.project_errors
+            self.aborted
+            or self.project_errors
             or any(f.action == "failed" for f in self.files)
             or any(r.action == "failed" for r in self.releases)
         )
@@ -181,3 +189,51 @@ class NullObserver:
 
     def release_finished(self, result: ReleaseResult) -> None:
         return None
+
+
+class ReportCollector:
+    """An observer that keeps what it hears, passing it on to another one.
+
+    When a run stops before its end (a fatal error, an interrupt), the
+    engine returns no report; :meth:`partial` makes one of what had finished.
+    """
+
+    def __init__(self, inner: SyncObserver | None = None) -> None:
+        self._inner: SyncObserver = inner or NullObserver()
+        self.files: list[FileResult] = []
+        self.releases: list[ReleaseResult] = []
+
+    def phase(self, name: Phase, count: int) -> None:
+        self._inner.phase(name, count)
+
+    def project_planned(self, project: str) -> None:
+        self._inner.project_planned(project)
+
+    def files_planned(self, count: int, total_bytes: int) -> None:
+        self._inner.files_planned(count, total_bytes)
+
+    def transfer_started(self, filename: str, size: int | None) -> None:
+        self._inner.transfer_started(filename, size)
+
+    def bytes_transferred(self, filename: str, count: int) -> None:
+        self._inner.bytes_transferred(filename, count)
+
+    def file_finished(self, result: FileResult) -> None:
+        self.files.append(result)
+        self._inner.file_finished(result)
+
+    def release_finished(self, result: ReleaseResult) -> None:
+        self.releases.append(result)
+        self._inner.release_finished(result)
+
+    def partial(self, target: str, aborted: str, *, dry_run: bool = False) -> SyncReport:
+        """The report of a run that stopped, with what had finished before ``aborted``."""
+        return SyncReport(
+            target=target,
+            files=tuple(self.files),
+            releases=tuple(self.releases),
+            project_errors=(),
+            dry_run=dry_run,
+            projects=len({f.project for f in self.files} | {r.project for r in self.releases}),
+            aborted=aborted,
+        )

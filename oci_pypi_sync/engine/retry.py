@@ -30,12 +30,14 @@ from oci_pypi_sync.errors import (
     DigestMismatchError,
     IndexError_,
     IndexUnreachableError,
+    InvalidPageError,
     LimitExceededError,
     ProjectNotFoundError,
     RegistryError,
     RegistryUnreachableError,
     SizeMismatchError,
     UnsupportedApiVersionError,
+    UnsupportedUrlError,
 )
 
 log = logging.getLogger(__name__)
@@ -65,15 +67,18 @@ def is_transient(exc: BaseException) -> bool:
     Connection failures, timeouts, truncated or corrupted transfers (a
     digest or size mismatch may be a cut connection) and the statuses of an
     overloaded or restarting server are transient; a refusal of our
-    credentials, a missing project, an unreadable page or an input past one of
-    the bounds of :mod:`oci_pypi_sync.limits` are not.
+    credentials, a missing project, an unreadable page, an input past one of
+    the bounds of :mod:`oci_pypi_sync.limits` or a URL that is not HTTP
+    are not.
     """
     if isinstance(
         exc,
         AuthenticationError
         | ProjectNotFoundError
         | UnsupportedApiVersionError
-        | LimitExceededError,
+        | LimitExceededError
+        | UnsupportedUrlError
+        | InvalidPageError,
     ):
         return False
     if isinstance(exc, RegistryUnreachableError | IndexUnreachableError):

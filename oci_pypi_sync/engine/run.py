@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,7 +43,7 @@ from oci_pypi_sync.engine.results import (
 )
 from oci_pypi_sync.engine.retry import RetryPolicy, is_transient, with_retries
 from oci_pypi_sync.errors import (
-    AuthenticationError,
+    FATAL_ERRORS,
     BudgetExceededError,
     DigestMismatchError,
     IndexError_,
@@ -52,7 +52,7 @@ from oci_pypi_sync.errors import (
     ProjectNotFoundError,
     RegistryError,
     RegistryUnreachableError,
-    TargetRefusedError,
+    unexpected_error,
 )
 from oci_pypi_sync.format import (
     FORMAT_VERSION,
@@ -81,6 +81,7 @@ from oci_pypi_sync.format.reconcile import (
 from oci_pypi_sync.index.remote_wheel import read_metadata_member
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
 from oci_pypi_sync.plan.select import (
+    UNTRUSTED_LISTINGS,
     ProjectSelection,
     SelectedFile,
     SelectionOptions,
@@ -113,14 +114,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FATAL_ERRORS = (
-    RegistryUnreachableError,
-    AuthenticationError,
-    TargetRefusedError,
-    IndexUnreachableError,
-    BudgetExceededError,
-)
-
 #: Wheels up to this size are kept in memory while they stream, so their
 #: METADATA can stand in for a separate ``.metadata`` request.
 SMALL_WHEEL_BYTES = 1 << 20
@@ -148,6 +141,9 @@ class SyncOptions:
     provenance: ProvenanceOptions = field(default_factory=ProvenanceOptions)
     #: Refuse the run, before any transfer, when its selected files are larger.
     max_bytes: int | None = None
+    #: Projects taken because the index lists them (``--all``), not because a
+    #: requirement names them: for these, selecting no file is no failure.
+    optional: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +154,7 @@ class _ProjectOutcome:
     unchanged: bool = False
     excluded: tuple[Excluded, ...] = ()
     warnings: tuple[ProjectWarning, ...] = ()
+    unmatched: tuple[ProjectError, ...] = ()  # requirements that select no file
 
 
 class Syncer:
@@ -230,6 +227,7 @@ class Syncer:
         if not self.options.dry_run and any(not o.unchanged and o.releases for o in ordered):
             catalog_error = await self._update_catalog(releases)
         errors = [o.error for o in ordered if o.error is not None]
+        errors += [unmatched for o in ordered for unmatched in o.unmatched]
         if catalog_error is not None:
             errors.append(catalog_error)
         return SyncReport(
@@ -296,12 +294,17 @@ class Syncer:
                 )
                 return
             except OciPypiError as exc:
-                log.warning("%s: %s", project, exc)
-                if journal is not None:
-                    journal.record_project_failure(project, str(exc))
-                outcomes[project] = _ProjectOutcome(error=ProjectError(project, str(exc)))
+                message = str(exc)
+            except Exception as exc:  # one project's surprise must not stop the rest
+                log.debug("%s: unexpected error", project, exc_info=True)
+                message = unexpected_error(exc)
+            else:
+                outcomes[project] = outcome
                 return
-            outcomes[project] = outcome
+            log.warning("%s: %s", project, message)
+            if journal is not None:
+                journal.record_project_failure(project, message)
+            outcomes[project] = _ProjectOutcome(error=ProjectError(project, message))
 
     async def _sync_project(
         self, project: str, reqs: Sequence[Requirement], state: ProjectState | None
@@ -318,8 +321,12 @@ class Syncer:
         page = maybe_page
         selection = select_files(page, reqs, self.options.selection)
         for rejection in selection.rejected:
-            log.info("%s: not mirrored: %s", rejection.filename, rejection.reason)
-        excluded = tuple(Excluded(project, r.filename, r.reason) for r in selection.rejected)
+            level = logging.WARNING if rejection.kind in UNTRUSTED_LISTINGS else logging.INFO
+            log.log(level, "%s: not mirrored: %s", rejection.filename, rejection.reason)
+        excluded = tuple(
+            Excluded(project, r.filename, r.reason, r.kind) for r in selection.rejected
+        )
+        unmatched = self._unmatched(project, selection)
         self.observer.files_planned(
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
@@ -329,11 +336,13 @@ class Syncer:
                 ReleaseResult(project, version, version_tag(version), None, "planned")
                 for version, _ in selection.releases
             )
-            return _ProjectOutcome(tuple(self._planned(selection)), planned, excluded=excluded)
+            return _ProjectOutcome(
+                tuple(self._planned(selection)), planned, excluded=excluded, unmatched=unmatched
+            )
         fingerprint = project_fingerprint(page, options_key)
         unchanged = self._unchanged(project, known, selection, fingerprint)
         if unchanged is not None:
-            return replace(unchanged, excluded=excluded)
+            return replace(unchanged, excluded=excluded, unmatched=unmatched)
         await self._within_budget(project, selection.files)
         upstream = _page_files(page, project)
         existing_tags = await self._existing_tags(project, new=state is None)
@@ -349,11 +358,13 @@ class Syncer:
             releases=tuple(release for _, release in results),
             warnings=_publisher_warnings(repository_name(project), files),
             excluded=excluded,
+            unmatched=unmatched,
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
                 r.error for r in outcome.releases if r.action == "failed"
             ]
+            failures += [u.error for u in unmatched]
             if failures:
                 self.journal.record_project_failure(project, failures[0] or "failed")
             else:
@@ -398,6 +409,15 @@ class Syncer:
                 f"than --max-bytes {human_bytes(budget)}; raise --max-bytes or narrow the "
                 "selection (--latest, --only-binary, --target, --allow)"
             )
+
+    def _unmatched(self, project: str, selection: ProjectSelection) -> tuple[ProjectError, ...]:
+        """The requirements that select no file: failures, as pip would fail on them."""
+        if project in self.options.optional:
+            return ()
+        errors = tuple(ProjectError(project, u.reason) for u in selection.unmatched)
+        for error in errors:
+            log.warning("%s: %s", project, error.error)
+        return errors
 
     def _not_modified(self, project: str) -> _ProjectOutcome:
         """The outcome of a project whose page the index says is unchanged (304)."""
@@ -845,10 +865,16 @@ class Syncer:
 
         async def attempt() -> int | None:
             counter = _ByteCounter(observer, file.filename, file.size, keep=keep)
+            # Closed here, in this task, however the store stopped reading them:
+            # left to the garbage collector, a download's close fails noisily.
+            opened: list[AsyncGenerator[bytes, None]] = []
 
             def open_file() -> AsyncIterator[bytes]:
                 counter.restart()
-                return counter.wrap(self._file_chunks(file))
+                download = self._file_chunks(file)
+                counted = counter.wrap(download)
+                opened.extend((counted, download))
+                return counted
 
             try:
                 stored = await self.store.put_blob(
@@ -857,6 +883,9 @@ class Syncer:
             except BaseException:
                 counter.restart()
                 raise
+            finally:
+                for generator in opened:
+                    await generator.aclose()
             if stored and counter.kept is not None:
                 inside = await asyncio.to_thread(_wheel_metadata, counter.kept, file.filename)
                 # kept only when it is the advertised .metadata (PEP 658)
@@ -872,7 +901,7 @@ class Syncer:
             if promise is not None:
                 promise.set_result(self._wheel_metadata.get((repo, digest)))
 
-    async def _file_chunks(self, file: DistributionFile) -> AsyncIterator[bytes]:
+    async def _file_chunks(self, file: DistributionFile) -> AsyncGenerator[bytes, None]:
         """The file's bytes; a connection lost mid-file fails this attempt, not the run."""
         async with self.index.stream_file(file) as chunks:
             try:
@@ -987,7 +1016,7 @@ class _ByteCounter:
         if self._keep:
             self.kept = bytearray()
 
-    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
         self._observer.transfer_started(self._filename, self._size)
         async for chunk in chunks:
             if self.kept is not None:

@@ -27,11 +27,13 @@ from yarl import URL
 from oci_pypi_sync import __version__
 from oci_pypi_sync.errors import (
     DigestMismatchError,
+    FileHostUnreachableError,
     IndexError_,
     IndexLimitError,
     IndexUnreachableError,
     ProjectNotFoundError,
     SizeMismatchError,
+    UnsupportedUrlError,
     parse_retry_after,
 )
 from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
@@ -67,6 +69,8 @@ CHUNK_SIZE = 1024 * 1024
 #: What a PEP 740 Integrity API answers with; plain JSON is its fallback.
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json, application/json;q=0.5"
 TIMEOUTS = Timeouts(connect=15.0, read=60.0)
+#: The URL schemes files and pages are fetched over.
+FETCHED_SCHEMES = frozenset({"http", "https"})
 
 
 class _IndexOriginAuth:
@@ -145,6 +149,24 @@ class _Answer:
         return 200 <= self.status_code < 300
 
 
+def unsupported_url(url: str) -> UnsupportedUrlError:
+    return UnsupportedUrlError(
+        f"the index points at {redact_url(url)}, which is not an http or https URL: "
+        "only those are fetched (the index must serve the file over HTTP)"
+    )
+
+
+def check_fetchable(url: str) -> None:
+    """Refuse, before any request, a URL whose scheme is not fetched over HTTP."""
+    if urlsplit(url).scheme.lower() not in FETCHED_SCHEMES:
+        raise unsupported_url(url)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = URL(url)
+    return parsed.scheme, parsed.host or "", parsed.port
+
+
 class IndexClient:
     """An async reader of one simple repository index.
 
@@ -194,11 +216,25 @@ class IndexClient:
             headers["Accept"] = accept
         return headers
 
-    def _unreachable(self, url: str, exc: Exception) -> IndexUnreachableError:
-        host = urlsplit(url).hostname or redact_url(url)
+    def _unreachable(self, url: str, exc: TransportError, *, file: bool = False) -> IndexError_:
+        """The error for a request that got no answer, by whose fault it is.
+
+        Pages are the index: not reaching them stops a run. A ``file`` (or
+        its core metadata, its provenance) on another host than the index's
+        own (a CDN), or at a URL that is not HTTP (a redirect to ``ftp:``),
+        fails alone.
+        """
+        failed = str(exc.url) if exc.url is not None else url
+        if urlsplit(failed).scheme.lower() not in FETCHED_SCHEMES:
+            return unsupported_url(failed)
+        host = urlsplit(failed).netloc.rpartition("@")[2] or redact_url(failed)
         reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+        if file and _origin(failed) != _origin(self.index_url):
+            return FileHostUnreachableError(
+                f"cannot reach {host}, where the index keeps {redact_url(url)}: {reason}"
+            )
         return IndexUnreachableError(
-            f"cannot reach the index at {host} ({redact_url(url)}): {reason}"
+            f"cannot reach the index at {host} ({redact_url(failed)}): {reason}"
         )
 
     async def _get(
@@ -209,6 +245,7 @@ class IndexClient:
         *,
         accept: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        file: bool = False,
     ) -> _Answer:
         """GET ``url``; the body of a successful answer is read decoded, up to ``limit``.
 
@@ -252,7 +289,7 @@ class IndexClient:
         except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(url)}") from None
         except TransportError as exc:
-            raise self._unreachable(url, exc) from exc
+            raise self._unreachable(url, exc, file=file) from exc
         except UndecodableError as exc:
             raise IndexError_(f"{what} ({redact_url(url)}) is unreadable: {exc}") from None
         return _Answer(
@@ -352,10 +389,12 @@ class IndexClient:
         """
         if file.core_metadata is None and not probe:
             return None
+        check_fetchable(file.metadata_url)
         response = await self._get(
             file.metadata_url,
             f"the core metadata of {file.filename}",
             (MAX_CORE_METADATA_BYTES, "MAX_CORE_METADATA_BYTES"),
+            file=True,
         )
         if file.core_metadata is None and response.status_code in {404, 410}:
             return None
@@ -377,9 +416,14 @@ class IndexClient:
         url = file.provenance
         if url is None:
             return None
+        check_fetchable(url)
         what = f"the provenance of {file.filename}"
         response = await self._get(
-            url, what, (MAX_PROVENANCE_BYTES, "MAX_PROVENANCE_BYTES"), accept=INTEGRITY_ACCEPT
+            url,
+            what,
+            (MAX_PROVENANCE_BYTES, "MAX_PROVENANCE_BYTES"),
+            accept=INTEGRITY_ACCEPT,
+            file=True,
         )
         if response.status_code in {404, 410}:
             return None
@@ -390,6 +434,7 @@ class IndexClient:
         """The file's size: PEP 700's ``size`` when the page gave it, else a HEAD request."""
         if file.size is not None:
             return file.size
+        check_fetchable(file.url)
         logger.debug("HEAD %s", redact_url(file.url))
         try:
             response = await self._http.request(
@@ -402,7 +447,7 @@ class IndexClient:
         except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
         except TransportError as exc:
-            raise self._unreachable(file.url, exc) from exc
+            raise self._unreachable(file.url, exc, file=True) from exc
         self._raise_for_status(response, f"the file {file.filename}")
         length = response.headers.get("content-length")
         if length is None or not length.isdigit():
@@ -435,6 +480,7 @@ class IndexClient:
 
     @asynccontextmanager
     async def _stream(self, file: DistributionFile) -> AsyncIterator[AsyncIterator[bytes]]:
+        check_fetchable(file.url)
         logger.debug("GET %s (streamed)", redact_url(file.url))
         try:
             response = await self._http.request(
@@ -449,7 +495,7 @@ class IndexClient:
         except TooManyRedirectsError:
             raise IndexError_(f"too many redirects fetching {redact_url(file.url)}") from None
         except TransportError as exc:
-            raise self._unreachable(file.url, exc) from exc
+            raise self._unreachable(file.url, exc, file=True) from exc
         try:
             self._raise_for_status(response, f"the file {file.filename}")
             yield self._chunks(response, file.url)
@@ -461,4 +507,4 @@ class IndexClient:
             async for chunk in response.aiter_bytes(CHUNK_SIZE):
                 yield chunk
         except TransportError as exc:
-            raise self._unreachable(url, exc) from exc
+            raise self._unreachable(url, exc, file=True) from exc

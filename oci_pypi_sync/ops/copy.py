@@ -28,13 +28,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from oci_pypi_sync.engine.referrers import update_referrers_tag
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import (
-    AuthenticationError,
-    OciPypiError,
-    RegistryUnreachableError,
-    TargetError,
-    TargetRefusedError,
-)
+from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, TargetError
 from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, is_referrers_tag, parse_referrers_index
 from oci_pypi_sync.stores.protocols import Store, StoredManifest
 
@@ -49,7 +43,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, TargetRefusedError)
 _MANIFEST_TYPES = frozenset(
     {
         OCI_INDEX,

@@ -33,13 +33,7 @@ from typing import Literal, Protocol
 from packaging.utils import canonicalize_name
 
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import (
-    AuthenticationError,
-    DigestMismatchError,
-    OciPypiError,
-    RegistryUnreachableError,
-    TargetRefusedError,
-)
+from oci_pypi_sync.errors import FATAL_ERRORS, DigestMismatchError, OciPypiError
 from oci_pypi_sync.format import (
     A_FORMAT,
     A_METADATA_SHA256,
@@ -96,7 +90,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FATAL_ERRORS = (RegistryUnreachableError, AuthenticationError, TargetRefusedError)
 _HASH_CHUNK = 1 << 20
 
 FindingKind = Literal[

@@ -54,7 +54,7 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionImpossible, ResolutionTooDeep
 
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import DigestMismatchError, IndexError_, ProjectNotFoundError
+from oci_pypi_sync.errors import DigestMismatchError, IndexError_, ProjectNotFoundError, is_fatal
 from oci_pypi_sync.format import UnsupportedFileError, parse_filename
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.metadata import parse_core_metadata
@@ -215,6 +215,10 @@ class _Fetcher:
                 )
             except DigestMismatchError as exc:
                 return _Metadata(None, f"its advertised core metadata fails its hash: {exc}")
+            except IndexError_ as exc:
+                if is_fatal(exc):
+                    raise
+                return _Metadata(None, f"its core metadata could not be read: {exc}")
             if advertised is not None:
                 return _Metadata(advertised)
         if self.probe:
@@ -404,6 +408,11 @@ class _Provider(AbstractProvider[_Requirement, _Candidate, str]):
             page = self._wait(lambda: self.fetcher.page_task(project))
         except ProjectNotFoundError:
             self.missing[project] = f"{project} is not on the index"
+            page = None
+        except IndexError_ as exc:  # a page that cannot be read: no candidates from it
+            if is_fatal(exc):
+                raise
+            self.missing[project] = str(exc)
             page = None
         best: dict[Version, tuple[tuple[Any, ...], DistributionFile, bool]] = {}
         for position, file in enumerate(page.files if page is not None else ()):
@@ -679,6 +688,11 @@ async def _resolve_one(
             await fetcher.page_task(canonicalize_name(req.name))
         except ProjectNotFoundError:
             unresolved.append(Unresolved(str(req), f"{req.name} is not on the index", where))
+            continue
+        except IndexError_ as exc:
+            if is_fatal(exc):
+                raise
+            unresolved.append(Unresolved(str(req), str(exc), where))
             continue
         wanted.append(_requirement(req))
     provider = _Provider(

@@ -4,7 +4,12 @@ A requirement's specifier picks versions (PEP 440, pre-releases only when
 asked or named), yanked files are left out unless asked for or pinned with
 ``==``/``===`` (PEP 592), and ``only_binary`` drops sdists. Files that are
 neither wheels nor sdists, or that carry no sha256 (the digest every OCI
-blob is stored under), are reported as skipped with the reason.
+blob is stored under), are reported as skipped with the reason. So are
+files the page cannot vouch for: a filename listed twice with different
+hashes (neither copy is taken), and a file whose name says it belongs to
+another project (a page must not put files into another project's
+repository). A requirement that selects no file at all is named in
+:attr:`ProjectSelection.unmatched`, with why, as pip would fail on it.
 
 With target environments, a wheel is kept when at least one target installs
 it (its tags among the target's compatible tags and its ``requires-python``
@@ -95,11 +100,34 @@ class SelectedFile:
         return self.name.version
 
 
+#: Why a file is left out: a stable code for programs, beside the reason for people.
+REJECT_UNSUPPORTED = "unsupported-file"
+REJECT_NO_SHA256 = "no-sha256"
+REJECT_UNFIT = "no-fitting-file"
+REJECT_CONFLICTING_HASHES = "conflicting-hashes"
+REJECT_OTHER_PROJECT = "other-project"
+#: Rejections that say the page itself cannot be trusted about a file (worth a warning).
+UNTRUSTED_LISTINGS = frozenset({REJECT_CONFLICTING_HASHES, REJECT_OTHER_PROJECT})
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A file left out, and why (only for reasons a user would want to hear)."""
+    """A file left out, and why (only for reasons a user would want to hear).
+
+    ``kind`` is one of the ``REJECT_*`` codes and never changes for a given
+    rule; ``reason`` says the same in words, with the particulars.
+    """
 
     filename: str
+    reason: str
+    kind: str = REJECT_UNSUPPORTED
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """A requirement that selects no file of the page, and why (a failure, as for pip)."""
+
+    requirement: str
     reason: str
 
 
@@ -111,6 +139,7 @@ class ProjectSelection:
     display_name: str
     releases: tuple[tuple[str, tuple[SelectedFile, ...]], ...]
     rejected: tuple[Rejection, ...]
+    unmatched: tuple[Unmatched, ...] = ()
 
     @property
     def files(self) -> tuple[SelectedFile, ...]:
@@ -253,31 +282,35 @@ def select_files(
         raise ValueError("select_files needs at least one requirement")
     project = canonicalize_name(requirements[0].name)
     allowed_digests = _allowed_digests(options.hashes, project)
-    rejected: list[Rejection] = []
+    files, rejected = _vouched_files(page.files, project)
     by_version: dict[str, list[SelectedFile]] = {}
+    # Per version kept, the requirements that wanted one of its files.
+    wanted_by: dict[str, set[int]] = {}
+    # Per requirement, why files of versions it chose were left out.
+    left_out: dict[int, set[str]] = {}
     # Versions the specifiers chose but for which no file fits any target.
     unfit: set[str] = set()
-    for file in page.files:
-        try:
-            name = parse_filename(file.filename, project)
-        except UnsupportedFileError as exc:
-            rejected.append(Rejection(file.filename, str(exc)))
+    for file, name in files:
+        wanting = {i for i, req in enumerate(requirements) if _wanted(name, file, req, options)}
+        if not wanting:
             continue
-        if not any(_wanted(name, file, req, options) for req in requirements):
-            continue
-        if options.only_binary and not name.is_wheel:
-            continue
-        if not fits_environments(name, file, options.environments):
-            unfit.add(name.version)
-            continue
-        if allowed_digests is not None and file.sha256 not in allowed_digests:
-            continue
-        if file.sha256 is None:
-            rejected.append(
-                Rejection(file.filename, "the index gives no sha256 for it (needed as its digest)")
-            )
+        why = _left_out_because(name, file, options, allowed_digests)
+        if why is not None:
+            for i in wanting:
+                left_out.setdefault(i, set()).add(why)
+            if why == _UNFIT:
+                unfit.add(name.version)
+            elif why == _NO_SHA256:
+                rejected.append(
+                    Rejection(
+                        file.filename,
+                        "the index gives no sha256 for it (needed as its digest)",
+                        REJECT_NO_SHA256,
+                    )
+                )
             continue
         by_version.setdefault(name.version, []).append(SelectedFile(file, name))
+        wanted_by.setdefault(name.version, set()).update(wanting)
     versions = sorted(by_version, key=version_sort_key)
     if options.latest is not None:
         versions = versions[-options.latest :]
@@ -286,12 +319,119 @@ def select_files(
         for version in versions
     )
     rejected.extend(_unfit_rejections(project, unfit - by_version.keys(), by_version, requirements))
+    # A requirement whose versions --latest cut off did select files: the cut is the user's.
+    matched = {i for wanting in wanted_by.values() for i in wanting}
+    unmatched = tuple(
+        Unmatched(str(req), _unmatched_reason(req, files, left_out.get(i, set()), options))
+        for i, req in enumerate(requirements)
+        if i not in matched
+    )
     return ProjectSelection(
         project=project,
         display_name=page.name or requirements[0].name,
         releases=releases,
         rejected=tuple(rejected),
+        unmatched=unmatched,
     )
+
+
+# Why a file a requirement wants is still left out (see _left_out_because).
+_YANKED_ONLY = "yanked"
+_SDIST = "an sdist (--only-binary)"
+_UNFIT = "not for the target environments"
+_HASHES = "not among the hashes given"
+_NO_SHA256 = "without a sha256 on the page"
+
+
+def _left_out_because(
+    name: FileName,
+    file: DistributionFile,
+    options: SelectionOptions,
+    allowed_digests: frozenset[str] | None,
+) -> str | None:
+    if options.only_binary and not name.is_wheel:
+        return _SDIST
+    if not fits_environments(name, file, options.environments):
+        return _UNFIT
+    if allowed_digests is not None and file.sha256 not in allowed_digests:
+        return _HASHES
+    if file.sha256 is None:
+        return _NO_SHA256
+    return None
+
+
+def _vouched_files(
+    files: Sequence[DistributionFile], project: NormalizedName
+) -> tuple[list[tuple[DistributionFile, FileName]], list[Rejection]]:
+    """The page's files that can be named and trusted, each filename once; and the others.
+
+    A filename listed twice with different hashes leaves both copies out
+    (which one is the file?); listed twice alike, it is one file. A file
+    whose name says it belongs to another project is refused: mirroring it
+    would put that project's file into this project's repository.
+    """
+    rejected: list[Rejection] = []
+    digests: dict[str, set[str]] = {}
+    for file in files:
+        digests.setdefault(file.filename, set()).add(file.sha256 or "")
+    kept: list[tuple[DistributionFile, FileName]] = []
+    seen: set[str] = set()
+    for file in files:
+        if file.filename in seen:
+            continue
+        seen.add(file.filename)
+        if len(digests[file.filename]) > 1:
+            listed = ", ".join(sorted(d or "none" for d in digests[file.filename]))
+            rejected.append(
+                Rejection(
+                    file.filename,
+                    f"listed more than once with different sha256 digests ({listed}); "
+                    "neither is mirrored",
+                    REJECT_CONFLICTING_HASHES,
+                )
+            )
+            continue
+        try:
+            name = parse_filename(file.filename, project)
+        except UnsupportedFileError as exc:
+            rejected.append(Rejection(file.filename, str(exc), REJECT_UNSUPPORTED))
+            continue
+        if name.project != project:
+            rejected.append(
+                Rejection(
+                    file.filename,
+                    f"its name says it belongs to the project {name.project!r}, "
+                    f"not {str(project)!r}; not mirrored under {str(project)!r}",
+                    REJECT_OTHER_PROJECT,
+                )
+            )
+            continue
+        kept.append((file, name))
+    return kept, rejected
+
+
+def _unmatched_reason(
+    requirement: Requirement,
+    files: Sequence[tuple[DistributionFile, FileName]],
+    left_out: set[str],
+    options: SelectionOptions,
+) -> str:
+    """Why ``requirement`` selects nothing, in words a user can act on."""
+    label = f"no file matches {requirement}"
+    if not files:
+        return f"{label} (the index lists no file of {canonicalize_name(requirement.name)})"
+    if left_out:
+        return f"{label} (its files are {' or '.join(sorted(left_out))})"
+    specifier = requirement.specifier
+    chosen = {n.version for _, n in files if version_matches(n.version, specifier, options.pre)}
+    if chosen:  # every file of the versions it names is yanked
+        return f"{label} (its files are {_YANKED_ONLY}; pin the version with == to take them)"
+    if any(version_matches(n.version, specifier, True) for _, n in files):
+        return f"{label} (only pre-releases match it: add --pre to take them)"
+    versions = sorted({n.version for _, n in files}, key=version_sort_key)
+    shown = ", ".join(versions[-5:])
+    more = f"{len(versions) - 5} older and " if len(versions) > 5 else ""
+    return f"{label} (the index has {more}versions {shown})"
 
 
 def _allowed_digests(
@@ -329,7 +469,7 @@ def _unfit_rejections(
         report.add(newest)
     reason = "no file fits any target environment"
     return [
-        Rejection(f"{project}=={version}", reason)
+        Rejection(f"{project}=={version}", reason, REJECT_UNFIT)
         for version in sorted(report, key=version_sort_key)
     ]
 

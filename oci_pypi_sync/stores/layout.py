@@ -9,18 +9,24 @@ manifest it stores) or with one of another shape are kept and ignored. Blobs are
 written to a temporary file, verified, then renamed into place, so a blob
 path always holds bytes with that digest; ``index.json`` is replaced
 atomically under a file lock, so concurrent writers never lose a tag.
+Temporary files live in a directory of the writing process's own (see
+:mod:`.scratch`): a writer removes its own when it closes, and what a dead
+writer left when it opens.
+
+A file system that refuses writes (full, read-only, not ours) raises
+:class:`~oci_pypi_sync.errors.TargetWriteError`, which stops a run; one
+that cannot be read raises :class:`~oci_pypi_sync.errors.LayoutError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
-import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from oci_pypi_sync.errors import (
     LayoutError,
     LayoutLimitError,
     SizeMismatchError,
+    TargetError,
+    TargetWriteError,
 )
 from oci_pypi_sync.format import (
     OCI_INDEX,
@@ -43,14 +51,46 @@ from oci_pypi_sync.format import (
     parse_layout_ref_name,
 )
 from oci_pypi_sync.limits import MAX_MANIFEST_BYTES, exceeded, loads_json
-from oci_pypi_sync.stores.protocols import StoredManifest
+from oci_pypi_sync.stores.protocols import BlobFile, StoredManifest
+from oci_pypi_sync.stores.scratch import Scratch, remove_abandoned
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
 INDEX_FILE = "index.json"
-_TMP_DIR = ".tmp"
 _LOCK_FILE = ".lock"
 _CHUNK = 1 << 20
+#: Write failures after which no other write could succeed, and what to do about each.
+_REFUSED_WRITES = {
+    errno.ENOSPC: "free some space there, or choose another target",
+    errno.EDQUOT: "free some space there (the disk quota is reached), or choose another target",
+    errno.EROFS: "the file system is read-only: choose a writable target",
+    errno.EACCES: "this user may not write there: fix the permissions, or run as its owner",
+    errno.EPERM: "this user may not write there: fix the permissions, or run as its owner",
+}
+
+
+def write_error(where: str, exc: OSError) -> TargetError:
+    """The error for a failed write into a layout: fatal when every other write would fail too."""
+    reason = exc.strerror or str(exc)
+    hint = _REFUSED_WRITES.get(exc.errno or 0)
+    if hint is not None:
+        return TargetWriteError(f"cannot write to {where} ({reason}): {hint}")
+    if exc.errno == errno.EFBIG:
+        hint = "a file is larger than the file system or this process's file-size limit allows"
+        return LayoutError(f"cannot write to {where} ({reason}): {hint}")
+    return LayoutError(f"cannot write to {where}: {reason}")
+
+
+def read_error(path: Path, exc: OSError) -> LayoutError:
+    """The error for a layout file that cannot be read, saying what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return LayoutError(
+            f"cannot read {path} ({reason}): run as a user who may read the layout, "
+            "or fix its permissions"
+        )
+    return LayoutError(f"cannot read {path}: {reason}")
+
 
 #: ``(repository, tag)`` -> the ``index.json`` entry tagging it.
 Refs = dict[tuple[str, str], dict[str, Any]]
@@ -65,7 +105,13 @@ class LayoutStore:
         # index.json parsed, and its tags, for as long as the file is unchanged.
         self._index_cache: tuple[tuple[int, int, int], dict[str, Any], Refs] | None
         self._index_cache = None
-        self._exists = self._validate(create)
+        try:
+            self._exists = self._validate(create)
+        except OSError as exc:
+            raise read_error(Path(exc.filename or self.path), exc) from exc
+        self._scratch = Scratch(self.path)
+        if create and self._exists:
+            remove_abandoned(self.path)  # a writer starts by sweeping up after dead ones
 
     def _validate(self, create: bool) -> bool:
         """Check an existing layout; a missing one is made on the first write."""
@@ -73,7 +119,7 @@ class LayoutStore:
         if layout_file.is_file():
             try:
                 version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
             if not str(version).startswith("1."):
                 raise LayoutError(f"{self.path}: unsupported image layout version {version}")
@@ -107,21 +153,27 @@ class LayoutStore:
         layout_file = self.path / LAYOUT_FILE
         try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path / INDEX_FILE, _empty_index(), self._tmp_dir())
+            _atomic_write(self.path / INDEX_FILE, _empty_index(), self._scratch)
             _atomic_write(
-                layout_file, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}), self._tmp_dir()
+                layout_file, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}), self._scratch
             )
         except OSError as exc:
-            raise LayoutError(f"cannot create an OCI image layout at {self.path}: {exc}") from exc
-
-    def _tmp_dir(self) -> Path:
-        tmp = self.path / _TMP_DIR
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp
+            raise write_error(f"a new OCI image layout at {self.path}", exc) from exc
 
     def blob_path(self, digest: str) -> Path:
         """Where a blob lives; the digest is checked against the grammar before any path is made."""
         return self.path / "blobs" / "sha256" / blob_hex(digest)
+
+    def blob_file(self, digest: str) -> BlobFile | None:
+        """The blob's file, whole (see :class:`~oci_pypi_sync.stores.protocols.LocalBlobFiles`)."""
+        path = self.blob_path(digest)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise read_error(path, exc) from exc
+        return BlobFile(path, 0, size)
 
     def _index_and_tags(self) -> tuple[dict[str, Any], Refs]:
         """``index.json`` and its ref names, read again only when the file changed.
@@ -138,7 +190,9 @@ class LayoutStore:
             if self._index_cache is not None and self._index_cache[0] == key:
                 return self._index_cache[1], self._index_cache[2]
             data = loads_json(path.read_bytes(), str(path))
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise read_error(path, exc) from exc
+        except ValueError as exc:
             raise LayoutError(f"cannot read {path}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
             raise LayoutError(f"{path} is not an OCI image index")
@@ -193,8 +247,10 @@ class LayoutStore:
             return False
         hasher = hashlib.sha256()
         received = 0
-        fd, tmp_name = _new_file(self._tmp_dir(), "blob-")
-        tmp = Path(tmp_name)
+        try:
+            fd, tmp = self._scratch.create("blob-")
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
         try:
             with os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
@@ -207,6 +263,8 @@ class LayoutStore:
             if size is not None and received != size:
                 raise SizeMismatchError(f"blob {digest}", size, received)
             os.replace(tmp, target)
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
         return True
@@ -219,8 +277,15 @@ class LayoutStore:
         target = self.blob_path(digest)
         if target.is_file():
             return False
-        _atomic_write(target, data, self._tmp_dir())
+        self._write(target, data)
         return True
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Replace ``path`` with ``data`` atomically; a refused write raises the target's error."""
+        try:
+            _atomic_write(path, data, self._scratch)
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
 
     async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         path = self.blob_path(digest)
@@ -228,6 +293,8 @@ class LayoutStore:
             handle = path.open("rb")
         except FileNotFoundError as exc:
             raise LayoutError(f"{self.display_name} has no blob {digest}") from exc
+        except OSError as exc:
+            raise read_error(path, exc) from exc
         with handle:
             while chunk := handle.read(_CHUNK):
                 yield chunk
@@ -244,6 +311,8 @@ class LayoutStore:
                 body = handle.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise read_error(path, exc) from exc
         return checked_manifest(self.display_name, digest, body)
 
     async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
@@ -292,7 +361,7 @@ class LayoutStore:
                 index["manifests"] = manifests
                 index.setdefault("schemaVersion", 2)
                 index.setdefault("mediaType", OCI_INDEX)
-                _atomic_write(self.path / INDEX_FILE, canonical_json(index), self._tmp_dir())
+                self._write(self.path / INDEX_FILE, canonical_json(index))
 
     def _referrers_subject(self, tag: str) -> dict[str, Any] | None:
         """The untagged ``index.json`` entry of a fallback tag's subject, when it is stored."""
@@ -313,7 +382,11 @@ class LayoutStore:
         return repositories_in(self.tags())
 
     async def aclose(self) -> None:
-        return None
+        """Remove this process's temporary directory (nothing else is held open)."""
+        self._close_scratch()
+
+    def _close_scratch(self) -> None:
+        self._scratch.close()
 
     # --- internals -------------------------------------------------------------
 
@@ -336,7 +409,11 @@ class LayoutStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with (self.path / _LOCK_FILE).open("a") as handle:
+        try:
+            handle = (self.path / _LOCK_FILE).open("a")
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -348,52 +425,16 @@ def _empty_index() -> bytes:
     return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
 
 
-@functools.cache
-def file_mode() -> int:
-    """The mode a new file gets from the umask (0644 under 022), read once.
-
-    Read from ``/proc`` where it can be: setting the umask to read it, the
-    only other way, would change it for every thread meanwhile.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _new_file(directory: Path, prefix: str) -> tuple[int, str]:
-    """A temporary file to be renamed into the layout, with the umask's mode.
-
-    ``mkstemp`` makes it 0600, which the rename would keep: a layout synced
-    by one user could then not be read by ``serve``, a web server or skopeo
-    running as another.
-    """
-    fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
-    try:
-        os.fchmod(fd, file_mode())
-    except BaseException:
-        os.close(fd)
-        Path(name).unlink(missing_ok=True)
-        raise
-    return fd, name
-
-
-def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp_name = _new_file(tmp_dir, "write-")
+def _atomic_write(path: Path, data: bytes, scratch: Scratch) -> None:
+    fd, tmp = scratch.create("write-")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def blob_hex(digest: str) -> str:
@@ -448,8 +489,8 @@ def refs_in(index: dict[str, Any]) -> Refs:
     for entry in index.get("manifests", []):
         name = _ref_name(entry)
         parsed = parse_layout_ref_name(name) if name else None
-        if parsed is None or not isinstance(entry.get("digest"), str):
-            continue
+        if parsed is None:
+            continue  # an entry without a digest stays: reading its tag reports the damage
         if parsed in refs and name is not None and is_format1_ref_name(name):
             continue
         refs[parsed] = entry
@@ -468,9 +509,21 @@ def format1_ref_names(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def tag_digest(tags: Refs, repo: str, tag: str) -> str | None:
-    """The digest ``repo:tag`` points at, if it is tagged."""
+    """The digest ``repo:tag`` points at, if it is tagged.
+
+    An entry without a digest is damage to report, not a missing tag: a
+    writer would otherwise replace it, and a reader skip it, in silence.
+    """
     entry = tags.get((repo, tag))
-    return str(entry["digest"]) if entry is not None else None
+    if entry is None:
+        return None
+    digest = entry.get("digest")
+    if not isinstance(digest, str) or not digest:
+        raise LayoutError(
+            f"the {INDEX_FILE} entry {repo}:{tag} has no digest: the layout is damaged "
+            f"(remove that entry from {INDEX_FILE}, then sync the project again)"
+        )
+    return digest
 
 
 def check_manifest_size(where: str, digest: str, size: int) -> None:

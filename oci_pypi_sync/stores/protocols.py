@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -118,4 +119,26 @@ class ReferrersApi(Protocol):
         ``True`` when the store lists it among its subject's referrers
         itself, ``False`` when the fallback tag must list it.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    """Where a blob's bytes lie on the local disk: ``size`` bytes of ``path`` from ``offset``."""
+
+    path: Path
+    offset: int
+    size: int
+
+
+@runtime_checkable
+class LocalBlobFiles(Protocol):
+    """A store whose blobs are regions of local files (a layout, a packed layout).
+
+    Whoever reads them may then read, hash and seek on the file directly
+    instead of streaming through :meth:`Store.open_blob`.
+    """
+
+    def blob_file(self, digest: str) -> BlobFile | None:
+        """The blob's file region; ``None`` when the store does not have it."""
         ...

@@ -39,8 +39,9 @@ from oci_pypi_sync.stores.layout import (
     repositories_in,
     tag_digest,
     tags_of,
+    write_error,
 )
-from oci_pypi_sync.stores.protocols import StoredManifest
+from oci_pypi_sync.stores.protocols import BlobFile, StoredManifest
 
 __all__ = [
     "STAGING_SUFFIX",
@@ -161,6 +162,11 @@ class TarReadStore:
             return None
         return self._members.get(_BLOB_PREFIX + hexdigest)
 
+    def blob_file(self, digest: str) -> BlobFile | None:
+        """The blob's region of the tar (see :class:`~.protocols.LocalBlobFiles`)."""
+        member = self._blob_member(digest)
+        return None if member is None else BlobFile(self.path, member.offset, member.size)
+
     def blob_size(self, digest: str) -> int | None:
         """The stored size of a blob, ``None`` when the tar lacks it."""
         member = self._blob_member(digest)
@@ -255,8 +261,12 @@ class TarWriteStore(LayoutStore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.tar_path = Path(path)
         staging = staging_dir(self.tar_path)
-        staging.mkdir(parents=True, exist_ok=True)
-        self._lock_handle: IO[str] | None = (staging / _WRITER_LOCK).open("a")
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+            handle = (staging / _WRITER_LOCK).open("a")
+        except OSError as exc:
+            raise write_error(f"oci:{self.tar_path}", exc) from exc
+        self._lock_handle: IO[str] | None = handle
         try:
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -264,6 +274,8 @@ class TarWriteStore(LayoutStore):
             self._lock_handle = None
             raise LayoutError(f"{staging} is in use by another writer") from exc
         try:
+            # A pack cut short by a crash; only a writer holding the lock packs.
+            _partial(self.tar_path).unlink(missing_ok=True)
             # ``oci-layout`` is written last, so its presence means a usable staging layout.
             resumed = (staging / LAYOUT_FILE).is_file()
             if not resumed:
@@ -312,16 +324,21 @@ class TarWriteStore(LayoutStore):
         """Pack the staging layout into the tar atomically, then remove the staging directory."""
         if self._lock_handle is None:
             return
+        self._close_scratch()
         try:
             if self._dirty:
                 self._created()
-                pack_layout(self.path, self.tar_path)
+                try:
+                    pack_layout(self.path, self.tar_path)
+                except OSError as exc:
+                    raise write_error(self.display_name, exc) from exc
             shutil.rmtree(self.path, ignore_errors=True)
         finally:
             self._release()
 
     def abandon(self) -> None:
         """Close without packing; the staging directory stays for the next writer to resume."""
+        self._close_scratch()
         self._release()
 
     def _release(self) -> None:
@@ -355,7 +372,7 @@ def pack_layout(layout: str | os.PathLike[str], tar_path: str | os.PathLike[str]
     """
     root = Path(layout)
     tar = Path(tar_path)
-    partial = tar.with_name(tar.name + PARTIAL_SUFFIX)
+    partial = _partial(tar)
     blobs = root / "blobs" / "sha256"
     names = sorted(
         entry.name for entry in blobs.iterdir() if entry.is_file() and is_sha256_hex(entry.name)
@@ -380,6 +397,11 @@ def pack_layout(layout: str | os.PathLike[str], tar_path: str | os.PathLike[str]
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _partial(tar: Path) -> Path:
+    """Where a tar is packed before it is renamed over the old one."""
+    return tar.with_name(tar.name + PARTIAL_SUFFIX)
 
 
 def _remove(path: Path) -> None:
