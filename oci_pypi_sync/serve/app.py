@@ -7,7 +7,9 @@ URLs (all below the application's root path):
   ``?format=json|html``); other spellings of the name redirect (301);
 - ``/files/<project>/<sha256>/<filename>``: the file, streamed from its
   blob, with ``Range`` support; the digest in the path makes the URL
-  immutable and the filename is the last segment, as installers want;
+  immutable and the filename is the last segment, as installers want.
+  Only bytes that match the digest are ever served completely
+  (:mod:`.integrity`): a damaged blob is a 502, or a response cut short;
 - ``/files/<project>/<sha256>/<filename>.metadata``: its core metadata
   (PEP 658/714);
 - ``/integrity/<project>/<version>/<filename>/provenance``: its PEP 740
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +45,7 @@ from oci_pypi_sync import format as fmt
 from oci_pypi_sync.errors import DigestMismatchError, SizeMismatchError, TargetError
 from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.serve import pages
-from oci_pypi_sync.serve.blobs import read_blob
+from oci_pypi_sync.serve.integrity import VerifiedBlobs
 from oci_pypi_sync.serve.model import ServedFile
 from oci_pypi_sync.serve.ranges import UnsatisfiableRange, parse_range
 from oci_pypi_sync.serve.view import DEFAULT_TTL, Lru, MirrorView
@@ -53,6 +56,8 @@ access_logger = logging.getLogger("oci_pypi_sync.serve.access")
 
 PAGE_CACHE_CONTROL = "public, max-age=60"
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: For bytes checked only as they stream: a cache keeps them, but asks again (ETag) first.
+UNVERIFIED_CACHE_CONTROL = "no-cache"
 METADATA_SUFFIX = ".metadata"
 INTEGRITY_TYPE = fmt.INTEGRITY_LAYER
 _RENDERED_PAGES = 1024
@@ -124,8 +129,9 @@ class AccessLog:
 class SimpleRepository:
     """The endpoints, over one :class:`MirrorView`."""
 
-    def __init__(self, view: MirrorView) -> None:
+    def __init__(self, view: MirrorView, blobs: VerifiedBlobs) -> None:
         self.view = view
+        self.blobs = blobs
         self._rendered: Lru[tuple[str, str, str, str], tuple[bytes, str]] = Lru(_RENDERED_PAGES)
 
     async def index(self, request: Request) -> Response:
@@ -165,7 +171,7 @@ class SimpleRepository:
         filename = str(request.path_params["filename"])
         file = await self.view.file(project, sha256, filename)
         if file is not None:
-            return self._file_response(request, project, file)
+            return await self._file_response(request, project, file)
         if filename.endswith(METADATA_SUFFIX):
             file = await self.view.file(project, sha256, filename[: -len(METADATA_SUFFIX)])
             if file is not None:
@@ -205,7 +211,7 @@ class SimpleRepository:
             return Response(headers=headers)
         return Response(data, headers=headers)
 
-    def _file_response(self, request: Request, project: str, file: ServedFile) -> Response:
+    async def _file_response(self, request: Request, project: str, file: ServedFile) -> Response:
         etag = f'"{file.blob_digest}"'
         headers = {
             "ETag": etag,
@@ -214,26 +220,33 @@ class SimpleRepository:
         }
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        if file.size is None:  # not written by this format's sync; stream it whole
-            return _stream(request, self.view.store, project, file, 200, headers, 0, None)
-        headers["Accept-Ranges"] = "bytes"
-        try:
-            wanted = parse_range(
-                request.headers.get("range"),
-                file.size,
-                if_range=request.headers.get("if-range"),
-                etag=etag,
-            )
-        except UnsatisfiableRange:
-            headers["Content-Range"] = f"bytes */{file.size}"
-            return Response(status_code=416, headers=headers)
-        if wanted is None:
-            headers["Content-Length"] = str(file.size)
-            return _stream(request, self.view.store, project, file, 200, headers, 0, None)
-        headers["Content-Length"] = str(wanted.length)
-        headers["Content-Range"] = wanted.content_range
-        stop = wanted.stop if wanted.stop < file.size else None
-        return _stream(request, self.view.store, project, file, 206, headers, wanted.start, stop)
+        start, stop, status = 0, None, 200
+        if file.size is not None:  # else not written by this format's sync: stream it whole
+            headers["Accept-Ranges"] = "bytes"
+            try:
+                wanted = parse_range(
+                    request.headers.get("range"),
+                    file.size,
+                    if_range=request.headers.get("if-range"),
+                    etag=etag,
+                )
+            except UnsatisfiableRange:
+                headers["Content-Range"] = f"bytes */{file.size}"
+                return Response(status_code=416, headers=headers)
+            if wanted is None:
+                headers["Content-Length"] = str(file.size)
+            else:
+                headers["Content-Length"] = str(wanted.length)
+                headers["Content-Range"] = wanted.content_range
+                start, status = wanted.start, 206
+                stop = wanted.stop if wanted.stop < file.size else None
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers)
+        # A damaged local blob raises here, before any byte: the handler answers 502.
+        blob = await self.blobs.open(project, file.blob_digest)
+        if not blob.verified:
+            headers["Cache-Control"] = UNVERIFIED_CACHE_CONTROL
+        return _stream(self.view.store, file, blob.read(start, stop), status, headers)
 
 
 def _integrity_acceptable(accept: str | None) -> bool:
@@ -295,22 +308,17 @@ def _metadata_response(request: Request, file: ServedFile, data: bytes) -> Respo
 
 
 def _stream(
-    request: Request,
     store: Store,
-    project: str,
     file: ServedFile,
+    chunks: AsyncGenerator[bytes, None],
     status: int,
     headers: dict[str, str],
-    start: int,
-    stop: int | None,
 ) -> Response:
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers)
-
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in read_blob(store, project, file.blob_digest, start, stop):
-                yield chunk
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
         except _STORE_ERRORS as exc:
             # Headers are gone already: all that is left is to cut the response short.
             logger.error("reading %s from %s failed: %s", file.filename, store.display_name, exc)
@@ -322,6 +330,12 @@ def _stream(
 async def _store_failure(request: Request, exc: Exception) -> Response:
     logger.error("%s %s: the mirror could not be read: %s", request.method, request.url.path, exc)
     reason = redact_text(str(exc))
+    if isinstance(exc, DigestMismatchError | SizeMismatchError):
+        return PlainTextResponse(
+            f"the mirror holds damaged bytes for this file ({reason}); "
+            "`oci-pypi verify --repair` on the mirror mends it\n",
+            status_code=502,
+        )
     return PlainTextResponse(f"the mirror could not be read: {reason}\n", status_code=502)
 
 
@@ -342,7 +356,7 @@ def create_app(
     view is on ``app.state.view``.
     """
     mirror = view or MirrorView(store, ttl=ttl, clock=clock)
-    endpoints = SimpleRepository(mirror)
+    endpoints = SimpleRepository(mirror, VerifiedBlobs(mirror.store, clock=clock))
     methods = ["GET", "HEAD"]
     routes = [
         Route("/", _root, methods=methods),
