@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -346,3 +347,23 @@ def test_verbose_twice_logs_the_traceback_of_an_unforeseen_error(tmp_path: Path)
             "(rerun with -vv for the traceback, and please report it)"
         )
         assert ("Traceback" in completed.stderr) is traceback
+
+
+def test_ctrl_c_is_how_serve_ends_exit_0(tmp_path: Path) -> None:
+    index = FixtureIndex()
+    index.add("first", make_wheel("first", "1.0"))
+    env = cli_env(tmp_path)
+    with serve_index(index):
+        made = run_cli(["sync", "first", "--to", "oci:mirror", "-i", index.url], env)
+    assert made.returncode == 0, made.describe()
+    out, err = tmp_path / "out", tmp_path / "err"
+    with cli_process(
+        ["serve", "--from", "oci:mirror", "--port", "0"], env, stdout=out, stderr=err
+    ) as process:
+        wait_for(lambda: "serving" in err.read_text(), timeout=30, what="the server to start")
+        time.sleep(1.0)  # the banner comes before the server listens: let it start
+        process.send_signal(signal.SIGINT)
+        result = finish(process, out, err)
+    assert result.returncode == 0, result.describe()
+    assert "error:" not in result.stderr
+    assert "Traceback" not in result.stderr

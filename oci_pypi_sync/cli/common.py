@@ -57,17 +57,21 @@ def run(
     coro_factory: Callable[[], Coroutine[Any, Any, T]],
     *,
     on_failure: Callable[[BaseException], None] | None = None,
+    interrupt_stops: bool = False,
 ) -> T:
     """Run a coroutine; an error that ends it becomes one ``error:`` line and an exit code.
 
     ``on_failure`` hears the error first (a command that got far enough
-    prints its partial report there).
+    prints its partial report there). With ``interrupt_stops``, Ctrl-C is
+    the way the command ends (a server): exit 0, nothing said.
     """
     try:
         with asyncio.Runner() as runner:
             runner.get_loop().set_exception_handler(_quiet_loop_errors)
             return runner.run(coro_factory())
     except (Exception, KeyboardInterrupt) as exc:
+        if interrupt_stops and isinstance(exc, KeyboardInterrupt):
+            sys.exit(EXIT_OK)
         if on_failure is not None:
             on_failure(exc)
         fail(exc)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
 from oci_pypi_sync.cli.common import (
@@ -72,5 +70,4 @@ def serve(
             await store.aclose()
 
     click.echo(f"serving {parsed} on http://{host}:{port}/simple/", err=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(go)
+    run(go, interrupt_stops=True)
