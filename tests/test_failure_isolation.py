@@ -230,3 +230,27 @@ def test_files_the_page_cannot_vouch_for_are_refused_and_named(tmp_path: Path) -
     held = held_files(tmp_path / "mirror")
     assert held == {good.filename: ("demo:1.0", sha256(good))}
     assert not any(p.endswith((twin.filename, intruder.filename)) for _, p in index.requests)
+
+
+def test_a_project_listed_by_the_index_may_select_nothing(tmp_path: Path) -> None:
+    wheel = make_wheel("binary", "1.0")
+    index = FixtureIndex()
+    index.add("binary", wheel)
+    index.add("sources", make_sdist("sources", "1.0"))
+    with serve_index(index):
+        listed = sync(index, tmp_path, "--all", "--only-binary")
+        named = run_cli(
+            [
+                *("sync", "--all", "sources", "--only-binary", "--to", "oci:named"),
+                *("-i", index.url, "--json"),
+            ],
+            cli_env(tmp_path),
+        )
+    # --all takes what each listed project has for the targets; nothing is no failure.
+    assert listed.returncode == 0, listed.describe()
+    assert listed.json()["errors"] == []
+    assert held_files(tmp_path / "mirror") == {wheel.filename: ("binary:1.0", sha256(wheel))}
+    # A project also named on the command line must select something.
+    assert named.returncode == 1, named.describe()
+    assert [e["project"] for e in named.json()["errors"]] == ["sources"]
+    assert named.json()["errors"][0]["error"].startswith("no file matches sources (")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -321,17 +321,17 @@ def select_files(
     rejected.extend(_unfit_rejections(project, unfit - by_version.keys(), by_version, requirements))
     # A requirement whose versions --latest cut off did select files: the cut is the user's.
     matched = {i for wanting in wanted_by.values() for i in wanting}
-    unmatched = tuple(
-        Unmatched(str(req), _unmatched_reason(req, files, left_out.get(i, set()), options))
+    unmatched = {  # one per requirement, however often it was given
+        str(req): Unmatched(str(req), _unmatched_reason(req, files, left_out.get(i, ()), options))
         for i, req in enumerate(requirements)
         if i not in matched
-    )
+    }
     return ProjectSelection(
         project=project,
         display_name=page.name or requirements[0].name,
         releases=releases,
         rejected=tuple(rejected),
-        unmatched=unmatched,
+        unmatched=tuple(unmatched.values()),
     )
 
 
@@ -413,7 +413,7 @@ def _vouched_files(
 def _unmatched_reason(
     requirement: Requirement,
     files: Sequence[tuple[DistributionFile, FileName]],
-    left_out: set[str],
+    left_out: Collection[str],
     options: SelectionOptions,
 ) -> str:
     """Why ``requirement`` selects nothing, in words a user can act on."""
