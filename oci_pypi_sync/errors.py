@@ -138,6 +138,15 @@ class TargetRefusedError(RegistryError):
     """
 
 
+class InsecureLocationError(TargetRefusedError):
+    """A registry spoken to over HTTPS named a plain-HTTP address of its own host.
+
+    Following it would send the credentials and the data in clear text. The
+    usual cause is a TLS proxy in front of the registry that does not tell
+    it the original scheme (``X-Forwarded-Proto``): a setting to change.
+    """
+
+
 class RepositoryMissingError(TargetRefusedError):
     """The repository does not exist and the registry does not create repositories on push."""
 

@@ -215,15 +215,19 @@ def ranged(seen: Seen, data: bytes, headers: Sequence[tuple[str, str]] = ()) -> 
     return Reply(206, [*headers, ("Content-Range", content_range)], part)
 
 
-async def forward(seen: Seen, upstream: str, *, origin: str) -> Reply:
+async def forward(
+    seen: Seen, upstream: str, *, origin: str, headers: Mapping[str, str] | None = None
+) -> Reply:
     """The answer of the real server at ``upstream`` to ``seen``, its Locations rewritten.
 
-    A Location naming ``upstream`` is made to name ``origin`` (this server),
-    as a reverse proxy does, so the client keeps talking through it.
+    A Location naming ``upstream`` is made to name ``origin`` (this server,
+    as a reverse proxy does, or another one), and ``headers`` are added to
+    the forwarded request (credentials a pre-signed URL would carry, say).
     """
     import httpx
 
-    headers = {k: v for k, v in seen.headers.items() if k not in ("host", "content-length")}
+    sent = {k: v for k, v in seen.headers.items() if k not in ("host", "content-length")}
+    headers = {**sent, **(headers or {})}
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.request(
             seen.method,

@@ -222,14 +222,15 @@ async def test_insufficient_scope_refetches_with_the_challenge_scope() -> None:
                 challenge += ',scope="repository:pypi/six:pull,push",error="insufficient_scope"'
             return httpx.Response(401, headers={"WWW-Authenticate": challenge})
 
-        auth = RegistryAuth(creds(), "registry.test")
-        async with answering(handler) as registry, HttpClient(auth=auth) as client:
-            url = f"{registry.url}/v2/pypi/six/manifests/1.0"
-            # A pull token is fetched and cached for the GET, then refused as too narrow.
-            first = await client.request("GET", url)
-            assert first.status_code == 401  # the pull token was refused again: returned as is
-            assert asked == [["repository:pypi/six:pull"]]
-            second = await client.request("GET", url)
+        async with answering(handler) as registry:
+            auth = RegistryAuth(creds(), "registry.test", base_url=registry.url)
+            async with HttpClient(auth=auth) as client:
+                url = f"{registry.url}/v2/pypi/six/manifests/1.0"
+                # A pull token is fetched and cached for the GET, then refused as too narrow.
+                first = await client.request("GET", url)
+                assert first.status_code == 401  # the pull token was refused again: as is
+                assert asked == [["repository:pypi/six:pull"]]
+                second = await client.request("GET", url)
     assert second.status_code == 200
     assert asked[1] == ["repository:pypi/six:pull,push"]
     assert auth.cached_token(("repository:pypi/six:pull",)) == "t-push"
@@ -251,23 +252,26 @@ async def test_expired_token_is_not_attached() -> None:
             challenge = f'Bearer realm="{auth_server.url}/t",service=s'
             return httpx.Response(401, headers={"WWW-Authenticate": challenge})
 
-        auth = RegistryAuth(creds(), "registry.test", clock=lambda: now[0])
         scope = ("repository:six:pull",)
-        async with answering(handler) as registry, HttpClient(auth=auth) as client:
-            url = f"{registry.url}/v2/six/blobs/sha256:a"
-            assert (await client.request("HEAD", url)).status_code == 200
-            assert auth.cached_token(scope) == "t0"
-            assert (await client.request("HEAD", url)).status_code == 200
-            assert issued == ["t0"]
-            now[0] = 55.0  # past expires_in minus the safety margin
-            assert auth.cached_token(scope) is None
-            assert (await client.request("HEAD", url)).status_code == 200
+        async with answering(handler) as registry:
+            auth = RegistryAuth(
+                creds(), "registry.test", base_url=registry.url, clock=lambda: now[0]
+            )
+            async with HttpClient(auth=auth) as client:
+                url = f"{registry.url}/v2/six/blobs/sha256:a"
+                assert (await client.request("HEAD", url)).status_code == 200
+                assert auth.cached_token(scope) == "t0"
+                assert (await client.request("HEAD", url)).status_code == 200
+                assert issued == ["t0"]
+                now[0] = 55.0  # past expires_in minus the safety margin
+                assert auth.cached_token(scope) is None
+                assert (await client.request("HEAD", url)).status_code == 200
     assert issued == ["t0", "t1"]
 
 
 def test_the_flow_retries_with_basic_and_then_sends_it_up_front() -> None:
     """The flow alone, driven by hand: it is a generator and does no I/O."""
-    auth = RegistryAuth(creds("alice", PASSWORD), "registry.test")
+    auth = RegistryAuth(creds("alice", PASSWORD), "registry.test", base_url="https://registry.test")
     basic = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
 
     def drive(statuses: list[int]) -> list[str | None]:

@@ -543,7 +543,7 @@ async def test_wrong_password_leaks_nothing(
     assert at_login.value.status == 401
 
     store_creds = CredentialStore.static(wrong)
-    auth = RegistryAuth(store_creds, host)
+    auth = RegistryAuth(store_creds, host, base_url=f"https://{host}")
     async with (
         registry_http_client(host, tls=options, timeout=10) as client,
         RegistryStore(host, "leak", credentials=store_creds, http=client) as store,

@@ -30,6 +30,7 @@ from oci_pypi_sync.errors import (
     DigestMismatchError,
     IndexError_,
     IndexUnreachableError,
+    InsecureLocationError,
     InvalidPageError,
     LimitExceededError,
     ProjectNotFoundError,
@@ -78,7 +79,8 @@ def is_transient(exc: BaseException) -> bool:
         | UnsupportedApiVersionError
         | LimitExceededError
         | UnsupportedUrlError
-        | InvalidPageError,
+        | InvalidPageError
+        | InsecureLocationError,
     ):
         return False
     if isinstance(exc, RegistryUnreachableError | IndexUnreachableError):

@@ -68,8 +68,9 @@ async def check_login(
     """
     from oci_pypi_sync.stores.registry import describe_transport_error
 
-    auth = RegistryAuth(CredentialStore.static(credentials), host)
-    url = f"{'http' if plain_http else 'https'}://{host}/v2/"
+    base_url = f"{'http' if plain_http else 'https'}://{host}"
+    auth = RegistryAuth(CredentialStore.static(credentials), host, base_url=base_url)
+    url = f"{base_url}/v2/"
     async with registry_http_client(
         host, tls=True if plain_http else tls, timeout=timeout, max_connections=2
     ) as client:

@@ -9,6 +9,14 @@ store opens every upload session with a body-less POST, which settles the
 push token before a large body is streamed. A streamed body is never sent
 twice; its 401 goes back to the caller.
 
+Credentials and tokens stay with their origin, as in Docker and pip: they
+are attached only to requests for the registry's own scheme, host and port
+(the ``base_url`` the flow is made for), and basic credentials go to the
+token service that the registry names (its realm), never in clear text when
+the registry itself is spoken to over HTTPS. A request to any other origin
+(object storage that an upload ``Location`` names, say) goes out as it is,
+and its 401 is not answered.
+
 The challenge parsing and scope derivation are pure functions, and the
 flow itself is a generator that does no I/O: it yields the requests to
 send and is sent their responses (:class:`~oci_pypi_sync.stores.http.HttpClient`
@@ -23,6 +31,8 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
+
+from yarl import URL
 
 from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.limits import loads_json
@@ -185,11 +195,15 @@ def basic_header(credentials: Credentials) -> str:
 
 
 class RegistryAuth:
-    """Authenticates requests to one registry host (basic or bearer per scope).
+    """Authenticates requests to one registry (basic or bearer per scope).
 
-    One instance is shared by every request to the host; the token cache is
-    keyed by the scopes a request needs, so pull and push tokens (and tokens
-    for different repositories) never stand in for one another.
+    ``host`` names the registry's credentials (``HOST[:PORT]``, as in the
+    docker config); ``base_url`` is where the registry is spoken to
+    (``https://HOST[:PORT]``), the one origin its credentials and tokens
+    are sent to. One instance is shared by every request to the registry;
+    the token cache is keyed by the scopes a request needs, so pull and
+    push tokens (and tokens for different repositories) never stand in for
+    one another.
     """
 
     def __init__(
@@ -197,10 +211,13 @@ class RegistryAuth:
         credentials: CredentialStore,
         host: str,
         *,
+        base_url: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = credentials
         self._host = host
+        base = URL(base_url)
+        self._origin = (base.scheme, base.host or "", base.port)
         self._clock = clock
         self._tokens: dict[tuple[str, ...], _Token] = {}
         self._basic = False
@@ -231,8 +248,12 @@ class RegistryAuth:
         """Attach what is held; on a 401, get a token (or send basic) and send once more.
 
         A request whose body is a stream is not sent twice: its 401 is the
-        caller's answer.
+        caller's answer. A request to another origin than the registry's is
+        sent as it is: nothing of the registry's goes there.
         """
+        if request.origin != self._origin:
+            yield request
+            return
         scopes = self._authorize(request)
         response = yield request
         if response.status_code != 401 or not request.replayable:
@@ -281,9 +302,18 @@ class RegistryAuth:
         self, challenge: Challenge, scopes: tuple[str, ...], credentials: Credentials | None
     ) -> Request:
         realm = challenge.realm or ""
-        if urlsplit(realm).scheme not in ("http", "https"):
+        scheme = urlsplit(realm).scheme
+        if scheme not in ("http", "https"):
             raise AuthenticationError(
                 f"registry {self._host} sent a token realm that is not an http(s) URL"
+            )
+        has_secret = credentials is not None and (
+            credentials.has_basic or bool(credentials.identity_token)
+        )
+        if has_secret and scheme == "http" and self._origin[0] == "https":
+            raise AuthenticationError(
+                f"registry {self._host} names a plain-HTTP token service "
+                f"({urlsplit(realm).netloc}); its credentials are not sent there in clear text"
             )
         if credentials is not None and credentials.identity_token:
             form = {

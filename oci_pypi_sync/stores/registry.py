@@ -28,6 +28,7 @@ from yarl import URL
 from oci_pypi_sync.errors import (
     AuthenticationError,
     DigestMismatchError,
+    InsecureLocationError,
     RegistryError,
     RegistryLimitError,
     RegistryUnreachableError,
@@ -145,6 +146,33 @@ def upload_url(current: str | URL, location: str, digest: str | None = None) -> 
         return url
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}digest={quote(digest, safe='')}"
+
+
+def is_downgrade(base_url: str, url: str) -> bool:
+    """Whether ``url`` names the registry's own host over plain HTTP, the registry being HTTPS.
+
+    Any port counts: behind a TLS proxy that does not pass on the scheme,
+    Distribution names ``http://HOST/...`` (port 80) for ``https://HOST``.
+    """
+    base, target = URL(base_url), URL(url)
+    return (
+        base.scheme == "https"
+        and target.scheme == "http"
+        and (target.host or "").lower() == (base.host or "").lower()
+    )
+
+
+def downgrade_error(host: str, url: str, what: str) -> InsecureLocationError:
+    """The error for a plain-HTTP address of an HTTPS registry: what to set in its proxy."""
+    shown = str(URL(url).with_query(None).with_user(None))
+    return InsecureLocationError(
+        f"registry {host} named a plain-HTTP address for {what} ({shown}) although it is "
+        "spoken to over HTTPS; not followed, since that would send the credentials and the "
+        "data in clear text. A TLS proxy in front of the registry is not telling it the "
+        "original scheme: set the X-Forwarded-Proto header in the proxy (nginx: "
+        "proxy_set_header X-Forwarded-Proto $scheme;), or set http.relativeurls: true in "
+        "Distribution's config"
+    )
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
@@ -328,7 +356,7 @@ class RegistryStore:
         self.host = host
         self.prefix = prefix.strip("/")
         self.base_url = f"{'http' if plain_http else 'https'}://{host}"
-        self._auth = RegistryAuth(credentials or CredentialStore(), host)
+        self._auth = RegistryAuth(credentials or CredentialStore(), host, base_url=self.base_url)
         self._owns_http = http is None
         self._http = http or registry_http_client(
             host, tls=verify, timeout=timeout, max_connections=max_connections
@@ -457,7 +485,7 @@ class RegistryStore:
         if response.status_code == 202:
             location = response.headers.get("Location")
             if location:
-                await self._cancel_upload(upload_url(response.request.url, location))
+                await self._cancel_upload(self._upload_location(response, location, name))
             return False
         raise await self._failure(response, "mount of blob", f"{name}@{digest} from {source}")
 
@@ -574,6 +602,8 @@ class RegistryStore:
         url = _next_link(current, response.headers.get("Link"))
         if url is None:
             return None
+        if is_downgrade(self.base_url, url):
+            raise downgrade_error(self.host, url, f"the next page of {what}")
         seen.add(current)
         if _origin(url) != _origin(self.base_url):
             logger.warning(
@@ -788,7 +818,20 @@ class RegistryStore:
                 "without a Location",
                 status=response.status_code,
             )
-        return upload_url(response.request.url, location)
+        return self._upload_location(response, location, name)
+
+    def _upload_location(self, response: Response, location: str, name: str) -> str:
+        """An upload ``Location`` resolved against the request it answers, checked.
+
+        A plain-HTTP address of this very registry (a TLS proxy that does not
+        pass on the scheme) is refused before anything is sent to it; another
+        origin (object storage) is followed, without the registry's
+        credentials (see :class:`~oci_pypi_sync.stores.auth.RegistryAuth`).
+        """
+        url = upload_url(response.request.url, location)
+        if is_downgrade(self.base_url, url):
+            raise downgrade_error(self.host, url, f"the upload of a blob to {name}")
+        return url
 
     async def _finish_upload(
         self,
@@ -840,7 +883,9 @@ class RegistryStore:
                 if response.status_code != 202:
                     failure = await self._failure(response, "chunk of blob", f"{name}@{digest}")
                     raise self._upload_error(failure, name, digest)
-                location = upload_url(location, response.headers.get("Location", location))
+                location = self._upload_location(
+                    response, response.headers.get("Location", location), name
+                )
                 offset += len(piece)
             response = await self._send(
                 "PUT", upload_url(location, "", digest), headers={"Content-Type": OCTET_STREAM}
