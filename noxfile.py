@@ -76,6 +76,18 @@ def memory(session: nox.Session) -> None:
     session.run("python", "benchmarks/memory.py", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def bounds(session: nox.Session) -> None:
+    """Hostile inputs (huge and gzip-bomb pages, deep JSON, a huge manifest, an endless tag
+    list, a METADATA zip bomb), each against the CLI in a subprocess: its peak RSS and time,
+    and the error naming the bound. Fails at a peak RSS of 300 MB (``-- --limit-mb N``).
+
+    Not run by default (it serves some hundreds of MB over loopback).
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/bounds.py", *session.posargs)
+
+
 DOCS_REQUIREMENTS = ("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocs-click>=0.8")
 
 
