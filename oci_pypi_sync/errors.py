@@ -247,8 +247,11 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 def unexpected_error(exc: BaseException) -> str:
-    """A one-line message for an error no rule foresaw (the traceback goes to the -vv log)."""
-    detail = str(exc).splitlines()[0] if str(exc) else ""
+    """A one-line message for an error no rule foresaw (the traceback goes to the -vv log).
+
+    Its text is not ours: any URL in it is redacted.
+    """
+    detail = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
     return (
         f"unexpected {type(exc).__name__}"
         + (f": {detail}" if detail else "")

@@ -14,7 +14,7 @@ import pytest
 from fixture_index import make_sdist
 from hostile_server import RecordingServer, Reply, Seen, file_entry, project_page
 
-from oci_pypi_sync.errors import IndexError_
+from oci_pypi_sync.errors import IndexError_, unexpected_error
 from oci_pypi_sync.redact import RedactingFilter, redact_text, redact_url
 
 
@@ -72,6 +72,13 @@ def test_errors_are_redacted_when_made() -> None:
     assert "pw" not in str(error)
     assert "=S" not in str(error)
     assert "https://***@h.test/f.whl?Signature=***" in str(error)
+
+
+def test_an_unexpected_error_is_said_without_secrets() -> None:
+    message = unexpected_error(ValueError("bad answer from https://u:pw@h.test/x?sig=S1G&n=2"))
+    assert "https://***@h.test/x?sig=***&n=2" in message
+    assert "pw" not in message
+    assert "S1G" not in message
 
 
 def test_the_log_filter_redacts_arguments_and_tracebacks() -> None:
