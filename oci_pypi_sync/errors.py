@@ -257,3 +257,21 @@ def unexpected_error(exc: BaseException) -> str:
         + (f": {detail}" if detail else "")
         + (" (rerun with -vv for the traceback, and please report it)")
     )
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed task group: a fatal one if any, else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, FATAL_ERRORS):
+            return leaf
+    return leaves[0]

@@ -44,6 +44,7 @@ class FixtureFile:
     provenance: bytes | None = None
     provenance_advertised: bool = False
     url: str | None = None  # where the page says it is; None: this server's /files/
+    advertise_metadata: bool = True  # False: .metadata served, but the page does not say so
 
     @property
     def href(self) -> str:
@@ -113,7 +114,7 @@ class FixtureIndex:
             }
             if f.requires_python:
                 entry["requires-python"] = f.requires_python
-            if f.metadata is not None:
+            if f.metadata is not None and f.advertise_metadata:
                 entry["core-metadata"] = {"sha256": hashlib.sha256(f.metadata).hexdigest()}
             if self.api_version(project) >= "1.3":
                 entry["provenance"] = self.provenance_url(project, f)
@@ -130,7 +131,7 @@ class FixtureIndex:
             if f.yanked:
                 reason = f.yanked if isinstance(f.yanked, str) else ""
                 attrs += f' data-yanked="{html.escape(reason)}"'
-            if f.metadata is not None:
+            if f.metadata is not None and f.advertise_metadata:
                 digest = hashlib.sha256(f.metadata).hexdigest()
                 attrs += f' data-core-metadata="sha256={digest}"'
             provenance = self.provenance_url(project, f)
@@ -162,18 +163,24 @@ def make_wheel(
         + "".join(f"Requires-Dist: {r}\n" for r in requires)
     ).encode()
     buffer = io.BytesIO()
+
+    def member(name: str, data: bytes, compress_type: int = zipfile.ZIP_STORED) -> None:
+        # A fixed timestamp: the same arguments always give the same bytes (and sha256).
+        info = zipfile.ZipInfo(name, date_time=(2024, 1, 2, 3, 4, 6))
+        info.compress_type = compress_type
+        archive.writestr(info, data)
+
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(f"{dist}.dist-info/METADATA", metadata)
+        member(f"{dist}.dist-info/METADATA", metadata)
         wheel_info = f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n"
-        archive.writestr(f"{dist}.dist-info/WHEEL", wheel_info.encode())
+        member(f"{dist}.dist-info/WHEEL", wheel_info.encode())
         if payload:
             seed = hashlib.sha256(f"{dist}-{tag}".encode()).digest()
-            archive.writestr(
+            member(
                 f"{canonicalize_name(name).replace('-', '_')}/payload.bin",
                 (seed * (payload // len(seed) + 1))[:payload],
-                compress_type=zipfile.ZIP_STORED,
             )
-        archive.writestr(f"{dist}.dist-info/RECORD", b"")
+        member(f"{dist}.dist-info/RECORD", b"")
     return FixtureFile(f"{dist}-{tag}.whl", buffer.getvalue(), metadata=metadata)
 
 

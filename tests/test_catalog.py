@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from oci_pypi_sync.engine.results import ReleaseResult
+from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.errors import RegistryError
 from oci_pypi_sync.ops.catalog import (
     CATALOG_ARTIFACT,
@@ -65,8 +66,8 @@ def test_writer_tags_start_with_a_letter() -> None:
 
 async def test_a_writer_merges_into_its_own_fragment(tmp_path: Path) -> None:
     store = LayoutStore(tmp_path / "m")
-    await update_catalog(store, _catalog("a", "1.0"))
-    await update_catalog(store, _catalog("b", "2.0"))  # a later unsharded run
+    await update_catalog(Writer(store), _catalog("a", "1.0"))
+    await update_catalog(Writer(store), _catalog("b", "2.0"))  # a later unsharded run
     catalog = await read_catalog(store)
     assert catalog is not None
     assert sorted(catalog.projects) == ["a", "b"]
@@ -80,7 +81,7 @@ async def test_concurrent_shards_lose_no_update(tmp_path: Path) -> None:
     store = LayoutStore(tmp_path / "m")
     shards = [Shard(k, 4) for k in range(4)]
     await asyncio.gather(
-        *(update_catalog(store, _catalog(f"p{s.index}", "1.0"), s) for s in shards)
+        *(update_catalog(Writer(store), _catalog(f"p{s.index}", "1.0"), s) for s in shards)
     )
     latest = await read_catalog(store)
     exact = await read_catalog(store, exact=True)
@@ -111,7 +112,7 @@ class _LatestRefused(LayoutStore):
 async def test_a_concurrent_write_of_latest_is_merged_again(tmp_path: Path) -> None:
     racing = RegistryError("provided digest did not match", status=400, code="DIGEST_INVALID")
     store = _LatestRefused(tmp_path / "m", racing)
-    merged = await update_catalog(store, _catalog("a", "1.0"))
+    _, merged = await update_catalog(Writer(store), _catalog("a", "1.0"))
     assert store.errors == []  # the refusal happened, and the next attempt wrote it
     assert sorted(merged.projects) == ["a"]
     catalog = await read_catalog(store)
@@ -123,4 +124,4 @@ async def test_a_refusal_that_is_not_a_race_is_raised(tmp_path: Path) -> None:
     denied = RegistryError("denied", status=403, code="DENIED")
     store = _LatestRefused(tmp_path / "m", denied)
     with pytest.raises(RegistryError, match="denied"):
-        await update_catalog(store, _catalog("a", "1.0"))
+        await update_catalog(Writer(store), _catalog("a", "1.0"))

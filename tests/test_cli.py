@@ -57,7 +57,7 @@ def test_default_target_is_a_layout_in_the_current_directory(
     assert "\x1b" not in result.stderr
     (summary_line,) = result.stderr.strip().splitlines()
     assert summary_line.startswith("oci:oci-pypi-mirror: 2 pushed (")
-    assert summary_line.endswith("), 0 already present, 1 releases tagged")
+    assert summary_line.endswith("), 0 present on the target, 1 releases tagged")
 
     again = oci_pypi("sync", "tool", "--json", cwd=tmp_path, index=index)
     assert again.returncode == 0

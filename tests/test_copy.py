@@ -230,12 +230,15 @@ class CountingStore:
         chunks: AsyncIterable[bytes],
         *,
         reopen: Callable[[], AsyncIterable[bytes]] | None = None,
-    ) -> None:
-        await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
+    ) -> bool:
+        uploaded = await self.inner.put_blob(repo, digest, size, chunks, reopen=reopen)
+        if not uploaded:
+            return False
         self.uploaded.append(f"{repo}@{digest}")
         if self.stop_after is not None and len(self.uploaded) >= self.stop_after:
             self.stopped.set()
             await asyncio.Event().wait()  # hold here until cancelled
+        return True
 
 
 async def test_interrupted_copy_resumes_with_only_the_missing_part(

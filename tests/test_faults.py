@@ -27,7 +27,7 @@ from fault_proxy import Fault, FaultProxy, Record, Rule
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
 
-from oci_pypi_sync.engine.run import SMALL_WHEEL_BYTES
+from oci_pypi_sync.engine.release import SMALL_WHEEL_BYTES
 
 pytestmark = pytest.mark.registry
 

@@ -541,8 +541,9 @@ async def test_verify_provenance_refuses_a_bundle_that_is_not_an_attestation_of_
     subject_descriptor = fmt.Descriptor(fmt.OCI_MANIFEST, subject, 0)
     stray = fmt.bundle_referrer(subject_descriptor, "x", bundle, "https://slsa.dev/provenance/v1")
     from oci_pypi_sync.engine.referrers import attach_referrers
+    from oci_pypi_sync.engine.writer import Writer
 
-    await attach_referrers(layout, "pypi-attestations", subject, [stray])
+    await attach_referrers(Writer(layout), "pypi-attestations", subject, [stray])
     from oci_pypi_sync.ops.provenance import verify_provenance
 
     audit = await verify_provenance(layout)

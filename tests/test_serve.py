@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -502,17 +501,17 @@ async def test_a_layout_is_read_once_per_ttl(
     """``index.json`` gives every tag's digest in one read; warm pages read nothing."""
     layout = LayoutStore(mirror.layout, create=False)
     reads = {"index.json": 0, "manifests": 0}
-    tags, get_manifest = layout.tags, layout.get_manifest
+    tag_digests, get_manifest = layout.tag_digests, layout.get_manifest
 
-    def counted_tags() -> dict[tuple[str, str], dict[str, Any]]:
+    def counted_tags() -> Mapping[str, Mapping[str, str]]:
         reads["index.json"] += 1
-        return tags()
+        return tag_digests()
 
     async def counted_get_manifest(repo: str, reference: str) -> StoredManifest | None:
         reads["manifests"] += 1
         return await get_manifest(repo, reference)
 
-    monkeypatch.setattr(layout, "tags", counted_tags)
+    monkeypatch.setattr(layout, "tag_digests", counted_tags)
     monkeypatch.setattr(layout, "get_manifest", counted_get_manifest)
     now = [0.0]
     async with client_for(create_app(layout, clock=lambda: now[0])) as http:

@@ -145,7 +145,7 @@ def test_a_second_sync_on_a_held_state_file_fails_fast_then_succeeds(
     report = again.json()
     assert report["ok"] is True
     assert report["totals"]["pushed"] == 0
-    assert report["totals"]["skipped"] == 6
+    assert report["totals"]["unchanged"] == 6
     assert report["totals"]["projects_unchanged"] == 3
     assert {(r["project"], r["tag"], r["digest"]) for r in report["releases"]} == {
         (r["project"], r["tag"], r["digest"]) for r in first_report["releases"]
@@ -171,12 +171,12 @@ def run_status_during_and_after(
     registry: RegistryServer,
     index: FixtureIndex,
     tmp_path: Path,
+    target: str,
     status_args: list[str],
 ) -> None:
     """``status`` works while a sync holds the lock, and matches the finished run afterwards."""
     env = cli_env(tmp_path / "home")
     state = tmp_path / "state.sqlite"
-    target = f"{registry.host}/lock-status"
     args = ["status", *status_args, "--state", str(state), "--json"]
     index.gate = threading.Event()  # the sync transfers until the gate opens
     try:
@@ -217,10 +217,13 @@ def run_status_during_and_after(
 def test_status_of_a_state_file_reads_while_a_sync_holds_it(
     registry: RegistryServer, index: FixtureIndex, tmp_path: Path
 ) -> None:
-    run_status_during_and_after(registry, index, tmp_path, [])
+    # Each test its own target: the fixture's wheels are rebuilt per test with other
+    # timestamps inside, so a shared target would hold files replaced upstream.
+    run_status_during_and_after(registry, index, tmp_path, f"{registry.host}/lock-status-a", [])
 
 
 def test_status_of_a_target_and_state_file_reads_while_a_sync_holds_it(
     registry: RegistryServer, index: FixtureIndex, tmp_path: Path
 ) -> None:
-    run_status_during_and_after(registry, index, tmp_path, ["--to", f"{registry.host}/lock-status"])
+    target = f"{registry.host}/lock-status-b"
+    run_status_during_and_after(registry, index, tmp_path, target, ["--to", target])

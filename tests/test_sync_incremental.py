@@ -140,7 +140,7 @@ async def test_unchanged_project_costs_one_page_fetch_and_no_target_access(
         counting = CountingStore(layout)
         second = await _run(index, counting, "alpha", "beta", journal=journal)
     assert second.projects_unchanged == 2
-    assert second.count("skipped") == 5
+    assert second.count("unchanged") == 5
     assert counting.calls == Counter()  # not one read or write on the target
     assert counting.catalog_calls == Counter()
     assert sorted(path for _, path in index.requests) == ["/simple/alpha/", "/simple/beta/"]
@@ -159,10 +159,13 @@ async def test_an_index_with_etags_answers_an_unchanged_project_with_304(
         second = await _run(index, counting, "alpha", journal=journal)
         changed_selection = await _run(index, counting, "alpha==1.0", journal=journal)
     assert index.statuses == [304, 200]  # the new selection does not trust the old validator
-    # only for alpha==1.0: its tag list, then its existing version's index
-    assert counting.calls == Counter({"list_tags": 1, "get_manifest": 1})
+    # only for alpha==1.0: its tag list, its existing version's index, and a check
+    # that each file it lists is there (manifest and bytes)
+    assert counting.calls == Counter(
+        {"list_tags": 1, "get_manifest": 1, "has_manifest": 2, "has_blob": 2}
+    )
     assert sorted((f.filename, f.action) for f in second.files) == sorted(
-        (f.filename, "skipped") for f in first.files
+        (f.filename, "unchanged") for f in first.files
     )
     assert {r.tag: r.digest for r in second.releases} == {r.tag: r.digest for r in first.releases}
     assert [r.action for r in changed_selection.releases] == ["unchanged"]
@@ -178,11 +181,13 @@ async def test_without_a_journal_the_target_is_read_not_written(
     with Journal.open(tmp_path / "fresh.sqlite", target=f"oci:{tmp_path / 'm'}") as journal:
         report = await _run(index, counting, "alpha", "beta", journal=journal)
         assert journal.summary().files_done == 5
-    assert report.count("skipped") == 5
+    assert report.count("present") == 5
     assert all(r.action == "unchanged" for r in report.releases)
-    # One tag list per project and one read of each version's index; no blob
-    # checks, no downloads, no writes.
-    assert counting.calls == Counter({"list_tags": 2, "get_manifest": 3})
+    # One tag list per project, one read of each version's index, and per file a
+    # check that its manifest and bytes are there; no downloads, no writes.
+    assert counting.calls == Counter(
+        {"list_tags": 2, "get_manifest": 3, "has_manifest": 5, "has_blob": 5}
+    )
     assert _downloads(index) == []
 
 
@@ -284,7 +289,7 @@ async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(
         finally:
             await store.aclose()
         locations = journal.blob_repositories("sha256:" + shared.sha256, limit=5)
-    assert [f.action for f in report.files] == ["skipped"]
+    assert [f.action for f in report.files] == ["present"]
     assert _downloads(fixture) == []
     assert sorted(locations) == ["one", "two"]
 
@@ -332,9 +337,9 @@ async def test_a_new_release_of_a_known_project_asks_nothing_about_the_config(
             tags = await store.list_tags("gamma")
         finally:
             await store.aclose()
-    assert Counter(f.action for f in second.files) == {"skipped": 1, "pushed": 1}
+    assert Counter(f.action for f in second.files) == {"present": 1, "pushed": 1}
     assert asked == []
-    assert Counter(f.action for f in third.files) == {"skipped": 2, "pushed": 1}
+    assert Counter(f.action for f in third.files) == {"present": 2, "pushed": 1}
     assert restored  # stored again, then the manifest went through
     assert {"1.0", "2.0", "3.0"} <= set(tags)
     async with httpx.AsyncClient() as http:

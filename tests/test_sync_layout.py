@@ -14,12 +14,14 @@ from packaging.requirements import Requirement
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine import run as sync_module
-from oci_pypi_sync.engine.run import SMALL_WHEEL_BYTES, SyncOptions, SyncReport, sync
+from oci_pypi_sync.engine.release import SMALL_WHEEL_BYTES
+from oci_pypi_sync.engine.run import SyncOptions, SyncReport, sync
 from oci_pypi_sync.errors import AuthenticationError
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.catalog import read_catalog
 from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.stores.layout import LayoutStore
+from oci_pypi_sync.stores.protocols import ListsRepositoriesWithin
 
 
 @pytest.fixture
@@ -101,7 +103,7 @@ async def test_rerun_pushes_nothing_and_keeps_digests(index: FixtureIndex, tmp_p
     index_json = (tmp_path / "m" / "index.json").read_bytes()
     second = await _sync(index, tmp_path / "m", "demo-pkg")
     assert second.count("pushed") == 0
-    assert second.count("skipped") == first.count("pushed")
+    assert second.count("present") == first.count("pushed")
     assert all(r.action == "unchanged" for r in second.releases)
     assert (tmp_path / "m" / "index.json").read_bytes() == index_json
 
@@ -237,7 +239,7 @@ async def test_wheels_sharing_core_metadata_fetch_it_once(tmp_path: Path) -> Non
         assert store.blob_path(layer["digest"]).read_bytes() == wheels[0].metadata
 
 
-class _CatalogRefused(LayoutStore):
+class _CatalogRefused(LayoutStore, ListsRepositoriesWithin):
     """A store whose catalog answers like a registry that refuses these credentials."""
 
     catalog_reads = 0

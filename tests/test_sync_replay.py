@@ -79,5 +79,5 @@ async def test_six_rerun_is_a_no_op(tmp_path: Path) -> None:
     second = await _sync_six(f"oci:{tmp_path / 'm'}")
     assert first.count("pushed") == 2
     assert second.count("pushed") == 0
-    assert second.count("skipped") == 2
+    assert second.count("present") == 2
     assert [r.action for r in second.releases] == ["unchanged"]

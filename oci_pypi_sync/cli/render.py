@@ -12,7 +12,7 @@ from oci_pypi_sync.sizes import human_bytes
 
 __all__ = ["human_bytes", "plan_table", "report_document", "report_json", "summary_line"]
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 
 def report_document(report: SyncReport) -> dict[str, Any]:
@@ -46,6 +46,8 @@ def report_document(report: SyncReport) -> dict[str, Any]:
                     if f.provenance is not None
                     else {}
                 ),
+                **({"note": f.note} if f.note else {}),
+                **({"mirrored_sha256": f.mirrored_sha256} if f.mirrored_sha256 else {}),
             }
             for f in report.files
         ],
@@ -82,8 +84,10 @@ def report_document(report: SyncReport) -> dict[str, Any]:
         "totals": {
             "files": len(report.files),
             "pushed": report.count("pushed"),
-            "skipped": report.count("skipped"),
+            "present": report.count("present"),
+            "unchanged": report.count("unchanged"),
             "failed": report.count("failed"),
+            "replaced_upstream": report.count("replaced-upstream"),
             "planned": report.count("planned"),
             "bytes_pushed": report.bytes_pushed,
             "bytes_planned": sum(f.size or 0 for f in report.files if f.action == "planned"),
@@ -109,13 +113,16 @@ def summary_line(report: SyncReport) -> str:
             f"would be mirrored to {report.target}"
             + (f", {totals['excluded']} left out (see --json)" if totals["excluded"] else "")
         )
-    parts = [
-        f"{totals['pushed']} pushed ({human_bytes(totals['bytes_pushed'])})",
-        f"{totals['skipped']} already present",
-        f"{totals['releases_tagged']} releases tagged",
-    ]
+    parts = [f"{totals['pushed']} pushed ({human_bytes(totals['bytes_pushed'])})"]
+    if totals["present"] or not totals["unchanged"]:
+        parts.append(f"{totals['present']} present on the target")
+    if totals["unchanged"]:
+        parts.append(f"{totals['unchanged']} unchanged since the last sync")
+    parts.append(f"{totals['releases_tagged']} releases tagged")
     if totals["failed"]:
         parts.append(f"{totals['failed']} failed")
+    if totals["replaced_upstream"]:
+        parts.append(f"{totals['replaced_upstream']} replaced upstream (refused)")
     if totals["projects_failed"]:
         parts.append(f"{totals['projects_failed']} projects failed")
     if totals["excluded"]:

@@ -53,6 +53,12 @@ from oci_pypi_sync.errors import UsageError
 @click.option(
     "--retry-quarantined", is_flag=True, help="Try projects quarantined after repeated failures."
 )
+@click.option(
+    "--accept-replaced",
+    is_flag=True,
+    help="Mirror the new bytes of files the index replaced under the same name "
+    "(refused by default: published files do not change).",
+)
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option(
     "--probe-metadata/--no-probe-metadata",
@@ -77,6 +83,7 @@ def sync(
     shards: int | None,
     recheck: bool,
     retry_quarantined: bool,
+    accept_replaced: bool,
     plain_http: bool,
     probe_metadata: bool,
     progress: bool | None,
@@ -152,6 +159,7 @@ def sync(
         recheck=recheck,
         retry_quarantined=retry_quarantined,
         probe_metadata=probe_metadata,
+        accept_replaced=accept_replaced,
     )
     on_terminal = sys.stderr.isatty()
     show_progress = progress if progress is not None else (on_terminal and not quiet)
@@ -234,7 +242,7 @@ def sync(
             for project_error in report.project_errors:
                 click.echo(f"error: {project_error.project}: {project_error.error}", err=True)
             for failed in report.files:
-                if failed.action == "failed":
+                if failed.action in ("failed", "replaced-upstream"):
                     click.echo(f"error: {failed.filename}: {failed.error}", err=True)
             for warning in report.warnings:
                 click.echo(f"warning: {warning.message}", err=True)

@@ -46,6 +46,7 @@ class JobFlags:
     recheck: bool = False
     retry_quarantined: bool = False
     probe_metadata: bool = True
+    accept_replaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ def sync_options(settings: Settings, flags: JobFlags, selection: SelectionOption
         retry_quarantined=flags.retry_quarantined,
         max_bytes=settings.max_bytes,
         provenance=provenance,
+        accept_replaced=flags.accept_replaced,
     )
 
 
@@ -195,7 +197,6 @@ async def _closure(
         selection.environments,
         pre=selection.pre,
         only_binary=selection.only_binary,
-        probe_metadata=flags.probe_metadata,
     )
     errors = [
         ProjectError(

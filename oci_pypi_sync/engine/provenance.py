@@ -35,10 +35,10 @@ from oci_pypi_sync.format import (
 from oci_pypi_sync.provenance.policy import ProvenanceOptions
 
 if TYPE_CHECKING:
+    from oci_pypi_sync.engine.writer import Writer
     from oci_pypi_sync.index.client import IndexClient
     from oci_pypi_sync.index.records import DistributionFile
     from oci_pypi_sync.provenance.verify import ProvenanceVerifier, VerifiedProvenance
-    from oci_pypi_sync.stores.protocols import Store
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ class ProvenanceStep:
     def __init__(
         self,
         index: IndexClient,
-        store: Store,
+        writer: Writer,
         options: ProvenanceOptions,
         retry: RetryPolicy,
         *,
         recheck: bool = False,
     ) -> None:
         self.index = index
-        self.store = store
+        self.writer = writer
         self.options = options
         self._retry = retry
         self._recheck = recheck
@@ -126,7 +126,7 @@ class ProvenanceStep:
         return await with_retries(
             self._retry,
             f"{repo}: {digest}: check",
-            lambda: self.store.has_manifest(repo, digest),
+            lambda: self.writer.store.has_manifest(repo, digest),
         )
 
     async def store_referrers(
@@ -158,7 +158,7 @@ class ProvenanceStep:
             self._retry,
             f"{repo}: {filename}: provenance referrers",
             lambda: attach_referrers(
-                self.store, repo, subject.digest, [referrer, *bundles], replaces=superseded
+                self.writer, repo, subject.digest, [referrer, *bundles], replaces=superseded
             ),
         )
         log.info("%s: provenance stored (%s)", filename, ", ".join(publishers))

@@ -1,20 +1,19 @@
-"""Writing referrers into a store and keeping the ``sha256-<hex>`` fallback tag that lists them.
+"""Writing referrers and keeping the ``sha256-<hex>`` fallback tag that lists them.
 
 Children first: each referrer's config and layer, then its manifest (by
 digest), then, when the store does not list referrers itself, the fallback
-tag. The tag is updated by read-merge-write, then read back: another
-writer (a concurrent sync, ``oras attach``, cosign) may have written the
-tag between the read and the write, and the merge is tried again until
-the tag lists what this writer added.
+tag. The tag is merged like every tag the writer writes: another writer (a
+concurrent sync, ``oras attach``, cosign) may have written it meanwhile,
+and its entries are kept (:meth:`~oci_pypi_sync.engine.writer.Writer.tag`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from oci_pypi_sync.errors import TargetError
+from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.format import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -25,16 +24,13 @@ from oci_pypi_sync.format import (
     parse_referrers_index,
     referrers_tag,
 )
-from oci_pypi_sync.stores.protocols import ReferrersApi, Store
+from oci_pypi_sync.stores.protocols import StoredManifest
 
 log = logging.getLogger(__name__)
 
-#: Rounds of read-merge-write before giving up on a tag that keeps changing.
-MERGE_ATTEMPTS = 5
-
 
 async def attach_referrers(
-    store: Store,
+    writer: Writer,
     repo: str,
     subject: str,
     referrers: Sequence[Referrer],
@@ -48,57 +44,46 @@ async def attach_referrers(
     referrers API they stay listed, and readers follow the index entries.
     """
     config = empty_config()
-    await store.put_blob_bytes(repo, config.descriptor.digest, config.data)
+    await writer.blob_bytes(repo, config.descriptor.digest, config.data)
     for referrer in referrers:
         layer = referrer.layer
-        await store.put_blob_bytes(repo, layer.descriptor.digest, layer.data)
+        await writer.blob_bytes(repo, layer.descriptor.digest, layer.data)
     listed_by_store = bool(referrers)
     for referrer in referrers:
-        manifest = referrer.manifest
-        digest = manifest.descriptor.digest
-        if isinstance(store, ReferrersApi):
-            listed = await store.put_referrer(repo, digest, OCI_MANIFEST, manifest.data)
-        else:
-            await store.put_manifest(repo, digest, OCI_MANIFEST, manifest.data)
-            listed = False
+        listed = await writer.referrer(repo, OCI_MANIFEST, referrer.manifest.data)
         listed_by_store = listed_by_store and listed
     if not listed_by_store:
         await update_referrers_tag(
-            store, repo, subject, [r.descriptor.to_json() for r in referrers], replaces=replaces
+            writer, repo, subject, [r.descriptor.to_json() for r in referrers], replaces=replaces
         )
 
 
+def referrers_merge(
+    repo: str, subject: str, fresh: Sequence[Mapping[str, Any]], *, replaces: Iterable[str] = ()
+) -> Callable[[StoredManifest | None], bytes]:
+    """Merge ``fresh`` entries (descriptors as JSON) into what ``subject``'s fallback tag lists."""
+    tag = referrers_tag(subject)
+    wanted = {str(entry["digest"]) for entry in fresh}
+    dropped = frozenset(replaces) - wanted
+
+    def merge(current: StoredManifest | None) -> bytes:
+        existing = _entries(current.body if current else None, repo, tag)
+        return build_referrers_index(merge_referrers(existing, fresh, replaces=dropped)).data
+
+    return merge
+
+
 async def update_referrers_tag(
-    store: Store,
+    writer: Writer,
     repo: str,
     subject: str,
     fresh: Sequence[Mapping[str, Any]],
     *,
     replaces: Iterable[str] = (),
-) -> str:
-    """Merge ``fresh`` entries (descriptors as JSON) into ``subject``'s fallback tag.
-
-    Returns the tag's digest afterwards.
-    """
-    tag = referrers_tag(subject)
-    wanted = {str(entry["digest"]) for entry in fresh}
-    dropped = frozenset(replaces) - wanted
-    for _ in range(MERGE_ATTEMPTS):
-        current = await store.get_manifest(repo, tag)
-        existing = _entries(current.body if current else None, repo, tag)
-        index = build_referrers_index(merge_referrers(existing, fresh, replaces=dropped))
-        if current is not None and current.digest == index.descriptor.digest:
-            return current.digest
-        await store.put_manifest(repo, tag, OCI_INDEX, index.data)
-        after = await store.get_manifest(repo, tag)
-        listed = {str(e["digest"]) for e in _entries(after.body if after else None, repo, tag)}
-        if wanted <= listed and not (listed & dropped):
-            return after.digest if after is not None else index.descriptor.digest
-        log.info("%s:%s changed while it was written; merging again", repo, tag)
-    raise TargetError(
-        f"{store.display_name}: the referrers tag {repo}:{tag} kept changing under other "
-        f"writers; {MERGE_ATTEMPTS} merges did not hold"
-    )
+) -> str | None:
+    """Merge ``fresh`` entries into ``subject``'s fallback tag; its digest afterwards."""
+    merge = referrers_merge(repo, subject, fresh, replaces=replaces)
+    return await writer.tag(repo, referrers_tag(subject), OCI_INDEX, merge)
 
 
 def _entries(body: bytes | None, repo: str, tag: str) -> list[dict[str, Any]]:

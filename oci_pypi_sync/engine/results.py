@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-FileAction = Literal["pushed", "skipped", "failed", "planned"]
+#: ``pushed``: the file's bytes were uploaded. ``present``: the target held
+#: them, as checked this run (its manifest answered, or the store had or
+#: mounted the blob). ``unchanged``: not checked this run; the state file
+#: says the target holds it, and the target is the one the state describes.
+#: ``replaced-upstream``: the index now gives the file other bytes than the
+#: mirrored ones, which stay. ``failed``: see ``error``. ``planned``: dry run.
+FileAction = Literal["pushed", "present", "unchanged", "failed", "replaced-upstream", "planned"]
 ReleaseAction = Literal["pushed", "unchanged", "failed", "planned"]
 ProvenanceStatus = Literal["stored", "unchanged", "none"]
 
@@ -28,9 +34,18 @@ class FileProvenance:
     attestations: int = 0
 
 
+#: What counts as a failure of the run (exit code 1).
+FAILED_ACTIONS: frozenset[str] = frozenset({"failed", "replaced-upstream"})
+
+
 @dataclass(frozen=True, slots=True)
 class FileResult:
-    """What happened to one file."""
+    """What happened to one file.
+
+    ``note`` says what the report should (a file mirrored without its core
+    metadata, and why); ``mirrored_sha256`` is the sha256 the target holds
+    for a file the index replaced (``replaced-upstream``).
+    """
 
     project: str
     version: str
@@ -40,6 +55,8 @@ class FileResult:
     action: FileAction
     error: str | None = None
     provenance: FileProvenance | None = None
+    note: str | None = None
+    mirrored_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +136,7 @@ class SyncReport:
         return bool(
             self.aborted
             or self.project_errors
-            or any(f.action == "failed" for f in self.files)
+            or any(f.action in FAILED_ACTIONS for f in self.files)
             or any(r.action == "failed" for r in self.releases)
         )
 
@@ -160,7 +177,7 @@ class SyncObserver(Protocol):
         """``count`` more bytes of ``filename`` were stored."""
 
     def file_finished(self, result: FileResult) -> None:
-        """A file is done, skipped or failed."""
+        """A file is pushed, found present or unchanged, or failed."""
 
     def release_finished(self, result: ReleaseResult) -> None:
         """A version's index is tagged, unchanged or failed."""

@@ -26,6 +26,8 @@ _FALLBACK_STEM_LENGTH = 100
 LEGACY_TAG_PREFIX = "legacy-"
 _LEGACY_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
 _V1_TAG_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
+#: A PEP 503 normalized name, which is what a project repository is called.
+_PROJECT_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 class UnsupportedFileError(ValueError):
@@ -50,6 +52,15 @@ def is_plain_filename(filename: str) -> bool:
 def repository_name(project: str) -> NormalizedName:
     """The repository path component for a project: its PEP 503 normalized name."""
     return canonicalize_name(project)
+
+
+def is_project_repository(name: str) -> bool:
+    """Whether a repository holds a project: its name is a normalized name, nothing nested.
+
+    Other artifacts live in names a normalized name cannot take (the
+    catalog's ``oci-pypi.catalog`` has a dot), so this is the one test.
+    """
+    return _PROJECT_NAME.fullmatch(name) is not None
 
 
 # --- versions and tags -------------------------------------------------------

@@ -37,6 +37,7 @@ from oci_pypi_sync.plan.select import version_sort_key
 
 if TYPE_CHECKING:
     from oci_pypi_sync.engine.results import ReleaseResult
+    from oci_pypi_sync.engine.writer import Writer
     from oci_pypi_sync.plan.shard import Shard
     from oci_pypi_sync.stores.protocols import Store
 
@@ -167,14 +168,17 @@ async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None
     return manifest.digest, Catalog.from_json(b"".join(chunks))
 
 
-async def write_catalog_tag(store: Store, tag: str, catalog: Catalog) -> str:
-    """Store the catalog under ``tag``: blobs first, then the manifest."""
+async def write_catalog_tag(writer: Writer, tag: str, catalog: Catalog) -> str:
+    """Store the catalog under ``tag`` through the writer: blobs first, then the manifest.
+
+    The tag is written as it is: each writer owns its fragment, and
+    :func:`update_catalog` merges ``latest`` under its own loop.
+    """
     blob, manifest = catalog_manifest(catalog)
     config = empty_config()
-    for digest, data in ((config.descriptor.digest, config.data), (sha256_digest(blob), blob)):
-        if not await store.has_blob(CATALOG_REPOSITORY, digest):
-            await store.put_blob_bytes(CATALOG_REPOSITORY, digest, data)
-    return await store.put_manifest(CATALOG_REPOSITORY, tag, OCI_MANIFEST, manifest)
+    await writer.blob_bytes(CATALOG_REPOSITORY, config.descriptor.digest, config.data)
+    await writer.blob_bytes(CATALOG_REPOSITORY, sha256_digest(blob), blob)
+    return await writer.put_tag(CATALOG_REPOSITORY, tag, OCI_MANIFEST, manifest)
 
 
 async def fragment_digests(store: Store) -> dict[str, str]:
@@ -202,23 +206,28 @@ async def read_fragments(store: Store) -> tuple[dict[str, str], Catalog]:
     return digests, merged
 
 
-async def update_catalog(store: Store, additions: Catalog, shard: Shard | None = None) -> Catalog:
+async def update_catalog(
+    writer: Writer, additions: Catalog, shard: Shard | None = None
+) -> tuple[str | None, Catalog]:
     """Record a sync's releases: merge them into the writer's fragment, then refresh ``latest``.
 
-    Returns the merged catalog written to ``latest``.
+    Returns the digest ``latest`` has afterwards and the merged catalog it holds.
     """
+    store = writer.store
     own = writer_tag(shard)
     previous = await read_catalog_tag(store, own)
     fragment = previous[1].merged(additions) if previous is not None else additions
     if previous is None or fragment.to_json() != previous[1].to_json():
-        await write_catalog_tag(store, own, fragment)
+        await write_catalog_tag(writer, own, fragment)
     merged = Catalog()
+    latest: str | None = None
     for attempt in range(1, _MERGE_ATTEMPTS + 1):
         seen, merged = await read_fragments(store)
         current = await read_catalog_tag(store, LATEST_TAG)
+        latest = current[0] if current is not None else None
         if current is None or current[1].to_json() != merged.to_json():
             try:
-                await write_catalog_tag(store, LATEST_TAG, merged)
+                latest = await write_catalog_tag(writer, LATEST_TAG, merged)
             except RegistryError as exc:
                 # Another shard writing 'latest' at the same moment: Distribution
                 # answers one of two concurrent PUTs DIGEST_INVALID (or a 5xx).
@@ -227,10 +236,10 @@ async def update_catalog(store: Store, additions: Catalog, shard: Shard | None =
                 log.info("catalog: 'latest' written concurrently (%s); merging again", exc)
                 continue
         if await fragment_digests(store) == seen:
-            return merged
+            return latest, merged
         log.info("catalog: a fragment changed while merging; merging again (%d)", attempt)
     log.warning("catalog: fragments kept changing; 'latest' may lag until the next sync")
-    return merged
+    return latest, merged
 
 
 def _concurrent_write(exc: RegistryError) -> bool:

@@ -3,13 +3,19 @@
 Tools such as ``skopeo copy`` re-serialise what they copy and drop
 ``artifactType``, which changes every index digest; this copy moves
 manifests and indexes as the exact bytes it read, so every digest is
-preserved. Per tag, children go first (blobs, then child manifests by
+preserved. It writes through the same :class:`~oci_pypi_sync.engine.writer.Writer`
+as a sync: per tag, children go first (blobs, then child manifests by
 digest, then the tag), so the destination never has a tag pointing at
 missing content. A referrers fallback tag (``sha256-<hex>``) brings its
-subject along, and is merged with one the destination already has. What
-the destination already holds is skipped (a tag at the same digest, a
-blob it has), so a rerun after an interruption copies only what is
-missing.
+subject along. What the destination already holds is not sent again (a
+tag at the same digest, a manifest it has, a blob it has or can mount), so
+a rerun after an interruption copies only what is missing.
+
+A destination tag is never overwritten blindly: when the destination's
+version index lists files the source's does not (a mirror fed from two
+places), the two are merged and the tag is reported ``merged``; its digest
+is then the destination's own. A fallback tag listing other referrers is
+merged likewise.
 
 A tag that fails is recorded and the others go on; an unreachable
 destination or refused credentials stop the copy, since nothing else could
@@ -22,15 +28,26 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
-from oci_pypi_sync.engine.referrers import update_referrers_tag
+from oci_pypi_sync.engine.flight import SingleFlight
+from oci_pypi_sync.engine.referrers import referrers_merge
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, TargetError
-from oci_pypi_sync.format import OCI_INDEX, OCI_MANIFEST, is_referrers_tag, parse_referrers_index
-from oci_pypi_sync.stores.protocols import Store, StoredManifest
+from oci_pypi_sync.engine.writer import Writer
+from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, TargetError, first_error
+from oci_pypi_sync.format import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    build_release_index,
+    entry_filename,
+    format2_entry,
+    is_referrers_tag,
+    parse_referrers_index,
+    read_release_index,
+)
+from oci_pypi_sync.stores.protocols import Store, StoredManifest, TagMerge
 
 __all__ = [
     "CopyObserver",
@@ -54,12 +71,17 @@ _MANIFEST_TYPES = frozenset(
 _INDEX_TYPES = frozenset({OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"})
 _MAX_DEPTH = 8
 
-TagAction = Literal["copied", "unchanged", "failed"]
+TagAction = Literal["copied", "merged", "unchanged", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class TagCopy:
-    """What happened to one tag: its digest, and why it failed when it did."""
+    """What happened to one tag: its digest, and why it failed when it did.
+
+    ``merged``: the destination's version index listed files the source's
+    does not; both sets are kept, in an index whose digest is the
+    destination's own (``digest``), not the source's.
+    """
 
     repository: str
     tag: str
@@ -118,18 +140,19 @@ class _Totals:
 @dataclass
 class _Copier:
     src: Store
-    dst: Store
+    writer: Writer
     jobs: int
     retry: RetryPolicy
     observer: CopyObserver
     totals: _Totals = field(default_factory=_Totals)
-    # (repo, digest) -> the transfer in flight or done, shared by tags that need the same blob.
-    _blobs: dict[tuple[str, str], asyncio.Future[None]] = field(default_factory=dict)
-    _manifests: dict[tuple[str, str], asyncio.Future[None]] = field(default_factory=dict)
-    # digest -> the first transfer of those bytes, which copies into other repositories await.
-    _by_digest: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    # digest -> a destination repository known to hold it, for cross-repository mounts.
-    _located: dict[str, str] = field(default_factory=dict)
+    # child manifests copied (or found) this run, shared by the tags that list them
+    _manifests: SingleFlight[tuple[str, str]] = field(
+        default_factory=lambda: SingleFlight(keep=True)
+    )
+
+    @property
+    def dst(self) -> Store:
+        return self.writer.store
 
     async def step(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(self.retry, what, call)
@@ -150,12 +173,21 @@ class _Copier:
             if is_referrers_tag(tag):
                 return await self.copy_referrers(repo, tag, source, current)
             await self.copy_children(repo, source, 0)
-            media_type = _media_type(source)
-            await self.step(
-                f"{where}: tag",
-                lambda: self.dst.put_manifest(repo, tag, media_type, source.body),
+            digest = await self.writer.tag(
+                repo,
+                tag,
+                _media_type(source),
+                copy_merge(repo, source),
+                known_absent=current is None,
             )
             self.totals.manifests_copied += 1
+            if digest != source.digest:
+                log.warning(
+                    "%s: the destination listed files the source does not; kept, in %s",
+                    where,
+                    digest,
+                )
+                return TagCopy(repo, tag, "merged", digest)
             return TagCopy(repo, tag, "copied", source.digest)
         except FATAL_ERRORS:
             raise
@@ -174,24 +206,24 @@ class _Copier:
         where = f"{repo}:{tag}"
         subject = "sha256:" + tag.removeprefix("sha256-")
         if await self.step(f"{where}: subject", lambda: self.src.has_manifest(repo, subject)):
-            await self.copy_manifest(repo, subject, 0)
-        await self.copy_children(repo, source, 0)
-        if current is None:
-            media_type = _media_type(source)
-            await self.step(
-                f"{where}: tag", lambda: self.dst.put_manifest(repo, tag, media_type, source.body)
+            await self._manifests.run(
+                (repo, subject), partial(self._copy_manifest, repo, subject, 0)
             )
-            self.totals.manifests_copied += 1
-            return TagCopy(repo, tag, "copied", source.digest)
+        await self.copy_children(repo, source, 0)
         try:
             entries = parse_referrers_index(source.body)
         except ValueError as exc:
             raise TargetError(f"{self.src.display_name}: {where}: {exc}") from exc
-        digest = await self.step(
-            f"{where}: merge", lambda: update_referrers_tag(self.dst, repo, subject, entries)
+        union = referrers_merge(repo, subject, entries)
+
+        def merge(now: StoredManifest | None) -> bytes:
+            return source.body if now is None else union(now)
+
+        digest = await self.writer.tag(
+            repo, tag, _media_type(source), merge, known_absent=current is None
         )
         self.totals.manifests_copied += 1
-        return TagCopy(repo, tag, "copied", digest)
+        return TagCopy(repo, tag, "copied" if digest == source.digest else "merged", digest)
 
     async def copy_children(self, repo: str, manifest: StoredManifest, depth: int) -> None:
         """Everything ``manifest`` references, stored in the destination before it."""
@@ -204,7 +236,9 @@ class _Copier:
                 digest = str(child["digest"])
                 if digest not in seen:
                     seen.add(digest)
-                    await self.copy_manifest(repo, digest, depth + 1)
+                    await self._manifests.run(
+                        (repo, digest), partial(self._copy_manifest, repo, digest, depth + 1)
+                    )
             return
         blobs: list[dict[str, Any]] = []
         if isinstance(data.get("config"), dict):
@@ -217,102 +251,66 @@ class _Copier:
                 seen_blobs.add(digest)
                 await self.copy_blob(repo, digest, int(blob["size"]))
 
-    async def copy_manifest(self, repo: str, digest: str, depth: int) -> None:
-        await self._once(self._manifests, (repo, digest), self._copy_manifest(repo, digest, depth))
-
     async def _copy_manifest(self, repo: str, digest: str, depth: int) -> None:
         where = f"{repo}@{digest}"
+        # A manifest the destination holds was written children first: nothing below to copy.
         if await self.step(f"{where}: check", lambda: self.dst.has_manifest(repo, digest)):
             return
         child = await self.step(f"{where}: read", lambda: self.src.get_manifest(repo, digest))
         if child is None:
             raise TargetError(f"{self.src.display_name} has no manifest {where}")
         await self.copy_children(repo, child, depth)
-        media_type = _media_type(child)
-        await self.step(
-            f"{where}: write", lambda: self.dst.put_manifest(repo, digest, media_type, child.body)
-        )
+        await self.writer.manifest(repo, _media_type(child), child.body)
         self.totals.manifests_copied += 1
 
     async def copy_blob(self, repo: str, digest: str, size: int) -> None:
-        await self._once(self._blobs, (repo, digest), self._copy_blob(repo, digest, size))
+        def chunks() -> AsyncIterator[bytes]:
+            return self.src.open_blob(repo, digest)
 
-    async def _copy_blob(self, repo: str, digest: str, size: int) -> None:
-        where = f"{repo}@{digest}"
-        if await self.step(f"{where}: check", lambda: self.dst.has_blob(repo, digest)):
+        written = await self.writer.blob(repo, digest, size, chunks)
+        if written.outcome == "uploaded":
+            self.totals.blobs_copied += 1
+            self.totals.bytes_copied += size
+            self.observer.blob_copied(repo, digest, size)
+        elif written.outcome == "mounted":
+            self.totals.blobs_mounted += 1
+        else:
             self.totals.blobs_present += 1
-            self._located.setdefault(digest, repo)
-            return
-        mine = self._blobs.get((repo, digest))
-        elsewhere = self._by_digest.setdefault(digest, mine) if mine is not None else None
+
+
+def copy_merge(repo: str, source: StoredManifest) -> TagMerge:
+    """The source's manifest, verbatim, unless the destination's version index lists more.
+
+    When both are version indexes (format 1 or 2) and the destination's
+    lists files the source's does not, the two are merged: the source's
+    entries, and the destination's entries of other files. Anything else is
+    the source's bytes, so its digest stays the same.
+    """
+
+    def merge(current: StoredManifest | None) -> bytes:
+        if current is None or current.digest == source.digest:
+            return source.body
         try:
-            if elsewhere is not mine and elsewhere is not None and hasattr(self.dst, "mount_blob"):
-                # The same bytes are on their way into another repository: mount them after.
-                await asyncio.wait([elsewhere])
-            if await self._mount(repo, digest):
-                self.totals.blobs_mounted += 1
-                return
+            theirs = read_release_index(source.body)
+            ours = read_release_index(current.body)
+        except ValueError:
+            return source.body
+        files = {entry_filename(entry) for entry in theirs.entries}
+        kept = [format2_entry(e) for e in ours.entries if entry_filename(e) not in files]
+        if not kept or theirs.project != repo or ours.project != repo:
+            return source.body
+        entries = [format2_entry(entry) for entry in theirs.entries] + kept
+        return build_release_index(repo, theirs.version, entries).data
 
-            def chunks() -> AsyncIterator[bytes]:
-                return self.src.open_blob(repo, digest)
+    return merge
 
-            await self.step(
-                f"{where}: copy",
-                lambda: self.dst.put_blob(repo, digest, size, chunks(), reopen=chunks),
-            )
-        finally:
-            if mine is not None and self._by_digest.get(digest) is mine:
-                del self._by_digest[digest]
-        self._located.setdefault(digest, repo)
-        self.totals.blobs_copied += 1
-        self.totals.bytes_copied += size
-        self.observer.blob_copied(repo, digest, size)
 
-    async def _mount(self, repo: str, digest: str) -> bool:
-        """Mount from another repository of the destination known to hold the blob."""
-        mount = getattr(self.dst, "mount_blob", None)
-        source = self._located.get(digest)
-        if mount is None or source is None or source == repo:
-            return False
-        try:
-            mounted = bool(await mount(repo, digest, source))
-        except FATAL_ERRORS:
-            raise
-        except OciPypiError as exc:
-            log.info("%s: mount of %s from %s failed: %s", repo, digest, source, exc)
-            return False
-        if mounted:
-            self._located.setdefault(digest, repo)
-        return mounted
-
-    @staticmethod
-    async def _once(
-        pending: dict[tuple[str, str], asyncio.Future[None]],
-        key: tuple[str, str],
-        work: Awaitable[None],
-    ) -> None:
-        """Run ``work`` once per key; later callers wait for the first one's outcome."""
-        existing = pending.get(key)
-        if existing is not None:
-            if asyncio.iscoroutine(work):
-                work.close()
-            await asyncio.shield(existing)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending[key] = future
-        try:
-            await work
-        except BaseException as exc:
-            # A failure is not remembered: another tag may try the same blob again.
-            del pending[key]
-            if isinstance(exc, Exception):
-                future.set_exception(exc)
-                future.exception()  # retrieved here, so a failure nobody awaits logs nothing
-            else:
-                future.cancel()
-            raise
-        del pending[key]  # done: the destination now answers for it
-        future.set_result(None)
+def _settled(result: TagCopy, settled: dict[tuple[str, str], str | None]) -> TagCopy:
+    """The tag's result once another writer's entries were merged in after ours."""
+    digest = settled.get((result.repository, result.tag))
+    if digest is None or digest == result.digest or result.action == "failed":
+        return result
+    return replace(result, action="merged", digest=digest)
 
 
 def _parse(manifest: StoredManifest) -> dict[str, Any]:
@@ -350,9 +348,12 @@ async def copy(
     ``jobs`` tags are copied at a time, each streaming one blob at a time,
     so memory stays bounded by ``jobs`` manifests and transfer buffers.
     Repositories whose names contain a dot (catalogs and other artifacts)
-    are copied like any other.
+    are copied like any other. Tags a registry holds are checked again once
+    the writer's settle delay has passed (see
+    :meth:`~oci_pypi_sync.engine.writer.Writer.settle`).
     """
-    copier = _Copier(src, dst, max(1, jobs), retry or RetryPolicy(), observer or _NullObserver())
+    policy = retry or RetryPolicy()
+    copier = _Copier(src, Writer(dst, policy), max(1, jobs), policy, observer or _NullObserver())
     if repositories is None:
         names = await copier.step("list repositories", src.list_repositories)
     else:
@@ -387,8 +388,12 @@ async def copy(
             group.create_task(produce())
             for _ in range(copier.jobs):
                 group.create_task(work())
+        settled = await copier.writer.settle()
     except BaseExceptionGroup as errors:
-        raise _first(errors) from None
+        raise first_error(errors) from None
+    finally:
+        copier.writer.abandon()
+    results = [_settled(result, settled) for result in results]
     totals = copier.totals
     return CopyReport(
         source=src.display_name,
@@ -401,12 +406,3 @@ async def copy(
         manifests_copied=totals.manifests_copied,
         repository_errors=tuple(repo_errors),
     )
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first fatal error of a task group, unwrapped (callers catch plain exceptions)."""
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return _first(error)
-        return error
-    return group  # pragma: no cover - a group is never empty

@@ -25,14 +25,14 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal, Protocol
 
-from packaging.utils import canonicalize_name
-
+from oci_pypi_sync.engine.metadata import MetadataSource
+from oci_pypi_sync.engine.release import release_merge
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
+from oci_pypi_sync.engine.writer import BlobSource, Child, Writer
 from oci_pypi_sync.errors import FATAL_ERRORS, DigestMismatchError, OciPypiError
 from oci_pypi_sync.format import (
     A_FORMAT,
@@ -47,6 +47,7 @@ from oci_pypi_sync.format import (
     TITLE,
     Descriptor,
     FileArtifact,
+    FileName,
     UnsupportedFileError,
     build_file_artifact,
     build_release_index,
@@ -55,17 +56,17 @@ from oci_pypi_sync.format import (
     format1_version_tag,
     format2_file_manifest,
     has_renamed_media_type,
+    is_project_repository,
     is_referrers_tag,
     is_release_tag,
     layout_ref_name,
-    normalize_version,
     parse_filename,
     read_release_index,
     release_index_content_equal,
     sha256_digest,
     version_tag,
 )
-from oci_pypi_sync.index.client import IndexClient, verified_chunks
+from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.records import DistributionFile
 from oci_pypi_sync.ops.catalog import (
     CATALOG_ARTIFACT,
@@ -73,10 +74,14 @@ from oci_pypi_sync.ops.catalog import (
     read_catalog_tag,
     write_catalog_tag,
 )
-from oci_pypi_sync.stores.layout import LayoutStore, format1_ref_names
-from oci_pypi_sync.stores.protocols import Store, StoredManifest
-from oci_pypi_sync.stores.registry import RegistryStore, repository_name
-from oci_pypi_sync.stores.tarball import TarReadStore
+from oci_pypi_sync.stores.protocols import (
+    EditsLayoutRefs,
+    HashesBlobs,
+    KnowsTagDigests,
+    StatsBlobs,
+    Store,
+    StoredManifest,
+)
 
 __all__ = [
     "Finding",
@@ -89,8 +94,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1 << 20
 
 FindingKind = Literal[
     "missing-manifest",
@@ -211,7 +214,7 @@ class _Verifier:
             add("missing-manifest", _tagged_digest(self.store, repo, tag), "tag", "index")
             return found
         self.manifests_checked += 1
-        if "." in repo or is_referrers_tag(tag):
+        if not is_project_repository(repo) or is_referrers_tag(tag):
             # Not a version: a catalog, another artifact, a file's referrers. Structure only.
             await self._check_tree(repo, tag, top, found, 0)
             if repo == CATALOG_REPOSITORY and _format1_catalog(top.body):
@@ -314,7 +317,7 @@ class _Verifier:
 
     async def check_blob(self, repo: str, descriptor: Descriptor) -> tuple[FindingKind, str] | None:
         """A blob's fault (kind, detail), or ``None``; each blob is checked once per run."""
-        key = (repo if isinstance(self.store, RegistryStore) else "", descriptor.digest)
+        key = (repo, descriptor.digest)
         task = self._blob_cache.get(key)
         if task is None:
             self.blobs_checked += 1
@@ -325,28 +328,24 @@ class _Verifier:
     async def _blob_fault(
         self, repo: str, descriptor: Descriptor
     ) -> tuple[FindingKind, str] | None:
+        """Local stores hash every blob; others are asked for presence and size, or read back."""
         digest, size = descriptor.digest, descriptor.size
         store = self.store
-        if isinstance(store, LayoutStore):
-            path = store.blob_path(digest)
-            return await asyncio.to_thread(_file_fault, path, digest, size)
-        if isinstance(store, TarReadStore):
-            stored_size = store.blob_size(digest)
-            if stored_size is None:
+        if isinstance(store, HashesBlobs):
+            found = await store.hash_blob(repo, digest)
+            if found is None:
                 return ("missing-blob", f"blob {digest} is missing")
-            if stored_size != size:
-                return ("size-mismatch", f"blob {digest} has {stored_size} bytes, not {size}")
-            return await self._stream_fault(repo, digest, size)
+            return _content_fault(digest, size, *found)
         if self.deep:
             if not await store.has_blob(repo, digest):
                 return ("missing-blob", f"blob {digest} is missing")
             return await self._stream_fault(repo, digest, size)
-        if isinstance(store, RegistryStore):
-            stored_size = await _registry_blob_size(store, repo, digest)
-            if stored_size is None:
+        if isinstance(store, StatsBlobs):
+            stat = await store.stat_blob(repo, digest)
+            if stat is None:
                 return ("missing-blob", f"blob {digest} is missing")
-            if stored_size >= 0 and stored_size != size:
-                return ("size-mismatch", f"blob {digest} has {stored_size} bytes, not {size}")
+            if stat.size is not None and stat.size != size:
+                return ("size-mismatch", f"blob {digest} has {stat.size} bytes, not {size}")
             return None
         if not await store.has_blob(repo, digest):
             return ("missing-blob", f"blob {digest} is missing")
@@ -363,48 +362,23 @@ class _Verifier:
                 count += len(chunk)
         except DigestMismatchError as exc:
             return ("digest-mismatch", str(exc))
-        if count != size:
-            return ("size-mismatch", f"blob {digest} has {count} bytes, not {size}")
-        actual = "sha256:" + hasher.hexdigest()
-        if actual != digest:
-            return ("digest-mismatch", f"blob {digest} holds bytes with digest {actual}")
-        return None
+        return _content_fault(digest, size, count, "sha256:" + hasher.hexdigest())
 
 
-def _file_fault(path: Path, digest: str, size: int) -> tuple[FindingKind, str] | None:
-    """A layout blob hashed from disk."""
-    try:
-        actual_size = path.stat().st_size
-    except FileNotFoundError:
-        return ("missing-blob", f"blob {digest} is missing")
+def _content_fault(
+    digest: str, size: int, actual_size: int, actual: str
+) -> tuple[FindingKind, str] | None:
+    """How stored bytes of this size and digest differ from what the descriptor says."""
     if actual_size != size:
         return ("size-mismatch", f"blob {digest} has {actual_size} bytes, not {size}")
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            hasher.update(chunk)
-    actual = "sha256:" + hasher.hexdigest()
     if actual != digest:
         return ("digest-mismatch", f"blob {digest} holds bytes with digest {actual}")
     return None
 
 
-async def _registry_blob_size(store: RegistryStore, repo: str, digest: str) -> int | None:
-    """``HEAD`` a blob: its ``Content-Length``, -1 when not given, ``None`` when absent."""
-    name = repository_name(store.prefix, repo)
-    response = await store._send("HEAD", store._url(name, "blobs", digest))
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise await store._failure(response, "blob", f"{name}@{digest}")
-    length = response.headers.get("Content-Length", "")
-    return int(length) if length.isdigit() else -1
-
-
 def _tagged_digest(store: Store, repo: str, tag: str) -> str | None:
-    if isinstance(store, LayoutStore | TarReadStore):
-        entry = store.tags().get((repo, tag))
-        return str(entry["digest"]) if entry else None
+    if isinstance(store, KnowsTagDigests):
+        return store.tag_digests().get(repo, {}).get(tag)
     return None
 
 
@@ -517,7 +491,7 @@ async def verify(
     pairs = [
         (repo, tag)
         for repo, tag in listed
-        if "." in repo or is_release_tag(tag) or is_referrers_tag(tag)
+        if not is_project_repository(repo) or is_release_tag(tag) or is_referrers_tag(tag)
     ]
     slots = asyncio.Semaphore(max(1, jobs))
 
@@ -552,9 +526,9 @@ async def verify(
 
 def _format1_refs(store: Store) -> list[tuple[str, tuple[str, str]]]:
     """A layout's ref names still in format 1's form, with the tag each names."""
-    if not isinstance(store, LayoutStore | TarReadStore):
+    if not isinstance(store, KnowsTagDigests):
         return []
-    return list(format1_ref_names(store.read_index()).items())
+    return list(store.format1_refs().items())
 
 
 # --- repair -----------------------------------------------------------------------
@@ -590,13 +564,20 @@ class _UnrepairableError(Exception):
 
 @dataclass
 class _Repairer:
-    store: Store
+    """Mends tags through a :class:`~oci_pypi_sync.engine.writer.Writer`, bytes from the index."""
+
+    writer: Writer
     index: IndexClient
+    metadata: MetadataSource
     retry: RetryPolicy
     repaired: list[RepairAction] = field(default_factory=list)
     # (project, tag) -> (tag, digest) of each version index migrated
     moved: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     _pages: dict[str, dict[str, DistributionFile]] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        return self.writer.store
 
     async def files(self, repo: str) -> dict[str, DistributionFile]:
         if repo not in self._pages:
@@ -606,33 +587,40 @@ class _Repairer:
             self._pages[repo] = {f.filename: f for f in page.files}
         return self._pages[repo]
 
-    def discard(self, digest: str) -> None:
-        """Remove a corrupt blob where the store allows it, so it can be written again."""
-        if isinstance(self.store, LayoutStore):
-            self.store.blob_path(digest).unlink(missing_ok=True)
+    async def file(self, repo: str, title: str) -> DistributionFile:
+        file = (await self.files(repo)).get(title)
+        if file is None:
+            raise _UnrepairableError(f"the index no longer lists {title}")
+        return file
 
     async def repair_tag(self, repo: str, tag: str, findings: Sequence[Finding]) -> None:
-        bad = {f.digest for f in findings if f.digest is not None and f.kind != "bad-index"}
+        bad = frozenset(
+            f.digest for f in findings if f.digest is not None and f.kind != "bad-index"
+        )
         rebuild = any(
             f.role == "index" or f.kind in ("bad-index", "annotation-mismatch", "bad-manifest")
             for f in findings
         )
-        if not rebuild:
-            current = await self.store.get_manifest(repo, tag)
-            if current is None:
-                raise _UnrepairableError("the tag is gone")
-            _, entries = release_index_problem(current, repo, tag)
-            if entries is None:
-                raise _UnrepairableError("the tag's index cannot be read")
-            done: set[str] = set()
-            for entry in entries:
-                if entry.digest not in done:
-                    done.add(entry.digest)
-                    await self.restore_entry(repo, tag, entry, bad)
+        if rebuild:
+            await self.rebuild_release(repo, tag, bad)
             return
-        await self.rebuild_release(repo, tag, bad)
+        current = await self.store.get_manifest(repo, tag)
+        if current is None:
+            raise _UnrepairableError("the tag is gone")
+        _, entries = release_index_problem(current, repo, tag)
+        if entries is None:
+            raise _UnrepairableError("the tag's index cannot be read")
+        titles = {f.title for f in findings if f.title}
+        done: set[str] = set()
+        for entry in entries:
+            damaged = entry.digest in bad or entry_filename(entry) in titles
+            if damaged and entry.digest not in done:
+                done.add(entry.digest)
+                await self.restore_entry(repo, tag, entry, bad)
 
-    async def restore_entry(self, repo: str, tag: str, entry: Descriptor, bad: set[str]) -> None:
+    async def restore_entry(
+        self, repo: str, tag: str, entry: Descriptor, bad: frozenset[str]
+    ) -> None:
         """Write back what one file's manifest needs, and the manifest itself if it is gone."""
         title = entry_filename(entry) or ""
         stored: StoredManifest | None = None
@@ -640,112 +628,122 @@ class _Repairer:
             stored = await self.store.get_manifest(repo, entry.digest)
         if stored is not None:
             data = json.loads(stored.body)
-            layers = tuple(Descriptor.from_json(layer) for layer in data["layers"])
             config = Descriptor.from_json(data["config"])
-            await self.ensure_blobs(repo, tag, title, config, layers, bad)
+            layers = tuple(Descriptor.from_json(layer) for layer in data["layers"])
+            await self.write(repo, tag, title, stored.body, config, layers, bad, restored=False)
             return
-        file = (await self.files(repo)).get(title)
-        if file is None:
-            raise _UnrepairableError(
-                f"the index no longer lists {title}, whose manifest is missing"
-            )
+        file = await self.file(repo, title)
         size_text = entry.annotations.get(A_SIZE, "")
         size = int(size_text) if size_text.isdigit() else await self.index.get_file_size(file)
         metadata = None
         if entry.annotations.get(A_METADATA_SHA256):
-            metadata = await self.metadata(file, entry.annotations[A_METADATA_SHA256])
+            metadata = await self.metadata_bytes(
+                file, "sha256:" + entry.annotations[A_METADATA_SHA256]
+            )
         artifact = build_file_artifact(file, repo, size, metadata)
         if artifact.manifest.descriptor.digest != entry.digest:
             raise _UnrepairableError(
                 f"the manifest of {title} rebuilt from the index has digest "
                 f"{artifact.manifest.descriptor.digest}, not {entry.digest}"
             )
-        await self.write_artifact(repo, tag, artifact, file, metadata, bad)
-
-    async def write_artifact(
-        self,
-        repo: str,
-        tag: str,
-        artifact: FileArtifact,
-        file: DistributionFile,
-        metadata: bytes | None,
-        bad: set[str],
-    ) -> None:
-        await self.ensure_blobs(
-            repo, tag, file.filename, empty_config().descriptor, artifact.layers, bad, metadata
+        config = empty_config().descriptor
+        await self.write(
+            repo, tag, title, artifact.manifest.data, config, artifact.layers, bad, restored=True
         )
-        digest = artifact.manifest.descriptor.digest
-        if digest in bad or not await self.store.has_manifest(repo, digest):
-            self.discard(digest)
-            await self.store.put_manifest(repo, digest, OCI_MANIFEST, artifact.manifest.data)
-            self.repaired.append(RepairAction(repo, tag, "manifest", digest, artifact.filename))
 
-    async def ensure_blobs(
+    async def write(
         self,
         repo: str,
         tag: str,
         title: str,
+        body: bytes,
         config: Descriptor,
         layers: Sequence[Descriptor],
-        bad: set[str],
-        metadata: bytes | None = None,
+        bad: frozenset[str],
+        *,
+        restored: bool,
     ) -> None:
-        for role, descriptor in [("config", config), ("file", layers[0])] + [
-            ("metadata", layer) for layer in layers[1:]
-        ]:
-            digest = descriptor.digest
-            if digest not in bad and await self.store.has_blob(repo, digest):
-                continue
-            self.discard(digest)
-            if role == "config":
-                empty = empty_config()
-                if digest != empty.descriptor.digest:
-                    raise _UnrepairableError(f"{title}: config {digest} is not the empty config")
-                await self.store.put_blob_bytes(repo, digest, empty.data)
-            elif role == "metadata":
-                data = metadata
-                if data is None:
-                    file = (await self.files(repo)).get(title)
-                    if file is None:
-                        raise _UnrepairableError(f"the index no longer lists {title}")
-                    data = await self.metadata(file, digest.removeprefix("sha256:"))
-                await self.store.put_blob_bytes(repo, digest, data)
-            else:
-                await self.fetch_file(repo, title, descriptor)
-            self.repaired.append(RepairAction(repo, tag, "blob", digest, f"{title} ({role})"))
-
-    async def fetch_file(self, repo: str, title: str, layer: Descriptor) -> None:
-        file = (await self.files(repo)).get(title)
-        if file is None:
-            raise _UnrepairableError(f"the index no longer lists {title}")
-        if f"sha256:{file.sha256}" != layer.digest:
-            raise _UnrepairableError(
-                f"the index now gives {title} the sha256 {file.sha256}, not {layer.digest}"
+        """A file's manifest and its blobs, children first, each from the index if missing."""
+        empty = empty_config()
+        if config.digest != empty.descriptor.digest:
+            raise _UnrepairableError(f"{title}: config {config.digest} is not the empty config")
+        roles: list[tuple[Child, str]] = [
+            (Child(config.digest, config.size, data=empty.data), "config"),
+            (
+                Child(
+                    layers[0].digest,
+                    layers[0].size,
+                    source=self.file_source(repo, title, layers[0]),
+                ),
+                "file",
+            ),
+        ]
+        roles += [
+            (
+                Child(layer.digest, layer.size, source=self.metadata_source(repo, title, layer)),
+                "metadata",
             )
-
-        async def attempt() -> None:
-            async with self.index.stream_file(file) as chunks:
-                await self.store.put_blob(
-                    repo, layer.digest, layer.size, verified_chunks(chunks, file)
+            for layer in layers[1:]
+        ]
+        written = await self.writer.manifest(
+            repo, OCI_MANIFEST, body, [child for child, _ in roles], replace=bad
+        )
+        for child, role in roles:
+            outcome = written.children.get(child.digest)
+            if child.digest in bad or (outcome is not None and outcome.outcome != "present"):
+                self.repaired.append(
+                    RepairAction(repo, tag, "blob", child.digest, f"{title} ({role})")
                 )
+        if restored or written.digest in bad:
+            self.repaired.append(RepairAction(repo, tag, "manifest", written.digest, title))
 
-        await with_retries(self.retry, f"{repo}: {title}: download", attempt)
+    def file_source(self, repo: str, title: str, layer: Descriptor) -> BlobSource:
+        """The file's bytes from the index, if the store turns out to need them."""
 
-    async def metadata(self, file: DistributionFile, sha256: str) -> bytes:
-        found = await self.index.get_core_metadata(file, probe=True)
+        async def chunks() -> AsyncIterator[bytes]:
+            file = await self.file(repo, title)
+            if f"sha256:{file.sha256}" != layer.digest:
+                raise _UnrepairableError(
+                    f"the index now gives {title} the sha256 {file.sha256}, not {layer.digest}"
+                )
+            async with self.index.stream_file(file) as stream:
+                async for chunk in stream:
+                    yield chunk
+
+        return chunks
+
+    def metadata_source(self, repo: str, title: str, layer: Descriptor) -> BlobSource:
+        """The file's core metadata from the index, if the store turns out to need it."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            file = await self.file(repo, title)
+            yield await self.metadata_bytes(file, layer.digest)
+
+        return chunks
+
+    async def metadata_bytes(self, file: DistributionFile, digest: str) -> bytes:
+        """The core metadata the mirror recorded: the index's, if it still has these bytes."""
+        found = await with_retries(
+            self.retry,
+            f"{file.filename}: core metadata",
+            lambda: self.index.get_core_metadata(file, probe=True),
+        )
         if found is None:
             raise _UnrepairableError(f"the index no longer serves {file.filename}.metadata")
-        if hashlib.sha256(found.raw).hexdigest() != sha256:
-            raise _UnrepairableError(f"{file.filename}.metadata no longer has the sha256 {sha256}")
+        if sha256_digest(found.raw) != digest:
+            raise _UnrepairableError(f"{file.filename}.metadata no longer has the digest {digest}")
         return found.raw
 
-    async def rebuild_release(self, repo: str, tag: str, bad: set[str]) -> None:
+    async def rebuild_release(self, repo: str, tag: str, bad: frozenset[str]) -> None:
         """A new index for the version from the files of the index whose manifests are stored.
 
         When none is stored (the version's files are all gone), every file of
-        the version is synced again.
+        the version is synced again. The tag is replaced when it still holds
+        the index verify found faulty, else (another writer moved it since)
+        merged with what it holds now.
         """
-        candidates: list[tuple[DistributionFile, str]] = []
+        examined = await self.examined_digest(repo, tag)
+        candidates: list[tuple[DistributionFile, FileName]] = []
         for file in (await self.files(repo)).values():
             try:
                 name = parse_filename(file.filename, repo)
@@ -755,33 +753,51 @@ class _Repairer:
                 version_tag(name.version),
                 format1_version_tag(name.version),
             ):
-                candidates.append((file, name.version))
+                candidates.append((file, name))
         if not candidates:
             raise _UnrepairableError(f"the index lists no file of the version tagged {tag}")
-        built: list[tuple[FileArtifact, DistributionFile, bytes | None]] = []
-        for file, _ in sorted(candidates, key=lambda c: c[0].filename):
+        built: list[FileArtifact] = []
+        for file, name in sorted(candidates, key=lambda c: c[0].filename):
             size = await self.index.get_file_size(file)
-            metadata = await self.sync_metadata(file, repo)
-            built.append((build_file_artifact(file, repo, size, metadata), file, metadata))
-        present = [
-            item
-            for item in built
-            if item[0].manifest.descriptor.digest not in bad
-            and await self.store.has_manifest(repo, item[0].manifest.descriptor.digest)
-        ]
-        chosen = present or built
-        for artifact, file, metadata in chosen:
-            await self.write_artifact(repo, tag, artifact, file, metadata, bad)
-        version = candidates[0][1]
-        release = build_release_index(
-            repo, version, [entry for artifact, _, _ in chosen for entry in artifact.entries]
+            choice = await self.metadata.for_file(
+                file, name.project, name.version, is_wheel=name.is_wheel
+            )
+            built.append(build_file_artifact(file, repo, size, choice.raw))
+        present = {
+            artifact.manifest.descriptor.digest
+            for artifact in built
+            if artifact.manifest.descriptor.digest not in bad
+            and await self.store.has_manifest(repo, artifact.manifest.descriptor.digest)
+        }
+        chosen = [a for a in built if a.manifest.descriptor.digest in present] or built
+        config = empty_config().descriptor
+        for artifact in chosen:
+            await self.write(
+                repo,
+                tag,
+                artifact.filename,
+                artifact.manifest.data,
+                config,
+                artifact.layers,
+                bad,
+                restored=artifact.manifest.descriptor.digest not in present,
+            )
+        version = candidates[0][1].version
+        fresh = tuple(entry for artifact in chosen for entry in artifact.entries)
+        release = build_release_index(repo, version, fresh)
+        upstream = {file.filename: (file, name) for file, name in candidates}
+        merged = release_merge(repo, version, fresh, upstream, prune=False)
+
+        def merge(current: StoredManifest | None) -> bytes | None:
+            if current is None or current.digest == examined:
+                return release.data
+            return merged(current)
+
+        digest = await self.writer.tag(
+            repo, tag, OCI_INDEX, merge, replace=bad & {release.descriptor.digest, examined or ""}
         )
-        self.discard_if_bad(release.descriptor.digest, bad)
-        await self.store.put_manifest(repo, tag, OCI_INDEX, release.data)
-        files = ", ".join(artifact.filename for artifact, _, _ in chosen)
-        self.repaired.append(
-            RepairAction(repo, tag, "index", release.descriptor.digest, f"rebuilt from {files}")
-        )
+        files = ", ".join(artifact.filename for artifact in chosen)
+        self.repaired.append(RepairAction(repo, tag, "index", digest, f"rebuilt from {files}"))
 
     async def migrate_tag(self, repo: str, tag: str) -> None:
         """Rewrite a tag's content in format 2's canonical bytes, from what the mirror holds.
@@ -805,7 +821,16 @@ class _Repairer:
         if new_tag != tag or release.data != current.body:
             self.moved[(repo, tag)] = (new_tag, release.descriptor.digest)
         if target is None or target.body != release.data:
-            digest = await self.store.put_manifest(repo, new_tag, OCI_INDEX, release.data)
+            # The same content in other bytes: whatever the tag holds now is
+            # kept unless it is what was examined (or absent).
+            examined = target.digest if target is not None else None
+
+            def migrated(now: StoredManifest | None) -> bytes | None:
+                if now is None or now.digest == examined:
+                    return release.data
+                return None
+
+            digest = await self.writer.tag(repo, new_tag, OCI_INDEX, migrated)
             detail = (
                 "version index of format 1 rewritten in format 2"
                 if index.format == "1"
@@ -814,12 +839,13 @@ class _Repairer:
             self.repaired.append(RepairAction(repo, new_tag, "index", digest, detail))
         if new_tag == tag:
             return
-        if not isinstance(self.store, LayoutStore):
+        store = self.store
+        if not isinstance(store, EditsLayoutRefs):
             raise _UnrepairableError(
                 f"format 1's fallback tag stays beside {new_tag} (readers skip it): "
                 "delete it with the registry's own tools"
             )
-        await self.store.untag(repo, tag)
+        await store.untag(repo, tag)
         detail = f"format 1's fallback tag removed; the version is tagged {new_tag}"
         self.repaired.append(RepairAction(repo, tag, "index", current.digest, detail))
 
@@ -832,7 +858,7 @@ class _Repairer:
                 continue
             catalog = found[1].retagged(self.moved)
             if catalog.to_json() != found[1].to_json() or _format1_catalog(stored.body):
-                digest = await write_catalog_tag(self.store, tag, catalog)
+                digest = await write_catalog_tag(self.writer, tag, catalog)
                 detail = "catalog in format 2, with the versions' new digests"
                 self.repaired.append(RepairAction(CATALOG_REPOSITORY, tag, "index", digest, detail))
 
@@ -847,29 +873,18 @@ class _Repairer:
             return entry
         digest = sha256_digest(rewritten)
         if not await self.store.has_manifest(repo, digest):
-            await self.store.put_manifest(repo, digest, OCI_MANIFEST, rewritten)
+            await self.writer.manifest(repo, OCI_MANIFEST, rewritten)
             detail = f"{filename}: manifest with format 2's media type"
             self.repaired.append(RepairAction(repo, tag, "manifest", digest, detail))
         return replace(entry, digest=digest, size=len(rewritten))
 
-    def discard_if_bad(self, digest: str, bad: set[str]) -> None:
-        if digest in bad:
-            self.discard(digest)
-
-    async def sync_metadata(self, file: DistributionFile, repo: str) -> bytes | None:
-        """The metadata a sync would have stored: advertised and verified, or probed for wheels."""
-        name = parse_filename(file.filename, repo)
-        found = await self.index.get_core_metadata(file, probe=name.is_wheel)
-        if found is None:
-            return None
-        if file.core_metadata is None and (
-            found.name is None
-            or found.version is None
-            or canonicalize_name(found.name) != name.project
-            or normalize_version(found.version) != normalize_version(name.version)
-        ):
-            return None
-        return found.raw
+    async def examined_digest(self, repo: str, tag: str) -> str | None:
+        """The digest the tag points at now (the one verify found faulty, unless moved since)."""
+        try:
+            current = await self.store.get_manifest(repo, tag)
+        except DigestMismatchError as exc:
+            return exc.expected
+        return current.digest if current is not None else _tagged_digest(self.store, repo, tag)
 
 
 async def repair(
@@ -881,68 +896,78 @@ async def repair(
 ) -> RepairReport:
     """Mend the tags ``report`` found faulty from ``index``, children first, tag last.
 
-    Files come back streamed and checked against the sha256 the mirror
-    records; metadata against its layer digest; a missing manifest is
-    rebuilt and written only when its digest comes out the same. A tag
-    whose index is not a valid index of this format (or whose entries
-    disagree with their manifests) gets an index rebuilt from the
-    version's files the mirror still holds, or the whole version synced
-    again when it holds none. Every tag that cannot be mended is listed
-    with the reason.
+    Everything is written through the same
+    :class:`~oci_pypi_sync.engine.writer.Writer` as a sync. Files come back
+    streamed and checked against the sha256 the mirror records; metadata
+    against its layer digest; a missing manifest is rebuilt and written only
+    when its digest comes out the same. A tag whose index is not a valid
+    index of this format (or whose entries disagree with their manifests)
+    gets an index rebuilt from the version's files the mirror still holds,
+    or the whole version synced again when it holds none. Content that is
+    only old (format 1) or re-encoded is migrated from what the mirror
+    holds. Every tag that cannot be mended is listed with the reason.
     """
-    repairer = _Repairer(store, index, retry or RetryPolicy())
+    policy = retry or RetryPolicy()
+    writer = Writer(store, policy)
+    repairer = _Repairer(writer, index, MetadataSource(index, probe=True, retry=policy), policy)
     by_tag: dict[tuple[str, str], list[Finding]] = {}
     for finding in report.findings:
         if finding.role != "ref":
             by_tag.setdefault((finding.repository, finding.tag), []).append(finding)
     unrepaired: list[RepairAction] = []
-    for (repo, tag), findings in sorted(by_tag.items()):
-        faults = [finding for finding in findings if not finding.warning]
-        if faults and "." in repo:
-            unrepaired.append(
-                RepairAction(
-                    repo, tag, "index", None, "not a project: the index cannot give it back"
+    try:
+        for (repo, tag), findings in sorted(by_tag.items()):
+            faults = [finding for finding in findings if not finding.warning]
+            if faults and not is_project_repository(repo):
+                unrepaired.append(
+                    RepairAction(
+                        repo, tag, "index", None, "not a project: the index cannot give it back"
+                    )
                 )
-            )
-            continue
-        if is_referrers_tag(tag):
-            unrepaired.append(
-                RepairAction(
-                    repo,
-                    tag,
-                    "index",
-                    None,
-                    "a file's referrers (provenance): `oci-pypi sync --recheck` of the project "
-                    "writes back what is missing",
+                continue
+            if is_referrers_tag(tag):
+                unrepaired.append(
+                    RepairAction(
+                        repo,
+                        tag,
+                        "index",
+                        None,
+                        "a file's referrers (provenance): `oci-pypi sync --recheck` of the "
+                        "project writes back what is missing",
+                    )
                 )
-            )
-            continue
-        try:
-            if faults:
-                await repairer.repair_tag(repo, tag, faults)
-            if len(faults) < len(findings):
-                await repairer.migrate_tag(repo, tag)
-        except FATAL_ERRORS:
-            raise
-        except (_UnrepairableError, OciPypiError, ValueError) as exc:
-            log.warning("%s:%s cannot be repaired: %s", repo, tag, exc)
-            digest = findings[0].digest
-            unrepaired.append(RepairAction(repo, tag, "index", digest, str(exc)))
-    catalog_warned = any(f.warning and f.repository == CATALOG_REPOSITORY for f in report.findings)
-    if repairer.moved or catalog_warned:
-        try:
-            await repairer.migrate_catalog()
-        except FATAL_ERRORS:
-            raise
-        except (OciPypiError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s cannot be migrated: %s", CATALOG_REPOSITORY, exc)
-            unrepaired.append(RepairAction(CATALOG_REPOSITORY, "", "index", None, str(exc)))
+                continue
+            try:
+                if faults:
+                    await repairer.repair_tag(repo, tag, faults)
+                if len(faults) < len(findings):
+                    await repairer.migrate_tag(repo, tag)
+            except FATAL_ERRORS:
+                raise
+            except (_UnrepairableError, OciPypiError, ValueError) as exc:
+                log.warning("%s:%s cannot be repaired: %s", repo, tag, exc)
+                digest = findings[0].digest
+                unrepaired.append(RepairAction(repo, tag, "index", digest, str(exc)))
+        catalog_warned = any(
+            f.warning and f.repository == CATALOG_REPOSITORY for f in report.findings
+        )
+        if repairer.moved or catalog_warned:
+            try:
+                await repairer.migrate_catalog()
+            except FATAL_ERRORS:
+                raise
+            except (OciPypiError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s cannot be migrated: %s", CATALOG_REPOSITORY, exc)
+                unrepaired.append(RepairAction(CATALOG_REPOSITORY, "", "index", None, str(exc)))
+        await writer.settle()
+    finally:
+        writer.abandon()
     old_refs = [f for f in report.findings if f.role == "ref"]
-    if isinstance(store, LayoutStore) and old_refs:
+    if isinstance(store, EditsLayoutRefs) and isinstance(store, KnowsTagDigests) and old_refs:
         await store.rename_format1_refs()
-        now = store.tags()
+        now = store.tag_digests()
         for finding in old_refs:
-            if (finding.repository, finding.tag) in now:
+            if finding.tag in now.get(finding.repository, {}):
                 name = layout_ref_name(finding.repository, finding.tag)
                 detail = f"layout ref name {finding.repository}:{finding.tag} renamed {name}"
                 repairer.repaired.append(

@@ -10,11 +10,13 @@ files only when pinned with ``==``/``===`` and nothing else matches.
 Environment markers (and extras) are evaluated against the *target*
 (:attr:`TargetEnvironment.markers`), which pip cannot do.
 
-Dependencies come from core metadata, never from a build: PEP 658 metadata
-when the page advertises it (hash-checked), else a probed ``.metadata``
-(checked to name the same project and version), else ranged reads of the
-wheel (:mod:`.index.remote_wheel`). An sdist with no ``.metadata`` is kept
-as a pin, and its unknown dependencies are reported as unresolved.
+Dependencies come from core metadata, never from a build, under the rules
+of :mod:`oci_pypi_sync.engine.metadata` (the ones a sync stores metadata
+by): PEP 658 metadata when the page advertises it (hash-checked, naming the
+file's project and version), else the wheel's own METADATA read with range
+requests (:mod:`.index.remote_wheel`); an unadvertised ``.metadata`` is never
+trusted. An sdist without advertised metadata is kept as a pin, and its
+unknown dependencies are reported as unresolved.
 
 Without environments, the host is the target (its :func:`packaging.tags.sys_tags`
 and marker environment), as pip would resolve for the machine it runs on.
@@ -53,11 +55,11 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionImpossible, ResolutionTooDeep
 
+from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import DigestMismatchError, IndexError_, ProjectNotFoundError, is_fatal
+from oci_pypi_sync.errors import IndexError_, ProjectNotFoundError, is_fatal
 from oci_pypi_sync.format import UnsupportedFileError, parse_filename
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.index.metadata import parse_core_metadata
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
 from oci_pypi_sync.plan.environments import TargetEnvironment
 from oci_pypi_sync.plan.select import version_sort_key
@@ -161,10 +163,10 @@ class _Fetcher:
     """Pages and metadata, each fetched once per run, shared by every environment."""
 
     def __init__(
-        self, index: IndexClient, probe: bool, policy: RetryPolicy, loop: asyncio.AbstractEventLoop
+        self, index: IndexClient, policy: RetryPolicy, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.index = index
-        self.probe = probe
+        self.source = MetadataSource(index, probe=False, retry=policy)
         self.policy = policy
         self.loop = loop
         self._pages: dict[NormalizedName, asyncio.Task[ProjectPage]] = {}
@@ -205,63 +207,10 @@ class _Fetcher:
     async def _read_metadata(
         self, file: DistributionFile, project: str, version: Version
     ) -> _Metadata:
-        is_wheel = file.filename.endswith(".whl")
-        if file.core_metadata is not None:
-            try:
-                advertised = await with_retries(
-                    self.policy,
-                    f"the metadata of {file.filename}",
-                    lambda: self.index.get_core_metadata(file),
-                )
-            except DigestMismatchError as exc:
-                return _Metadata(None, f"its advertised core metadata fails its hash: {exc}")
-            except IndexError_ as exc:
-                if is_fatal(exc):
-                    raise
-                return _Metadata(None, f"its core metadata could not be read: {exc}")
-            if advertised is not None:
-                return _Metadata(advertised)
-        if self.probe:
-            try:
-                probed = await with_retries(
-                    self.policy,
-                    f"the metadata of {file.filename}",
-                    lambda: self.index.get_core_metadata(file, probe=True),
-                )
-            except IndexError_ as exc:
-                logger.debug("probing the metadata of %s: %s", file.filename, exc)
-                probed = None
-            if probed is not None and _names(probed, project, version):
-                return _Metadata(probed)
-            if probed is not None:
-                logger.warning("%s.metadata names another release; ignored", file.filename)
-        if not is_wheel:
-            return _Metadata(
-                None,
-                f"{file.filename} is an sdist without static core metadata "
-                "(its dependencies are known only by building it)",
-            )
-        try:
-            raw = await with_retries(
-                self.policy,
-                f"the METADATA of {file.filename}",
-                lambda: self.index.get_wheel_metadata(file),
-            )
-        except IndexError_ as exc:
-            return _Metadata(None, f"the METADATA of {file.filename} cannot be read: {exc}")
-        metadata = parse_core_metadata(raw)
-        if not _names(metadata, project, version):
-            return _Metadata(None, f"the METADATA of {file.filename} names another release")
-        return _Metadata(metadata)
-
-
-def _names(metadata: CoreMetadata, project: str, version: Version) -> bool:
-    if metadata.name is None or canonicalize_name(metadata.name) != project:
-        return False
-    try:
-        return metadata.version is not None and Version(metadata.version) == version
-    except InvalidVersion:
-        return False
+        choice = await self.source.dependencies(
+            file, project, str(version), is_wheel=file.filename.endswith(".whl")
+        )
+        return _Metadata(choice.metadata, choice.note)
 
 
 # --- the resolver's objects -----------------------------------------------------------
@@ -632,7 +581,6 @@ async def resolve_closure(
     *,
     pre: bool = False,
     only_binary: bool = False,
-    probe_metadata: bool = True,
     retry: RetryPolicy | None = None,
     max_rounds: int = MAX_ROUNDS,
     max_seconds: float = MAX_SECONDS,
@@ -647,7 +595,7 @@ async def resolve_closure(
     retries) raise; a cancelled call stops the resolver threads at once.
     """
     loop = asyncio.get_running_loop()
-    fetcher = _Fetcher(index, probe_metadata, retry or RetryPolicy(), loop)
+    fetcher = _Fetcher(index, retry or RetryPolicy(), loop)
     targets: Sequence[TargetEnvironment] = environments or (HostEnvironment(),)
     for req in requirements:
         fetcher.page_task(canonicalize_name(req.name))

@@ -30,9 +30,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.errors import DigestMismatchError, LayoutError, SizeMismatchError
 from oci_pypi_sync.serve.blobs import read_blob
-from oci_pypi_sync.serve.view import Lru, SingleFlight
+from oci_pypi_sync.serve.view import Lru
 from oci_pypi_sync.stores.protocols import BlobFile, LocalBlobFiles, Store
 
 logger = logging.getLogger(__name__)

@@ -8,15 +8,11 @@ costs one index read per version and no manifest reads.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.plan.select import version_sort_key
-
-#: A PEP 503 normalized name, which is what a project repository is called.
-_PROJECT_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +62,6 @@ class Project:
 
     def file(self, filename: str) -> ServedFile | None:
         return self.by_filename.get(filename)
-
-
-def is_project_repository(name: str) -> bool:
-    """Whether a repository name can be a project's: a normalized name, nothing nested.
-
-    Other artifacts (a catalog, names with ``.``, ``_`` or ``/``) are not projects.
-    """
-    return _PROJECT_NAME.fullmatch(name) is not None
 
 
 def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Release:

@@ -20,20 +20,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.serve.blobs import read_blob_bytes
 from oci_pypi_sync.serve.model import (
     Project,
     Release,
     ServedFile,
     assemble_project,
-    is_project_repository,
     release_from_index,
 )
-from oci_pypi_sync.stores.layout import LayoutStore
-from oci_pypi_sync.stores.protocols import Store
+from oci_pypi_sync.stores.protocols import KnowsTagDigests, Store
 
 logger = logging.getLogger(__name__)
 
@@ -63,37 +62,10 @@ async def list_projects(store: Store) -> list[str]:
 
     catalog = await read_catalog(store)
     if catalog is not None:
-        return sorted(name for name in catalog.projects if is_project_repository(name))
-    return sorted(name for name in await store.list_repositories() if is_project_repository(name))
-
-
-class SingleFlight(Generic[K]):
-    """Run one fetch per key at a time; callers arriving meanwhile await the same result.
-
-    The shared task is shielded, so a client that goes away does not cancel
-    the fetch for the others.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[K, asyncio.Task[Any]] = {}
-
-    async def run(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
-        task = self._running.get(key)
-        if task is None:
-
-            async def call() -> V:
-                return await fetch()
-
-            task = asyncio.ensure_future(call())
-            self._running[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done))
-        return cast(V, await asyncio.shield(task))
-
-    def _finished(self, key: K, task: asyncio.Task[Any]) -> None:
-        if self._running.get(key) is task:
-            del self._running[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an unawaited failure is not reported twice
+        return sorted(name for name in catalog.projects if fmt.is_project_repository(name))
+    return sorted(
+        name for name in await store.list_repositories() if fmt.is_project_repository(name)
+    )
 
 
 class Lru(Generic[K, V]):
@@ -193,7 +165,7 @@ class MirrorView:
         A layout's ``index.json`` names every tag's digest in one read (kept
         for ``ttl``); a registry needs a manifest read per tag for that.
         """
-        if isinstance(self.store, LayoutStore):
+        if isinstance(self.store, KnowsTagDigests):
             return (await self._layout_refs()).get(name, {})
         return dict.fromkeys(await self.store.list_tags(name))
 
@@ -202,12 +174,10 @@ class MirrorView:
         if cached is not None and cached.expires > self._clock():
             return cached.value
         store = self.store
-        assert isinstance(store, LayoutStore)
+        assert isinstance(store, KnowsTagDigests)
 
         async def fetch() -> Mapping[str, Mapping[str, str]]:
-            refs: dict[str, dict[str, str]] = {}
-            for (repo, tag), entry in (await asyncio.to_thread(store.tags)).items():
-                refs.setdefault(repo, {})[tag] = str(entry.get("digest"))
+            refs = await asyncio.to_thread(store.tag_digests)
             self._refs = _Fresh(refs, self._clock() + self.ttl)
             return refs
 

@@ -27,9 +27,16 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from oci_pypi_sync.errors import (
     DigestMismatchError,
@@ -51,7 +58,20 @@ from oci_pypi_sync.format import (
     parse_layout_ref_name,
 )
 from oci_pypi_sync.limits import MAX_MANIFEST_BYTES, exceeded, loads_json
-from oci_pypi_sync.stores.protocols import BlobFile, StoredManifest
+from oci_pypi_sync.stores.protocols import (
+    BlobFile,
+    BlobStat,
+    DiscardsBlobs,
+    EditsLayoutRefs,
+    HashesBlobs,
+    KnowsTagDigests,
+    LocalBlobFiles,
+    ReadsRanges,
+    StatsBlobs,
+    StoredManifest,
+    TagMerge,
+    UpdatesTagsAtomically,
+)
 from oci_pypi_sync.stores.scratch import Scratch, remove_abandoned
 
 LAYOUT_FILE = "oci-layout"
@@ -96,8 +116,22 @@ def read_error(path: Path, exc: OSError) -> LayoutError:
 Refs = dict[tuple[str, str], dict[str, Any]]
 
 
-class LayoutStore:
-    """A directory in the OCI image-layout format; created on first use."""
+class LayoutStore(
+    StatsBlobs,
+    HashesBlobs,
+    ReadsRanges,
+    LocalBlobFiles,
+    DiscardsBlobs,
+    KnowsTagDigests,
+    EditsLayoutRefs,
+    UpdatesTagsAtomically,
+):
+    """A directory in the OCI image-layout format; created on first use.
+
+    Its ``index.json`` is updated under an exclusive ``flock``, so a tag is
+    read, merged and written with no other writer in between
+    (:meth:`update_tag`), in this process or another.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
@@ -149,14 +183,19 @@ class LayoutStore:
     # --- layout files ------------------------------------------------------
 
     def _create(self) -> None:
-        """Write the layout's skeleton (checked by :meth:`_validate` beforehand)."""
+        """Write the layout's skeleton, unless another writer just did (checked under the lock)."""
         layout_file = self.path / LAYOUT_FILE
         try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path / INDEX_FILE, _empty_index(), self._scratch)
-            _atomic_write(
-                layout_file, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}), self._scratch
-            )
+            with self._locked():
+                if layout_file.is_file():
+                    return
+                _atomic_write(self.path / INDEX_FILE, _empty_index(), self._scratch)
+                _atomic_write(
+                    layout_file,
+                    canonical_json({"imageLayoutVersion": LAYOUT_VERSION}),
+                    self._scratch,
+                )
         except OSError as exc:
             raise write_error(f"a new OCI image layout at {self.path}", exc) from exc
 
@@ -175,19 +214,24 @@ class LayoutStore:
             raise read_error(path, exc) from exc
         return BlobFile(path, 0, size)
 
-    def _index_and_tags(self) -> tuple[dict[str, Any], Refs]:
+    def _index_and_tags(self, *, fresh: bool = False) -> tuple[dict[str, Any], Refs]:
         """``index.json`` and its ref names, read again only when the file changed.
 
         Every tag lookup needs them; parsing the whole file each time would
-        make a sync of a large layout quadratic.
+        make a sync of a large layout quadratic. ``fresh`` reads the file
+        whatever the cache says, as an update under the lock must: another
+        writer's replacement can reuse the inode number, size and (on coarse
+        clocks) the mtime of the file it replaced.
         """
         if not self._exists:
-            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, {}
+            if not (self.path / LAYOUT_FILE).is_file():
+                return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, {}
+            self._exists = True  # another writer created it since
         path = self.path / INDEX_FILE
         try:
             stat = path.stat()
             key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if self._index_cache is not None and self._index_cache[0] == key:
+            if not fresh and self._index_cache is not None and self._index_cache[0] == key:
                 return self._index_cache[1], self._index_cache[2]
             data = loads_json(path.read_bytes(), str(path))
         except OSError as exc:
@@ -200,14 +244,20 @@ class LayoutStore:
         self._index_cache = (key, data, tags)
         return data, tags
 
-    def read_index(self) -> dict[str, Any]:
+    def read_index(self, *, fresh: bool = False) -> dict[str, Any]:
         """The layout's ``index.json`` (an empty index before the first write); a copy."""
-        data = self._index_and_tags()[0]
+        data = self._index_and_tags(fresh=fresh)[0]
         return {**data, "manifests": list(data.get("manifests", []))}
 
     def tags(self) -> Refs:
         """Every ``(repository, tag)`` ``index.json`` names, with its descriptor."""
         return dict(self._index_and_tags()[1])
+
+    def tag_digests(self) -> Mapping[str, Mapping[str, str]]:
+        return digests_by_repository(self._index_and_tags()[1])
+
+    def format1_refs(self) -> dict[str, tuple[str, str]]:
+        return format1_ref_names(self.read_index())
 
     async def rename_format1_refs(self) -> dict[str, tuple[str, str]]:
         """Rename every format-1 ref name to ``<repository>/<tag>``; those renamed, parsed."""
@@ -288,22 +338,105 @@ class LayoutStore:
             raise write_error(self.display_name, exc) from exc
 
     async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        async for chunk in self.read_range(repo, digest, 0, None):
+            yield chunk
+
+    async def read_range(
+        self, repo: str, digest: str, start: int, stop: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        """The blob file read in a thread from ``start``, so a large file never blocks the loop."""
         path = self.blob_path(digest)
         try:
-            handle = path.open("rb")
+            handle: BinaryIO = await asyncio.to_thread(path.open, "rb")
         except FileNotFoundError as exc:
             raise LayoutError(f"{self.display_name} has no blob {digest}") from exc
         except OSError as exc:
             raise read_error(path, exc) from exc
-        with handle:
-            while chunk := handle.read(_CHUNK):
+        try:
+            if start:
+                await asyncio.to_thread(handle.seek, start)
+            left = None if stop is None else stop - start
+            while left is None or left > 0:
+                size = _CHUNK if left is None else min(_CHUNK, left)
+                chunk = await asyncio.to_thread(handle.read, size)
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
+        finally:
+            handle.close()
+
+    async def stat_blob(self, repo: str, digest: str) -> BlobStat | None:
+        found = self.blob_file(digest)
+        return None if found is None else BlobStat(found.size)
+
+    async def hash_blob(self, repo: str, digest: str) -> tuple[int, str] | None:
+        return await asyncio.to_thread(hash_file, self.blob_path(digest))
+
+    async def discard_blob(self, repo: str, digest: str) -> None:
+        self.blob_path(digest).unlink(missing_ok=True)
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
         # a digest is looked up directly; only a tag needs the tag list
         digest = reference if ":" in reference else tag_digest(self.tags(), repo, reference)
         if digest is None:
             return None
+        return self._read_manifest(digest)
+
+    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+        if ":" not in reference:
+            tagged = await self.update_tag(repo, reference, media_type, lambda _: body)
+            assert tagged is not None  # merge always gives a body
+            return tagged
+        digest = self._store_manifest(repo, reference, body)
+        if reference != digest:
+            raise DigestMismatchError(f"manifest {repo}@{reference}", reference, digest)
+        return digest
+
+    async def update_tag(self, repo: str, tag: str, media_type: str, merge: TagMerge) -> str | None:
+        """Read the tag, merge, write: all under the ``index.json`` lock."""
+        self._created()
+        ref = (repo, tag)
+        # A referrers fallback tag's subject (a file's manifest, a child of a
+        # version index) is listed untagged too: ORAS resolves a digest in a
+        # layout only when index.json lists it, and then finds its referrers.
+        subject = self._referrers_subject(tag)
+        tagged: list[str | None] = [None]
+
+        def retag(manifests: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+            entry = next((e for e in manifests if _parsed_ref(e) == ref), None)
+            current = None
+            if entry is not None:
+                current = self._read_manifest(str(entry["digest"]))
+            body = merge(current)
+            tagged[0] = current.digest if current is not None else None
+            if body is None:
+                return None
+            digest = self._store_manifest(repo, tag, body)
+            tagged[0] = digest
+            if current is not None and current.digest == digest:
+                return None
+            kept = [e for e in manifests if _parsed_ref(e) != ref]
+            kept.append(
+                {
+                    "mediaType": media_type,
+                    "digest": digest,
+                    "size": len(body),
+                    "annotations": {REF_NAME: layout_ref_name(repo, tag)},
+                }
+            )
+            if subject is not None and not any(
+                e.get("digest") == subject["digest"] and not e.get("annotations") for e in kept
+            ):
+                kept.append(subject)
+            return kept
+
+        await self._update_index(retag)
+        return tagged[0]
+
+    def _read_manifest(self, digest: str) -> StoredManifest | None:
+        """A manifest stored as a blob, bounded and checked against its digest; ``None``: gone."""
         path = self.blob_path(digest)
         try:
             with path.open("rb") as handle:
@@ -315,48 +448,31 @@ class LayoutStore:
             raise read_error(path, exc) from exc
         return checked_manifest(self.display_name, digest, body)
 
-    async def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
+    def _store_manifest(self, repo: str, reference: str, body: bytes) -> str:
+        """The manifest's bytes as a blob, once its children are all there."""
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         self._created()
         self._check_children(repo, reference, body)
-        await self.put_blob_bytes(repo, digest, body)
-        if ":" in reference:
-            if reference != digest:
-                raise DigestMismatchError(f"manifest {repo}@{reference}", reference, digest)
-            return digest
-        ref = (repo, reference)
-        descriptor = {
-            "mediaType": media_type,
-            "digest": digest,
-            "size": len(body),
-            "annotations": {REF_NAME: layout_ref_name(repo, reference)},
-        }
-        # A referrers fallback tag's subject (a file's manifest, a child of a
-        # version index) is listed untagged too: ORAS resolves a digest in a
-        # layout only when index.json lists it, and then finds its referrers.
-        subject = self._referrers_subject(reference)
-
-        def retag(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            kept = [entry for entry in manifests if _parsed_ref(entry) != ref]
-            kept.append(descriptor)
-            if subject is not None and not any(
-                entry.get("digest") == subject["digest"] and not entry.get("annotations")
-                for entry in kept
-            ):
-                kept.append(subject)
-            return kept
-
-        await self._update_index(retag)
+        target = self.blob_path(digest)
+        if not target.is_file():
+            self._write(target, body)
         return digest
 
     async def _update_index(
-        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
     ) -> None:
-        """Rewrite ``index.json`` under the lock: ``change`` its entries, format-1 names renamed."""
+        """Rewrite ``index.json`` under the lock: ``change`` its entries, format-1 names renamed.
+
+        ``change`` sees the file as it is on disk now (never a cached copy)
+        and returns ``None`` for nothing to write.
+        """
         async with self._index_lock:
             with self._locked():
-                index = self.read_index()
-                manifests = [_format2_ref(entry) for entry in change(index.get("manifests", []))]
+                index = self.read_index(fresh=True)
+                changed = change(index.get("manifests", []))
+                if changed is None:
+                    return
+                manifests = [_format2_ref(entry) for entry in changed]
                 manifests.sort(key=lambda entry: (_ref_name(entry) or "", str(entry.get("digest"))))
                 index["manifests"] = manifests
                 index.setdefault("schemaVersion", 2)
@@ -435,6 +551,20 @@ def _atomic_write(path: Path, data: bytes, scratch: Scratch) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def hash_file(path: Path) -> tuple[int, str] | None:
+    """Size and ``sha256:`` digest of a file's bytes; ``None`` when it does not exist."""
+    hasher = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return None
+    return size, "sha256:" + hasher.hexdigest()
 
 
 def blob_hex(digest: str) -> str:
@@ -552,3 +682,11 @@ def tags_of(tags: Refs, repo: str) -> list[str]:
 
 def repositories_in(tags: Refs) -> list[str]:
     return sorted({name for name, _ in tags})
+
+
+def digests_by_repository(tags: Refs) -> dict[str, dict[str, str]]:
+    """Tagged descriptors regrouped as repository -> tag -> digest."""
+    grouped: dict[str, dict[str, str]] = {}
+    for (repo, tag), entry in tags.items():
+        grouped.setdefault(repo, {})[tag] = str(entry.get("digest"))
+    return grouped

@@ -1,11 +1,17 @@
-"""The interface every target (a registry, an OCI image layout) implements.
+"""The interface every target (a registry, an OCI layout) implements, and what some do more.
 
-The sync engine writes only through this protocol, in the order blobs ->
+:class:`Store` is what every target offers; the engine writes only through
+it (by way of :mod:`oci_pypi_sync.engine.writer`), in the order blobs ->
 manifests -> tagged index, so a tag never points at missing children. A
 store never keeps bytes under a digest they do not have: ``put_blob``
 verifies the digest and size of what it received before the blob becomes
 visible, and raises :class:`~oci_pypi_sync.errors.DigestMismatchError` or
 :class:`~oci_pypi_sync.errors.SizeMismatchError` otherwise.
+
+What only some stores can do is a capability class below. A store declares
+one by inheriting it, and callers ask ``isinstance(store, Capability)``:
+the check is nominal, so a store (or a wrapper forwarding attributes) never
+claims a behaviour by merely having a method of that name.
 
 ``repo`` is the repository name relative to the target's prefix (the
 normalized project name); each store adds its prefix itself.
@@ -13,10 +19,30 @@ normalized project name); each store adds its prefix itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
+
+__all__ = [
+    "BlobFile",
+    "BlobStat",
+    "DiscardsBlobs",
+    "EditsLayoutRefs",
+    "HashesBlobs",
+    "KnowsTagDigests",
+    "ListsReferrers",
+    "ListsRepositoriesWithin",
+    "LocalBlobFiles",
+    "MountsBlobs",
+    "ReadsRanges",
+    "StatsBlobs",
+    "Store",
+    "StoredManifest",
+    "TagMerge",
+    "UpdatesTagsAtomically",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +52,18 @@ class StoredManifest:
     media_type: str
     digest: str
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    """What a store says about a blob without reading it: its size, when it tells."""
+
+    size: int | None
+
+
+#: Given the tag's current manifest (``None``: untagged), the body to tag instead,
+#: or ``None`` to leave the tag as it is. Called again if the tag moved meanwhile.
+TagMerge = Callable[[StoredManifest | None], bytes | None]
 
 
 class Store(Protocol):
@@ -105,21 +143,113 @@ class Store(Protocol):
         ...
 
 
-@runtime_checkable
-class ReferrersApi(Protocol):
+# --- capabilities -----------------------------------------------------------------
+
+
+class MountsBlobs(ABC):
+    """Repositories that can take a blob from another repository of the same target."""
+
+    @abstractmethod
+    async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Mount the blob ``from_repo`` holds into ``repo``; ``False`` when it could not."""
+
+
+class ListsRepositoriesWithin(ABC):
+    """A repository listing read page by page (a registry's catalog)."""
+
+    @abstractmethod
+    async def repositories_within(self, pages: int) -> frozenset[str] | None:
+        """Repositories under the prefix if they are listed in ``pages`` pages or fewer.
+
+        ``None`` when the listing is longer: a caller weighing one request
+        per repository it cares about against the pages stops there.
+        """
+
+
+class StatsBlobs(ABC):
+    """A blob's presence and size, without reading it."""
+
+    @abstractmethod
+    async def stat_blob(self, repo: str, digest: str) -> BlobStat | None:
+        """The blob's size as the store reports it; ``None`` when it is absent."""
+
+
+class HashesBlobs(ABC):
+    """Blobs cheap to read back in full (on local disk), hashed off the event loop."""
+
+    @abstractmethod
+    async def hash_blob(self, repo: str, digest: str) -> tuple[int, str] | None:
+        """Size and ``sha256:`` digest of the stored bytes; ``None`` when the blob is absent."""
+
+
+class ReadsRanges(ABC):
+    """A byte range of a blob, read without the bytes before it."""
+
+    @abstractmethod
+    def read_range(
+        self, repo: str, digest: str, start: int, stop: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes ``start`` to ``stop`` (exclusive; ``None``: to the end), unverified."""
+
+
+class DiscardsBlobs(ABC):
+    """Stored bytes can be dropped (a corrupt blob, so that it can be written again)."""
+
+    @abstractmethod
+    async def discard_blob(self, repo: str, digest: str) -> None:
+        """Remove the blob (and a manifest stored as one) if present."""
+
+
+class KnowsTagDigests(ABC):
+    """Every tag's digest known in one cheap read (a layout's ``index.json``)."""
+
+    @abstractmethod
+    def tag_digests(self) -> Mapping[str, Mapping[str, str]]:
+        """Repository -> tag -> the digest the tag names (even when that manifest is gone)."""
+
+    @abstractmethod
+    def format1_refs(self) -> Mapping[str, tuple[str, str]]:
+        """Ref names still in format 1's ``<repository>:<tag>`` form, with what they name."""
+
+
+class EditsLayoutRefs(ABC):
+    """Tags a layout's ``index.json`` names, taken out or renamed (format migration)."""
+
+    @abstractmethod
+    async def untag(self, repo: str, tag: str) -> bool:
+        """Take a tag out (its blobs stay); whether it was there."""
+
+    @abstractmethod
+    async def rename_format1_refs(self) -> Mapping[str, tuple[str, str]]:
+        """Rename every format-1 ref name to format 2's form; those renamed."""
+
+
+class UpdatesTagsAtomically(ABC):
+    """A tag read, merged and written with no other writer in between (a locked file)."""
+
+    @abstractmethod
+    async def update_tag(self, repo: str, tag: str, media_type: str, merge: TagMerge) -> str | None:
+        """Tag what ``merge`` makes of the current manifest; the digest now tagged.
+
+        ``None`` when the tag is absent and ``merge`` left it so. Every child
+        of the merged manifest must already be stored.
+        """
+
+
+class ListsReferrers(ABC):
     """A store that may list referrers itself (a registry with the OCI 1.1 referrers API).
 
     Stores without this capability (layouts, tars) find referrers only
     through the ``sha256-<hex>`` fallback tag, which the writer keeps.
     """
 
+    @abstractmethod
     async def put_referrer(self, repo: str, digest: str, media_type: str, body: bytes) -> bool:
         """Store a manifest that has a ``subject``, by digest.
 
         ``True`` when the store lists it among its subject's referrers
         itself, ``False`` when the fallback tag must list it.
         """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +261,13 @@ class BlobFile:
     size: int
 
 
-@runtime_checkable
-class LocalBlobFiles(Protocol):
+class LocalBlobFiles(ABC):
     """A store whose blobs are regions of local files (a layout, a packed layout).
 
     Whoever reads them may then read, hash and seek on the file directly
     instead of streaming through :meth:`Store.open_blob`.
     """
 
+    @abstractmethod
     def blob_file(self, digest: str) -> BlobFile | None:
         """The blob's file region; ``None`` when the store does not have it."""
-        ...

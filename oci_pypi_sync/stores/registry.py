@@ -18,7 +18,8 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import quote, urljoin
@@ -57,8 +58,17 @@ from oci_pypi_sync.stores.http import (
     Response,
     TransportError,
 )
-from oci_pypi_sync.stores.protocols import StoredManifest
+from oci_pypi_sync.stores.protocols import (
+    BlobStat,
+    ListsReferrers,
+    ListsRepositoriesWithin,
+    MountsBlobs,
+    ReadsRanges,
+    StatsBlobs,
+    StoredManifest,
+)
 from oci_pypi_sync.stores.refusals import Refusal, push_refusal
+from oci_pypi_sync.stores.streams import limit_stream, skip_stream
 from oci_pypi_sync.stores.tls import describe_tls_error, registry_http_client
 
 __all__ = [
@@ -86,8 +96,6 @@ MANIFEST_ACCEPT: Final = ", ".join(
 OCTET_STREAM: Final = "application/octet-stream"
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
 _CATALOG_PAGE: Final = 1000
-# small blobs whose holder is remembered for cross-repository mounts
-_HOLDERS_KEPT: Final = 256
 _HASHES: Final = frozenset({"sha256", "sha512"})
 
 
@@ -332,7 +340,7 @@ async def rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
 # --- the store ----------------------------------------------------------------
 
 
-class RegistryStore:
+class RegistryStore(MountsBlobs, ListsRepositoriesWithin, StatsBlobs, ReadsRanges, ListsReferrers):
     """An OCI registry as a :class:`~oci_pypi_sync.stores.protocols.Store`.
 
     ``credentials`` defaults to a :class:`CredentialStore` reading the
@@ -363,9 +371,6 @@ class RegistryStore:
         )
         self._chunk_size = chunk_size
         self.chunked_uploads = False
-        # Small blobs (the empty config, shared metadata) this store wrote or
-        # found, by digest: the repository a new repository can mount them from.
-        self._small_blob_holders: dict[str, str] = {}
 
     @property
     def display_name(self) -> str:
@@ -450,29 +455,17 @@ class RegistryStore:
         actual = compute_digest(digest_algorithm(digest), data)
         if actual != digest:
             raise DigestMismatchError(what, digest, actual)
-        # Mounted from a repository that holds it, one request instead of two;
-        # where the mount cannot be done the same request opens the upload.
-        holder = self._small_blob_holders.get(digest, name)
-        location = await self._start_upload(name, digest, probe=True, source=holder)
-        if location is None:  # there already, or mounted: the registry had it
-            self._remember_holder(digest, name)
+        location = await self._start_upload(name, digest, probe=True)
+        if location is None:  # the registry had it
             return False
         if not self.chunked_uploads:
             headers = {"Content-Type": OCTET_STREAM}
             if await self._finish_upload(name, digest, location, data, headers) is not None:
-                self._remember_holder(digest, name)
                 return True
             self.chunked_uploads = True
             location = None
         await self._upload_chunked(name, digest, len(data), _once(data), what, location)
-        self._remember_holder(digest, name)
         return True
-
-    def _remember_holder(self, digest: str, name: str) -> None:
-        holders = self._small_blob_holders
-        if digest not in holders and len(holders) >= _HOLDERS_KEPT:
-            del holders[next(iter(holders))]
-        holders[digest] = name
 
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Mount a blob another repository of this registry holds; False if it could not."""
@@ -514,6 +507,46 @@ class RegistryStore:
             actual = f"{algorithm}:{hasher.hexdigest()}"
             if actual != digest:
                 raise DigestMismatchError(f"blob {name}@{digest}", digest, actual)
+        finally:
+            await response.aclose()
+
+    async def stat_blob(self, repo: str, digest: str) -> BlobStat | None:
+        """``HEAD`` the blob: its ``Content-Length`` when given, ``None`` when absent."""
+        name = repository_name(self.prefix, repo)
+        response = await self._send("HEAD", self._url(name, "blobs", digest))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise await self._failure(response, "blob", f"{name}@{digest}")
+        length = response.headers.get("Content-Length", "")
+        return BlobStat(int(length) if length.isdigit() else None)
+
+    async def read_range(
+        self, repo: str, digest: str, start: int, stop: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        """Ask for the range; a registry that answers 200 has the stream skipped to it."""
+        name = repository_name(self.prefix, repo)
+        wanted = f"bytes={start}-" + ("" if stop is None else str(stop - 1))
+        response = await self._send(
+            "GET",
+            self._url(name, "blobs", digest),
+            headers={"Range": wanted, "Accept-Encoding": "identity"},
+            stream=True,
+            follow_redirects=True,
+        )
+        try:
+            if response.status_code == 206:
+                body = limit_stream(response.aiter_bytes(), None if stop is None else stop - start)
+            elif response.status_code == 200:
+                body = skip_stream(response.aiter_bytes(), start, stop)
+            else:
+                raise await self._failure(response, "blob", f"{name}@{digest}")
+            try:
+                async with aclosing(body) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            except TransportError as exc:
+                raise describe_transport_error(self.host, exc) from exc
         finally:
             await response.aclose()
 
@@ -794,17 +827,15 @@ class RegistryStore:
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error
 
-    async def _start_upload(
-        self, name: str, digest: str, *, probe: bool = False, source: str | None = None
-    ) -> str | None:
+    async def _start_upload(self, name: str, digest: str, *, probe: bool = False) -> str | None:
         """Open an upload session; with ``probe``, ``None`` when the blob is already there.
 
-        The probe asks to mount the blob from ``source`` (this repository
-        by default): a 201 says it is there now.
+        The probe asks to mount the blob from this very repository: a 201
+        says it is there, a 202 opens the session as usual (one request).
         """
         url = f"{self.base_url}/v2/{name}/blobs/uploads/"
         if probe:
-            url += _mount_query(digest, source or name)
+            url += _mount_query(digest, name)
         response = await self._send("POST", url)
         location = response.headers.get("Location")
         if probe and response.status_code == 201:

@@ -15,12 +15,13 @@ blob by blob), so new content adds to the old.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
 import shutil
 import tarfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,13 +36,25 @@ from oci_pypi_sync.stores.layout import (
     Refs,
     check_manifest_size,
     checked_manifest,
+    digests_by_repository,
+    format1_ref_names,
     refs_in,
     repositories_in,
     tag_digest,
     tags_of,
     write_error,
 )
-from oci_pypi_sync.stores.protocols import BlobFile, StoredManifest
+from oci_pypi_sync.stores.protocols import (
+    BlobFile,
+    BlobStat,
+    HashesBlobs,
+    KnowsTagDigests,
+    LocalBlobFiles,
+    ReadsRanges,
+    StatsBlobs,
+    StoredManifest,
+    TagMerge,
+)
 
 __all__ = [
     "STAGING_SUFFIX",
@@ -114,7 +127,7 @@ def _blob_name(name: str) -> str | None:
     return hexdigest if is_sha256_hex(hexdigest) else None
 
 
-class TarReadStore:
+class TarReadStore(StatsBlobs, HashesBlobs, ReadsRanges, LocalBlobFiles, KnowsTagDigests):
     """A packed layout, read in place; every write raises :class:`LayoutError`."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -172,12 +185,61 @@ class TarReadStore:
         member = self._blob_member(digest)
         return None if member is None else member.size
 
+    async def stat_blob(self, repo: str, digest: str) -> BlobStat | None:
+        size = self.blob_size(digest)
+        return None if size is None else BlobStat(size)
+
+    async def hash_blob(self, repo: str, digest: str) -> tuple[int, str] | None:
+        member = self._blob_member(digest)
+        if member is None:
+            return None
+        return await asyncio.to_thread(self._hash_member, member)
+
+    def _hash_member(self, member: _Member) -> tuple[int, str]:
+        hasher = hashlib.sha256()
+        count = 0
+        with self.path.open("rb") as handle:
+            handle.seek(member.offset)
+            left = member.size
+            while left > 0 and (chunk := handle.read(min(_CHUNK, left))):
+                left -= len(chunk)
+                count += len(chunk)
+                hasher.update(chunk)
+        return count, "sha256:" + hasher.hexdigest()
+
+    async def read_range(
+        self, repo: str, digest: str, start: int, stop: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes of the blob's member, read in a thread from the offset."""
+        member = self._blob_member(digest)
+        if member is None:
+            raise LayoutError(f"{self.display_name} has no blob {digest}")
+        end = member.size if stop is None else min(stop, member.size)
+        handle = await asyncio.to_thread(self.path.open, "rb")
+        try:
+            await asyncio.to_thread(handle.seek, member.offset + start)
+            left = end - start
+            while left > 0:
+                chunk = await asyncio.to_thread(handle.read, min(_CHUNK, left))
+                if not chunk:
+                    raise LayoutError(f"{self.display_name}: blob {digest} is truncated")
+                left -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
     def read_index(self) -> dict[str, Any]:
         return self._index
 
     def tags(self) -> Refs:
         """Every ``(repository, tag)`` ``index.json`` names, with its descriptor."""
         return refs_in(self._index)
+
+    def tag_digests(self) -> Mapping[str, Mapping[str, str]]:
+        return digests_by_repository(self.tags())
+
+    def format1_refs(self) -> dict[str, tuple[str, str]]:
+        return format1_ref_names(self._index)
 
     async def has_blob(self, repo: str, digest: str) -> bool:
         return self._blob_member(digest) is not None
@@ -187,20 +249,10 @@ class TarReadStore:
 
     async def open_blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         """Stream a blob from its offset in the tar, verifying its digest at the end."""
-        member = self._blob_member(digest)
-        if member is None:
-            raise LayoutError(f"{self.display_name} has no blob {digest}")
         hasher = hashlib.sha256()
-        with self.path.open("rb") as handle:
-            handle.seek(member.offset)
-            left = member.size
-            while left > 0:
-                chunk = handle.read(min(_CHUNK, left))
-                if not chunk:
-                    raise LayoutError(f"{self.display_name}: blob {digest} is truncated")
-                left -= len(chunk)
-                hasher.update(chunk)
-                yield chunk
+        async for chunk in self.read_range(repo, digest, 0, None):
+            hasher.update(chunk)
+            yield chunk
         actual = "sha256:" + hasher.hexdigest()
         if actual != digest:
             raise DigestMismatchError(f"{self.display_name} blob {digest}", digest, actual)
@@ -315,10 +367,17 @@ class TarWriteStore(LayoutStore):
         self._dirty = True
         return await super().put_manifest(repo, reference, media_type, body)
 
-    def discard_blob(self, digest: str) -> None:
+    async def update_tag(self, repo: str, tag: str, media_type: str, merge: TagMerge) -> str | None:
+        before = tag_digest(self.tags(), repo, tag)
+        after = await super().update_tag(repo, tag, media_type, merge)
+        if after != before:
+            self._dirty = True
+        return after
+
+    async def discard_blob(self, repo: str, digest: str) -> None:
         """Remove a blob (a corrupt one, before it is written again)."""
         self._dirty = True
-        self.blob_path(digest).unlink(missing_ok=True)
+        await super().discard_blob(repo, digest)
 
     async def aclose(self) -> None:
         """Pack the staging layout into the tar atomically, then remove the staging directory."""
