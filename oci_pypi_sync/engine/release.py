@@ -203,16 +203,14 @@ class ReleaseSync:
             )
         else:
             merge = release_merge(repo, version, fresh, upstream, prune=self._prune)
-            release = await self._tag(repo, version, tag, merge, absent or existing is None)
+            release = await self._tag(repo, version, tag, merge)
             release = replace(release, removed_upstream=removed, pruned=pruned)
         self.observer.release_finished(release)
         return results, release
 
-    async def _tag(
-        self, repo: str, version: str, tag: str, merge: TagMerge, absent: bool
-    ) -> ReleaseResult:
+    async def _tag(self, repo: str, version: str, tag: str, merge: TagMerge) -> ReleaseResult:
         try:
-            digest = await self.writer.tag(repo, tag, OCI_INDEX, merge, known_absent=absent)
+            digest = await self.writer.tag(repo, tag, OCI_INDEX, merge)
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:

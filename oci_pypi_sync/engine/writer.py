@@ -20,9 +20,9 @@ or another store). What the writer guarantees, once for all of them:
   atomically (a layout, under a lock) does the read-merge-write itself. A
   registry has no conditional write: the tag is read right before the
   write, and read again once a settle delay has passed (long enough for
-  another writer's read-merge-write that started before ours to land, see
-  :meth:`Writer.settle`); if that other write dropped our entries they are
-  merged back, a bounded number of times.
+  another writer's read-merge-write that read before our write to land,
+  see :meth:`Writer.settle`); if that other write dropped our entries they
+  are merged back, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -409,18 +409,16 @@ class Writer:
         media_type: str,
         merge: TagMerge,
         *,
-        known_absent: bool = False,
         replace: frozenset[str] = frozenset(),
     ) -> str | None:
         """Tag what ``merge`` makes of the tag's current manifest; the digest tagged after.
 
         ``None`` when the tag is absent and ``merge`` left it so. Every child
-        of the merged manifest must be stored already. ``known_absent`` says
-        the caller saw the tag absent when it started (a tag list, a read),
-        which saves the read before the write; a tag another writer created
-        meanwhile is then overwritten, and that writer's settle check
-        (:meth:`settle`) merges its entries back. Digests in ``replace`` are
-        known corrupt: dropped first where the store can.
+        of the merged manifest must be stored already. The tag is read right
+        before the write, whatever the caller saw of it earlier: a tag another
+        writer created or changed since (while files were transferred) is
+        merged, not overwritten. Digests in ``replace`` are known corrupt:
+        dropped first where the store can.
         """
         store = self.store
         for digest in replace:
@@ -431,27 +429,19 @@ class Writer:
                 f"{repo}:{tag}: tag",
                 lambda: store.update_tag(repo, tag, media_type, merge),
             )
-        return await self._optimistic_tag(repo, tag, media_type, merge, known_absent, 1)
+        return await self._optimistic_tag(repo, tag, media_type, merge, 1)
 
     async def _optimistic_tag(
-        self,
-        repo: str,
-        tag: str,
-        media_type: str,
-        merge: TagMerge,
-        known_absent: bool,
-        rounds: int,
+        self, repo: str, tag: str, media_type: str, merge: TagMerge, rounds: int
     ) -> str | None:
         """Read, merge, write; the write is checked again after the settle delay."""
         for attempt in range(1, MERGE_ROUNDS + 1):
             started = time.monotonic()
-            current = None
-            if not known_absent or attempt > 1:
-                current = await with_retries(
-                    self.retry,
-                    f"{repo}:{tag}: current index",
-                    lambda: self.store.get_manifest(repo, tag),
-                )
+            current = await with_retries(
+                self.retry,
+                f"{repo}:{tag}: current index",
+                lambda: self.store.get_manifest(repo, tag),
+            )
             body = merge(current)
             if body is None:
                 return current.digest if current is not None else None
@@ -515,7 +505,7 @@ class Writer:
         )
         self.remerged += 1
         digest = await self._optimistic_tag(
-            record.repo, record.tag, record.media_type, record.merge, False, record.rounds + 1
+            record.repo, record.tag, record.media_type, record.merge, record.rounds + 1
         )
         return record.repo, record.tag, digest
 

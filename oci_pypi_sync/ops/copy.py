@@ -171,15 +171,10 @@ class _Copier:
             if current is not None and current.digest == source.digest:
                 return TagCopy(repo, tag, "unchanged", source.digest)
             if is_referrers_tag(tag):
-                return await self.copy_referrers(repo, tag, source, current)
+                return await self.copy_referrers(repo, tag, source)
             await self.copy_children(repo, source, 0)
-            digest = await self.writer.tag(
-                repo,
-                tag,
-                _media_type(source),
-                copy_merge(repo, source),
-                known_absent=current is None,
-            )
+            merge = copy_merge(repo, source)
+            digest = await self.writer.tag(repo, tag, _media_type(source), merge)
             self.totals.manifests_copied += 1
             if digest != source.digest:
                 log.warning(
@@ -195,9 +190,7 @@ class _Copier:
             log.warning("%s: %s", where, exc)
             return TagCopy(repo, tag, "failed", None, str(exc))
 
-    async def copy_referrers(
-        self, repo: str, tag: str, source: StoredManifest, current: StoredManifest | None
-    ) -> TagCopy:
+    async def copy_referrers(self, repo: str, tag: str, source: StoredManifest) -> TagCopy:
         """A referrers fallback tag: its subject first, then the referrers, then the tag.
 
         A destination without the tag gets the source's bytes (the same
@@ -219,9 +212,7 @@ class _Copier:
         def merge(now: StoredManifest | None) -> bytes:
             return source.body if now is None else union(now)
 
-        digest = await self.writer.tag(
-            repo, tag, _media_type(source), merge, known_absent=current is None
-        )
+        digest = await self.writer.tag(repo, tag, _media_type(source), merge)
         self.totals.manifests_copied += 1
         return TagCopy(repo, tag, "copied" if digest == source.digest else "merged", digest)
 
