@@ -55,7 +55,7 @@ def test_off_a_terminal_progress_is_one_line_per_phase_and_a_summary(
     code, lines, _ = run(index, tmp_path, "app", "--with-deps")
     assert code == 0
     assert len(lines) == 1
-    assert lines[0].endswith("3 already present, 0 releases tagged")
+    assert lines[0].endswith("3 unchanged since the last sync, 0 releases tagged")
     code, lines, _ = run(index, tmp_path, "app", "--with-deps", "--progress", "-q")
     assert (code, lines) == (0, [])
 
