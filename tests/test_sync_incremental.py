@@ -294,8 +294,8 @@ async def test_a_blob_known_in_another_repository_is_mounted_not_downloaded(
     assert sorted(locations) == ["one", "two"]
 
 
-def _config_requests(registry: RegistryServer, since: int) -> list[str]:
-    """The registry's log lines after ``since`` bytes that wrote or mounted the empty config."""
+def _config_requests(registry: RegistryServer, since: int, repo: str) -> list[str]:
+    """The log lines after ``since`` bytes that wrote or mounted the empty config into ``repo``."""
     config = fmt.empty_config().descriptor.digest.split(":")[1]
     with registry.log.open("rb") as log:
         log.seek(since)
@@ -303,7 +303,7 @@ def _config_requests(registry: RegistryServer, since: int) -> list[str]:
     return [
         line
         for line in text.splitlines()
-        if config in line and ('"POST ' in line or '"PUT ' in line)
+        if config in line and f"/v2/{repo}/" in line and ('"POST ' in line or '"PUT ' in line)
     ]
 
 
@@ -325,7 +325,7 @@ async def test_a_new_release_of_a_known_project_asks_nothing_about_the_config(
             fixture.add("gamma", make_wheel("gamma", "2.0"))
             offset = registry.log.stat().st_size
             second = await _run(fixture, store, "gamma", journal=journal)
-            asked = _config_requests(registry, offset)
+            asked = _config_requests(registry, offset, repo)
             # the registry loses the config (deleted behind the state file's back)
             async with httpx.AsyncClient() as http:
                 deleted = await http.delete(f"{registry.url}/v2/{repo}/blobs/{config}")
@@ -333,7 +333,7 @@ async def test_a_new_release_of_a_known_project_asks_nothing_about_the_config(
             fixture.add("gamma", make_wheel("gamma", "3.0"))
             offset = registry.log.stat().st_size
             third = await _run(fixture, store, "gamma", journal=journal)
-            restored = _config_requests(registry, offset)
+            restored = _config_requests(registry, offset, repo)
             tags = await store.list_tags("gamma")
         finally:
             await store.aclose()
