@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "ACCEPT_ENCODING",
     "INFLATE_STEP_BYTES",
+    "MAX_BUFFERED_BYTES",
     "MAX_CORE_METADATA_BYTES",
     "MAX_ERROR_BODY_BYTES",
     "MAX_JSON_DEPTH",
@@ -65,6 +66,9 @@ MAX_JSON_DEPTH = 64
 MAX_LISTING_BYTES = 64 * MiB
 #: Pages of one tag list or catalog (a thousand names a page: ten million names).
 MAX_LISTING_PAGES = 10_000
+#: An answer the HTTP client reads whole (a token service's, a registry's answer to an
+#: upload): anything bigger is streamed by its caller, with a bound of its own.
+MAX_BUFFERED_BYTES = 16 * MiB
 #: The part of an error answer read to explain a failure.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 #: The most one step of inflating an answer produces before the event loop gets a turn.

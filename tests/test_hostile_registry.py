@@ -22,7 +22,7 @@ from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from hostile_server import RecordingServer, Reply, Seen, file_entry, forward, project_page
 from registry_server import RegistryServer
 
-from oci_pypi_sync.errors import RegistryLimitError
+from oci_pypi_sync.errors import LimitExceededError, RegistryLimitError
 from oci_pypi_sync.limits import MAX_MANIFEST_BYTES
 from oci_pypi_sync.stores import registry as registry_module
 from oci_pypi_sync.stores.credentials import CredentialStore
@@ -245,3 +245,38 @@ def test_a_blob_redirected_to_storage_that_sends_content_encoding_keeps_its_byte
     assert all(s.headers.get("accept-encoding") == "identity" for s in fetched)
     assert all(s.authorization is None for s in fetched)
     assert "SIGSECRET" not in copied.stderr
+
+
+# --- answers read whole ---------------------------------------------------------------------
+
+
+def _blob() -> tuple[str, bytes]:
+    data = b"a small blob"
+    return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+
+def _endless_body() -> Iterator[bytes]:
+    block = b"x" * MiB
+    for _ in range(40):
+        yield block
+
+
+@pytest.mark.parametrize("where", ["upload answer", "token answer"])
+async def test_an_answer_read_whole_is_bounded(where: str, store_for: list[RegistryStore]) -> None:
+    """An answer to an upload, or a token service's answer, of 40 MB: refused at the bound."""
+
+    def handle(seen: Seen) -> Reply:
+        if seen.path == "/token":
+            return Reply(200, [("Content-Type", "application/json")], _endless_body())
+        if where == "token answer" and seen.authorization is None:
+            realm = f'Bearer realm="http://{seen.headers["host"]}/token",service="s"'
+            return Reply(401, [("WWW-Authenticate", realm)])
+        if seen.method == "POST":
+            return Reply(202, [("Location", "/v2/pfx/x/blobs/uploads/u")], _endless_body())
+        return Reply(404)
+
+    digest, data = _blob()
+    with RecordingServer(handle) as server:
+        store = open_store(server, "pfx", store_for)
+        with pytest.raises(LimitExceededError, match=r"\(MAX_BUFFERED_BYTES\)"):
+            await store.put_blob_bytes("x", digest, data)

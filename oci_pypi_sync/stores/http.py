@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from oci_pypi_sync.errors import LimitExceededError
+from oci_pypi_sync.limits import MAX_BUFFERED_BYTES, exceeded
+
 if TYPE_CHECKING:  # imported on the first request: a run refused early never needs it
     import aiohttp
 
@@ -234,14 +237,34 @@ class Response:
         return json.loads(self.content)
 
     async def read(self) -> bytes:
-        """The whole body (once read, kept); the connection goes back to the pool."""
+        """The whole body (once read, kept); the connection goes back to the pool.
+
+        No more than :data:`~oci_pypi_sync.limits.MAX_BUFFERED_BYTES` is read
+        (decoded): a bigger answer is refused with a
+        :class:`~oci_pypi_sync.errors.LimitExceededError` and its connection
+        closed. Callers that expect big bodies stream them.
+        """
         if self._content is None:
+            parts: list[bytes] = []
+            size = 0
             try:
-                self._content = await self._raw.read()
+                while chunk := await self._raw.content.read(_READ_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_BUFFERED_BYTES:
+                        self._raw.close()
+                        raise LimitExceededError(
+                            exceeded(
+                                f"the answer of {self.url.host} to {self.request.method}",
+                                MAX_BUFFERED_BYTES,
+                                "MAX_BUFFERED_BYTES",
+                            )
+                        )
+                    parts.append(chunk)
             except Exception as exc:
                 if not _is_failure(exc):
                     raise
                 raise _mapped(exc, self.url) from exc
+            self._content = b"".join(parts)
             self._raw.release()
         return self._content
 
