@@ -1,14 +1,18 @@
-"""MkDocs hook: show an option without a default as the reference page means it.
+"""MkDocs hook: the reference page as ``--help`` means it.
 
 Click 8.3 marks "no default given" with a sentinel whose repr (``Sentinel.UNSET``)
 mkdocs-click would print verbatim in the Default column. Flags left unset are
 off, other options are unset: the column says ``False`` or ``None``.
+
+A ``\b`` block of a command's help (``Start here:``, ``Examples:``) keeps its
+lines in ``--help``; mkdocs-click passes them on as plain Markdown, where they
+run into one paragraph. They become code blocks, line for line.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
@@ -31,10 +35,34 @@ def _wrap(original: Callable[[click.Option], str]) -> Callable[[click.Option], s
     return row
 
 
+def keep_blocks(lines: Iterable[str]) -> Iterator[str]:
+    """Help text lines with each ``\b`` block (up to a blank line) fenced as a code block."""
+    in_block = False
+    for line in lines:
+        if line.strip() == "\b":
+            in_block = True
+            yield "```text"
+            continue
+        if in_block and not line.strip():
+            in_block = False
+            yield "```"
+        yield line
+    if in_block:
+        yield "```"
+
+
+def _describe(original: Callable[..., Iterator[str]]) -> Callable[..., Iterator[str]]:
+    def description(ctx: click.Context, remove_ascii_art: bool = False) -> Iterator[str]:
+        return keep_blocks(original(ctx, remove_ascii_art))
+
+    return description
+
+
 def on_startup(**_: Any) -> None:
     global _patched
     if _patched:
         return
     docs: Any = importlib.import_module("mkdocs_click._docs")
     docs._format_table_option_row = _wrap(docs._format_table_option_row)
+    docs._make_description = _describe(docs._make_description)
     _patched = True

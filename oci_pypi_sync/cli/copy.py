@@ -96,6 +96,7 @@ def copy(
             "blobs_mounted": report.blobs_mounted,
             "blobs_present": report.blobs_present,
             "bytes_copied": report.bytes_copied,
+            "manifests_copied": report.manifests_copied,
         }
         click.echo(json.dumps(document, indent=2))
     click.echo(

@@ -149,6 +149,9 @@ class _Copier:
     _manifests: SingleFlight[tuple[str, str]] = field(
         default_factory=lambda: SingleFlight(keep=True)
     )
+    # Digests this copy uploaded: found again (a layout's blobs serve every
+    # repository), they were not "already there".
+    _written: set[str] = field(default_factory=set)
 
     @property
     def dst(self) -> Store:
@@ -260,12 +263,13 @@ class _Copier:
 
         written = await self.writer.blob(repo, digest, size, chunks)
         if written.outcome == "uploaded":
+            self._written.add(digest)
             self.totals.blobs_copied += 1
             self.totals.bytes_copied += size
             self.observer.blob_copied(repo, digest, size)
         elif written.outcome == "mounted":
             self.totals.blobs_mounted += 1
-        else:
+        elif digest not in self._written:  # a layout shares one blob among repositories
             self.totals.blobs_present += 1
 
 

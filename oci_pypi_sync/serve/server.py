@@ -61,7 +61,7 @@ async def serve(
     loggers; without logging configured, access lines go to stderr.
     """
     access = logging.getLogger("oci_pypi_sync.serve.access")
-    if not logging.getLogger().handlers and not access.handlers:
+    if not access.hasHandlers():  # a handler of the CLI (or the root) already prints it
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         handler.addFilter(RedactingFilter())
