@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
@@ -31,6 +31,7 @@ from oci_pypi_sync.provenance.publishers import parse_pins
 
 if TYPE_CHECKING:
     from oci_pypi_sync.index.client import IndexClient
+    from oci_pypi_sync.index.records import ProjectPage
     from oci_pypi_sync.state.journal import Journal
     from oci_pypi_sync.stores.protocols import Store
 
@@ -157,11 +158,14 @@ async def run_job(
             "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
         )
     unresolved: list[ProjectError] = []
+    pages: Mapping[NormalizedName, ProjectPage] = {}
     if settings.with_deps:
         if observer is not None:
             observer.phase("resolving", len(requirements))
-        requirements, unresolved = await _closure(requirements, index, selection, flags)
-    report = await sync(requirements, index, store, options, journal=journal, observer=observer)
+        requirements, unresolved, pages = await _closure(requirements, index, selection, flags)
+    report = await sync(
+        requirements, index, store, options, journal=journal, observer=observer, pages=pages
+    )
     known = names or (sorted(journal.project_names()) if journal is not None else [])
     errors = tuple(_with_close_names(e, known) for e in report.project_errors)
     return replace(
@@ -187,8 +191,9 @@ async def _closure(
     index: IndexClient,
     selection: SelectionOptions,
     flags: JobFlags,
-) -> tuple[list[Requirement], list[ProjectError]]:
-    """The requirements pinned as pip would install them, per target, and what failed."""
+) -> tuple[list[Requirement], list[ProjectError], Mapping[NormalizedName, ProjectPage]]:
+    """The requirements pinned as pip would install them, per target, what failed, and
+    the pages read (the sync uses them rather than reading each page again)."""
     from oci_pypi_sync.plan.resolve import resolve_closure
 
     closure = await resolve_closure(
@@ -208,7 +213,7 @@ async def _closure(
     # Reported once, with the other project errors, at the end of the run.
     pinned = closure.requirements()
     log.info("dependency closure: %d releases", len(pinned))
-    return list(pinned), errors
+    return list(pinned), errors, closure.pages
 
 
 def _requirement_name(text: str) -> str:

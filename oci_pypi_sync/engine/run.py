@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from packaging.requirements import Requirement
+from packaging.utils import NormalizedName
 
 from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.provenance import ProvenanceStep
@@ -149,8 +150,11 @@ class Syncer:
         *,
         journal: Journal | None = None,
         observer: SyncObserver | None = None,
+        pages: Mapping[NormalizedName, ProjectPage] | None = None,
     ) -> None:
         self.index = index
+        # Pages this run already read (for the dependency closure), by normalized name.
+        self._known_pages = {str(name): page for name, page in (pages or {}).items()}
         self.store = store
         self.options = options or SyncOptions()
         self.journal = journal if not self.options.dry_run else None
@@ -307,7 +311,7 @@ class Syncer:
         options_key = selection_key(reqs, self.options)
         known = state if not self.options.recheck else None
         validator = _validator(known, options_key)
-        maybe_page = await self._retry(
+        maybe_page = self._known_pages.pop(project, None) or await self._retry(
             f"{project}: project page",
             lambda: self.index.get_project_page_if_changed(reqs[0].name, validator),
         )
@@ -638,6 +642,11 @@ async def sync(
     *,
     journal: Journal | None = None,
     observer: SyncObserver | None = None,
+    pages: Mapping[NormalizedName, ProjectPage] | None = None,
 ) -> SyncReport:
-    """Mirror what ``requirements`` select from ``index`` into ``store``."""
-    return await Syncer(index, store, options, journal=journal, observer=observer).run(requirements)
+    """Mirror what ``requirements`` select from ``index`` into ``store``.
+
+    ``pages``: project pages this run already read, used instead of reading them again.
+    """
+    syncer = Syncer(index, store, options, journal=journal, observer=observer, pages=pages)
+    return await syncer.run(requirements)

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -107,9 +107,14 @@ class Resolution:
 
 @dataclass(frozen=True, slots=True)
 class Closure:
-    """The resolutions of every target environment."""
+    """The resolutions of every target environment, and the project pages read for them.
+
+    ``pages`` lets the sync that follows use the same pages instead of
+    asking the index for each one again.
+    """
 
     resolutions: tuple[Resolution, ...]
+    pages: Mapping[NormalizedName, ProjectPage] = field(default_factory=dict)
 
     def requirements(self) -> list[Requirement]:
         """``name==version`` for every pin of every environment, once each, sorted."""
@@ -185,6 +190,14 @@ class _Fetcher:
             )
             self._pages[project] = task
         return task
+
+    def pages(self) -> dict[NormalizedName, ProjectPage]:
+        """The pages read so far (not those that failed or are still on their way)."""
+        return {
+            name: task.result()
+            for name, task in self._pages.items()
+            if task.done() and not task.cancelled() and task.exception() is None
+        }
 
     def metadata_task(
         self, file: DistributionFile, project: str, version: Version
@@ -613,7 +626,7 @@ async def resolve_closure(
             for env in targets
         )
     )
-    return Closure(tuple(results))
+    return Closure(tuple(results), fetcher.pages())
 
 
 async def _resolve_one(
