@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import cli_env, run_cli
@@ -160,3 +161,34 @@ def test_bad_pairs_in_the_file_name_the_key(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path)
     assert "[sync] target" in str(caught.value)
+
+
+def test_targets_alternating_on_one_state_file_keep_each_other_unchanged(
+    index: FixtureIndex, tmp_path: Path
+) -> None:
+    layout = tmp_path / "mirror"
+    state = tmp_path / "state.sqlite"
+    linux = ["--target", "3.12/manylinux_2_28_x86_64"]
+    windows = ["--target", "3.11/windows/amd64"]
+
+    def run(target: list[str]) -> dict[str, Any]:
+        args = ["sync", "native", "--only-binary", "--to", f"oci:{layout}", "--json"]
+        result = run_cli(
+            [*args, "--state", str(state), "-i", index.url, *target], cli_env(tmp_path)
+        )
+        assert result.returncode == 0, result.describe()
+        report: dict[str, Any] = result.json()
+        return report
+
+    assert run(linux)["totals"]["pushed"] == 1
+    assert run(windows)["totals"]["pushed"] == 1
+    for target in (linux, windows, linux):
+        again = run(target)
+        assert again["totals"]["pushed"] == 0
+        assert again["totals"]["projects_unchanged"] == 1  # no target read at all
+    assert wheel_tags(mirrored(layout)) == ["3.11 on Windows", "3.12 on Linux"]
+    # A page that changes ends what the other selection knew: it is checked again.
+    index.add("native", make_wheel("native", "1.0", tag="cp313-cp313-win_amd64"))
+    assert run(linux)["totals"]["projects_unchanged"] == 0
+    assert run(windows)["totals"]["projects_unchanged"] == 0
+    assert run(windows)["totals"]["projects_unchanged"] == 1

@@ -372,7 +372,7 @@ class Syncer:
                 refused = any(f.action == "replaced-upstream" for f in outcome.files)
                 self.journal.record_project_ok(
                     project,
-                    page_digest=fingerprint,
+                    page_digest=_remember(fingerprint, page, state),
                     etag=f"{options_key} {page.etag}" if page.etag else None,
                     last_serial=page.last_serial,
                     complete=not refused,
@@ -454,7 +454,7 @@ class Syncer:
         journal = self.journal
         if journal is None or state is None:
             return None
-        if not state.complete or state.page_digest != fingerprint:
+        if not state.complete or fingerprint not in _fingerprints(state)[1]:
             return None
         files = tuple(self._result(selection, s, "unchanged") for s in selection.files)
         for result in files:
@@ -544,6 +544,36 @@ class Syncer:
 
     async def _retry(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(self.options.retry, what, step)
+
+
+#: Fingerprints kept per project, one per selection synced complete at the same page:
+#: targets alternating on one state file do not make each other's projects look changed.
+FINGERPRINTS_KEPT = 4
+_PAGE = "page:"
+
+
+def _fingerprints(state: ProjectState | None) -> tuple[str | None, list[str]]:
+    """The page digest the kept fingerprints were recorded at, and the fingerprints."""
+    if state is None or not state.page_digest:
+        return None, []
+    words = state.page_digest.split()
+    if words and words[0].startswith(_PAGE):
+        return words[0][len(_PAGE) :], words[1:]
+    return None, words  # one fingerprint, as older state files keep it
+
+
+def _remember(fingerprint: str, page: ProjectPage, state: ProjectState | None) -> str:
+    """What to store: this page's digest and this selection's fingerprint first.
+
+    The fingerprints of other selections are kept only while the page is the
+    one they were recorded at: each of those syncs left its files in the
+    target (writers merge), and nothing since has had a reason to change
+    them. A changed page drops them all.
+    """
+    page_digest = project_fingerprint(page, "")
+    recorded_at, older = _fingerprints(state)
+    kept = [f for f in older if f != fingerprint] if recorded_at == page_digest else []
+    return " ".join([_PAGE + page_digest, fingerprint, *kept][: FINGERPRINTS_KEPT + 1])
 
 
 def _validator(state: ProjectState | None, options_key: str) -> str | None:
