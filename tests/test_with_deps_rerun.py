@@ -33,5 +33,5 @@ def test_each_page_is_read_once_per_run_and_a_rerun_pushes_nothing(tmp_path: Pat
     assert first["totals"]["pushed"] == 3
     assert second["totals"]["pushed"] == 0
     assert second["totals"]["projects_unchanged"] == 3
-    tags = sorted(t for t in LayoutStore(layout).tags() if not t.startswith("oci-pypi."))
-    assert tags == ["app:1.0", "lib:2.0", "util:1.0"]
+    tags = sorted((r, t) for r, t in LayoutStore(layout).tags() if not r.startswith("oci-pypi."))
+    assert tags == [("app", "1.0"), ("lib", "2.0"), ("util", "1.0")]
