@@ -176,16 +176,8 @@ def package(session: nox.Session) -> None:
 BENCH_TOOLS = {"docker-registry": "docker-registry", "nginx": "nginx-light"}
 
 
-@nox.session(python=PYTHON)
-def bench(session: nox.Session) -> None:
-    """End-to-end benchmark against baselines measured in the same run (loopback only).
-
-    Not run by default: the full corpus is ~1.3 GB and takes several minutes.
-    ``-- --quick`` for a reduced corpus in 5 to 10 minutes; the arguments go
-    to benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
-    The ORAS CLI rows need ``oras`` on PATH (or ``ORAS=PATH``); without it
-    they are skipped with a note.
-    """
+def ensure_bench_tools(session: nox.Session) -> None:
+    """Install nginx and the registry with apt-get when missing and we are root; else say how."""
     missing = sorted(
         {
             pkg
@@ -199,8 +191,36 @@ def bench(session: nox.Session) -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """End-to-end benchmark against baselines measured in the same run (loopback only).
+
+    Not run by default: the full corpus is ~1.3 GB and takes several minutes.
+    ``-- --quick`` for a reduced corpus in 5 to 10 minutes; the arguments go
+    to benchmarks/bench.py (``--runs N``, ``--json PATH``, ``--profile DIR``...).
+    The ORAS CLI rows need ``oras`` on PATH (or ``ORAS=PATH``); without it
+    they are skipped with a note.
+    """
+    ensure_bench_tools(session)
     session.install("-e", ".[test]", "oras", "bandersnatch", "py-spy")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def scale(session: nox.Session) -> None:
+    """Costs against the size of the mirror, 1k to 1M projects, with growth exponents and targets.
+
+    Not run by default: indexes are generated once under .bench/scale/ (about
+    4 KB of disk per project) and a registry is filled once per size up to
+    ``--fill-max``; a first run at 100k takes about an hour. The arguments go
+    to benchmarks/scale.py (``--sizes 1000,10000,100000,1000000``, ``--only``,
+    ``--json PATH``).
+    """
+    ensure_bench_tools(session)
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/scale.py", *session.posargs)
 
 
 if __name__ == "__main__":
