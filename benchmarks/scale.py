@@ -521,6 +521,15 @@ def catalog_layout(size: int) -> Path:
     return path
 
 
+def writer_of(store: Any) -> Any:
+    """What update_catalog takes: the store itself, or the writer over it (newer code)."""
+    try:
+        from oci_pypi_sync.engine.writer import Writer
+    except ImportError:
+        return store
+    return Writer(store)
+
+
 def catalog_of(names: Sequence[str]) -> Any:
     from oci_pypi_sync.ops.catalog import Catalog, CatalogRelease
 
@@ -534,7 +543,7 @@ async def probe_build_catalog(size: int) -> dict[str, Any]:
 
     path = CACHE / f"catalog-{size}"
     store = LayoutStore(path)
-    await update_catalog(store, catalog_of([project_name(i) for i in range(size)]))
+    await update_catalog(writer_of(store), catalog_of([project_name(i) for i in range(size)]))
     (path / "complete").write_text("1")
     return {}
 
@@ -552,7 +561,7 @@ async def probe_catalog(size: int) -> dict[str, Any]:
         store = LayoutStore(copy)
         for k in range(3):
             started = cpu_now()
-            await update_catalog(store, catalog_of([f"changed-{k}"]))
+            await update_catalog(writer_of(store), catalog_of([f"changed-{k}"]))
             times.append(cpu_now() - started)
     return {"cpu_ms": statistics.median(times) * 1000}
 

@@ -68,6 +68,8 @@ class FixtureIndex:
     # When set: file bodies stop after their first piece until the event is set, so a
     # test holds a sync in the middle of its transfer for as long as it needs.
     gate: threading.Event | None = None
+    # PEP 792 status and reason by project, on its pages (api-version 1.4 then)
+    project_status: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
     provenance_requests: list[str] = field(default_factory=list)  # their Accept headers
     raw_pages: dict[str, bytes] = field(default_factory=dict)  # JSON bodies served as they are
@@ -98,6 +100,8 @@ class FixtureIndex:
         return self.url.removesuffix("/simple/") + self.provenance_path(project, f)
 
     def api_version(self, project: str) -> str:
+        if project in self.project_status:
+            return "1.4"
         advertised = any(self.provenance_url(project, f) for f in self.projects[project])
         return "1.3" if advertised else "1.1"
 
@@ -119,8 +123,16 @@ class FixtureIndex:
             if self.api_version(project) >= "1.3":
                 entry["provenance"] = self.provenance_url(project, f)
             files.append(entry)
-        meta = {"api-version": self.api_version(project)}
-        return json.dumps({"meta": meta, "name": project, "files": files, "versions": []}).encode()
+        page: dict[str, object] = {
+            "meta": {"api-version": self.api_version(project)},
+            "name": project,
+            "files": files,
+            "versions": [],
+        }
+        if project in self.project_status:
+            status, reason = self.project_status[project]
+            page["project-status"] = {"status": status, **({"reason": reason} if reason else {})}
+        return json.dumps(page).encode()
 
     def page_html(self, project: str) -> bytes:
         anchors = []
@@ -138,10 +150,15 @@ class FixtureIndex:
             if provenance is not None:
                 attrs += f' data-provenance="{html.escape(provenance)}"'
             anchors.append(f"<a {attrs}>{html.escape(f.filename)}</a><br/>")
+        meta = f'<meta name="pypi:repository-version" content="{self.api_version(project)}">'
+        if project in self.project_status:
+            status, status_reason = self.project_status[project]
+            meta += f'<meta name="pypi:project-status" content="{html.escape(status)}">'
+            if status_reason:
+                escaped = html.escape(status_reason)
+                meta += f'<meta name="pypi:project-status-reason" content="{escaped}">'
         return (
-            "<!DOCTYPE html><html><head>"
-            f'<meta name="pypi:repository-version" content="{self.api_version(project)}">'
-            "</head><body>" + "".join(anchors) + "</body></html>"
+            f"<!DOCTYPE html><html><head>{meta}</head><body>" + "".join(anchors) + "</body></html>"
         ).encode()
 
 

@@ -154,7 +154,7 @@ async def test_json_page_lists_every_file_as_the_source_index_did(
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON_V1
     page = parse_json_page(response.content, str(response.url))
-    assert page.api_version == "1.3"
+    assert page.api_version == "1.4"
     assert page.name == NAME
     served, source = by_name(page), by_name(mirror.source)
     assert sorted(served) == sorted(source)
@@ -185,7 +185,7 @@ async def test_html_page_carries_hashes_yanks_and_metadata(
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     page = parse_html_page(response.content, str(response.url), NAME)
-    assert page.api_version == "1.3"
+    assert page.api_version == "1.4"
     served, source = by_name(page), by_name(mirror.source)
     assert sorted(served) == sorted(source)
     for filename, original in source.items():
@@ -221,7 +221,7 @@ async def test_project_list_skips_repositories_that_are_not_projects(
     assert html_page.headers["content-type"] == "text/html; charset=utf-8"
     assert '<a href="demo-pkg/">demo-pkg</a>' in html_page.text
     assert json_page.json() == {
-        "meta": {"api-version": "1.3"},
+        "meta": {"api-version": "1.4"},
         "projects": [{"name": "demo-pkg"}, {"name": "other-project"}],
     }
     # A repository that cannot be a project (a dot in its name) is not listed.
@@ -474,16 +474,17 @@ async def test_a_warm_page_needs_no_store_reads_and_concurrent_requests_share_on
         pages = await asyncio.gather(*(http.get(f"/simple/{NAME}/") for _ in range(20)))
         assert {page.status_code for page in pages} == {200}
         versions = 5
-        assert store.calls.count("tags") == 1
-        assert sum(call.startswith("manifest") for call in store.calls) == versions
+        # The catalog (its revision, manifest and blob) names each version's index.
+        assert store.calls.count("tags") == 0
+        assert store.calls.count("manifest latest") == 1
+        assert sum(call.startswith("manifest sha256:") for call in store.calls) == versions + 1
         store.calls.clear()
         for _ in range(5):
             assert (await http.get(f"/simple/{NAME}/?format=json")).status_code == 200
         assert store.calls == []
-        now[0] += 61  # the tags may have moved: read them and the indexes again
+        now[0] += 61  # the catalog may have moved: its revision is read, nothing else
         assert (await http.get(f"/simple/{NAME}/")).text == pages[0].text
-        assert store.calls.count("tags") == 1
-        assert sum(call.startswith("manifest") for call in store.calls) == versions
+        assert store.calls == ["manifest latest"]
         # Metadata is content-addressed: read once, then from memory.
         file = (await _json_files(http))["demo_pkg-1.0-py3-none-any.whl"]
         store.calls.clear()
@@ -498,7 +499,8 @@ async def test_a_warm_page_needs_no_store_reads_and_concurrent_requests_share_on
 async def test_a_layout_is_read_once_per_ttl(
     mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``index.json`` gives every tag's digest in one read; warm pages read nothing."""
+    """The catalog gives every release's digest; warm pages read nothing, and after
+    the TTL only the catalog's revision is read again."""
     layout = LayoutStore(mirror.layout, create=False)
     reads = {"index.json": 0, "manifests": 0}
     tag_digests, get_manifest = layout.tag_digests, layout.get_manifest
@@ -518,11 +520,12 @@ async def test_a_layout_is_read_once_per_ttl(
         for _ in range(3):
             assert (await http.get(f"/simple/{NAME}/")).status_code == 200
             assert (await http.get("/simple/other-project/")).status_code == 200
-        assert reads == {"index.json": 1, "manifests": 6}  # 5 versions + 1
+        # 'latest', the catalog's manifest, 5 versions + 1
+        assert reads == {"index.json": 1, "manifests": 8}
         now[0] += 61
         assert (await http.get(f"/simple/{NAME}/")).status_code == 200
-        # Tags re-read; the indexes they point at are known by digest already.
-        assert reads == {"index.json": 2, "manifests": 6}
+        # 'latest' again; the indexes it names are known by digest already.
+        assert reads == {"index.json": 2, "manifests": 9}
 
 
 async def test_a_failing_store_answers_502(mirror: Mirror) -> None:
@@ -661,3 +664,53 @@ def test_files_without_size_annotation_are_parsed() -> None:
     release = release_from_index(index.descriptor.digest, index.data, "1.0")
     assert release.version == "1.0"
     assert [(f.filename, f.size) for f in release.files] == [("x-1.0.tar.gz", None)]
+
+
+async def test_the_project_list_is_rendered_once_per_catalog_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered in a thread when the catalog changes, then answered from memory, gzipped."""
+    from oci_pypi_sync.engine.writer import Writer
+    from oci_pypi_sync.ops.catalog import Catalog, CatalogRelease, update_catalog
+    from oci_pypi_sync.serve import pages
+
+    def catalog(*names: str) -> Catalog:
+        digest = "sha256:" + "0" * 64
+        return Catalog({n: {"1.0": CatalogRelease("1.0", "1.0", digest)} for n in names})
+
+    layout = LayoutStore(tmp_path / "mirror")
+    await update_catalog(Writer(layout), catalog("alpha", "beta"))
+    renders: list[tuple[str, ...]] = []
+    render_root = pages.render_root
+
+    def counted(names: tuple[str, ...]) -> dict[PageFormat, pages.Body]:
+        renders.append(tuple(names))
+        return render_root(names)
+
+    monkeypatch.setattr(pages, "render_root", counted)
+    now = [0.0]
+    async with client_for(create_app(layout, clock=lambda: now[0])) as http:
+        plain = await http.get("/simple/", headers={"Accept-Encoding": "identity"})
+        packed = await http.get("/simple/", headers={"Accept-Encoding": "gzip"})
+        both = await asyncio.gather(*(http.get("/simple/?format=json") for _ in range(5)))
+        assert renders == [("alpha", "beta")]
+        assert "content-encoding" not in plain.headers
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.text == plain.text  # httpx decodes it
+        assert packed.headers["etag"] != plain.headers["etag"]
+        assert "Accept-Encoding" in packed.headers["vary"]
+        assert {r.json()["projects"][1]["name"] for r in both} == {"beta"}
+        again = await http.get(
+            "/simple/",
+            headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]},
+        )
+        assert again.status_code == 304
+        now[0] += 61  # the revision is read again; unchanged, nothing is rendered
+        assert (await http.get("/simple/")).text == plain.text
+        assert len(renders) == 1
+        await update_catalog(Writer(layout), catalog("gamma"))
+        assert (await http.get("/simple/")).text == plain.text  # still within the TTL
+        now[0] += 61
+        listed = (await http.get("/simple/?format=json")).json()["projects"]
+        assert [p["name"] for p in listed] == ["alpha", "beta", "gamma"]
+        assert renders == [("alpha", "beta"), ("alpha", "beta", "gamma")]

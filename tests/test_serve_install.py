@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from fixture_index import FixtureFile, FixtureIndex, serve_index
 from packaging.requirements import Requirement
@@ -35,12 +36,15 @@ from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.serve import AccessRecord
+from oci_pypi_sync.serve.pages import JSON_V1
 from oci_pypi_sync.serve.server import build_server
 from oci_pypi_sync.stores.layout import LayoutStore
 
 BIN = Path(sys.executable).parent
 UV = BIN / "uv"
 _ZIP_TIME = (2024, 1, 1, 0, 0, 0)
+# As the index wrote it (no fraction of a second): kept to the character.
+BETA_2_UPLOADED = "2025-06-01T12:00:00Z"
 
 
 def _record_hash(data: bytes) -> str:
@@ -82,7 +86,9 @@ def wheel(
 def _fixture() -> FixtureIndex:
     index = FixtureIndex()
     index.add("alpha", wheel("alpha", "1.0", requires=("beta>=1.5",)))
-    index.add("beta", wheel("beta", "1.0"), wheel("beta", "2.0"))
+    newer = wheel("beta", "2.0")
+    newer.upload_time = BETA_2_UPLOADED
+    index.add("beta", wheel("beta", "1.0"), newer)
     index.add(
         "gamma",
         wheel("gamma", "1.0", requires=('delta>=1; extra == "fast"',), extras=("fast",)),
@@ -274,6 +280,20 @@ def test_uv_installs_dependencies_and_extras(served: Served, home: Path) -> None
 def test_uv_skips_a_yanked_version_unless_pinned(served: Served, home: Path) -> None:
     assert uv_install(served, home / "free", "yankme") == {"yankme-1.0"}
     assert uv_install(served, home / "pinned", "yankme==2.0") == {"yankme-2.0"}
+
+
+def test_uv_exclude_newer_sees_the_upload_times_of_the_index(served: Served, home: Path) -> None:
+    """PEP 700 ``upload-time`` is served as the index wrote it, so cooldowns work."""
+    page = httpx.get(served.url + "beta/", headers={"Accept": JSON_V1}).json()
+    times = {f["filename"]: f["upload-time"] for f in page["files"]}
+    assert times == {
+        "beta-1.0-py3-none-any.whl": "2024-01-02T03:04:05.000000Z",
+        "beta-2.0-py3-none-any.whl": BETA_2_UPLOADED,
+    }
+    assert page["versions"] == ["1.0", "2.0"]
+    assert uv_install(served, home / "new", "beta") == {"beta-2.0"}
+    cooled = ["--exclude-newer", "2025-06-01T11:59:59Z", "beta"]
+    assert uv_install(served, home / "cooled", *cooled) == {"beta-1.0"}
 
 
 def test_uv_resolves_from_metadata_without_downloading_wheels(served: Served, home: Path) -> None:

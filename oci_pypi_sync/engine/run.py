@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName
@@ -62,7 +62,13 @@ from oci_pypi_sync.format import (
     repository_name,
     version_tag,
 )
-from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, Catalog, update_catalog
+from oci_pypi_sync.ops.catalog import (
+    ACTIVE,
+    CATALOG_REPOSITORY,
+    Catalog,
+    ProjectStatus,
+    update_catalog,
+)
 from oci_pypi_sync.plan.select import (
     UNTRUSTED_LISTINGS,
     ProjectSelection,
@@ -137,6 +143,14 @@ class _ProjectOutcome:
     excluded: tuple[Excluded, ...] = ()
     warnings: tuple[ProjectWarning, ...] = ()
     unmatched: tuple[ProjectError, ...] = ()  # requirements that select no file
+    status: ProjectStatus | None = None  # as the page read in this run says
+
+    @property
+    def changes_catalog(self) -> bool:
+        """Whether the catalog may need this outcome: new releases, or a status to record."""
+        if self.unchanged:
+            return False
+        return bool(self.releases) or (self.status is not None and not self.status.active)
 
 
 class Syncer:
@@ -212,8 +226,9 @@ class Syncer:
         ordered = [outcomes[name] for name in grouped if name in outcomes]
         releases = [self._settled(r, settled) for o in ordered for r in o.releases]
         catalog_error = None
-        if not self.options.dry_run and any(not o.unchanged and o.releases for o in ordered):
-            catalog_error = await self._update_catalog(releases)
+        if not self.options.dry_run and any(o.changes_catalog for o in ordered):
+            statuses = {name: o.status for name, o in outcomes.items() if o.status is not None}
+            catalog_error = await self._update_catalog(releases, statuses)
         errors = [o.error for o in ordered if o.error is not None]
         errors += [unmatched for o in ordered for unmatched in o.unmatched]
         if catalog_error is not None:
@@ -241,10 +256,12 @@ class Syncer:
             self.journal.record_release(release.project, release.version, release.tag, digest)
         return replace(release, digest=digest)
 
-    async def _update_catalog(self, releases: Sequence[ReleaseResult]) -> ProjectError | None:
-        """Record this run's releases in the target's catalog (see :mod:`.catalog`)."""
-        additions = Catalog.from_releases(releases)
-        if not additions.projects:
+    async def _update_catalog(
+        self, releases: Sequence[ReleaseResult], statuses: dict[str, ProjectStatus]
+    ) -> ProjectError | None:
+        """Record this run's releases and project statuses in the target's catalog."""
+        additions = Catalog.from_releases(releases, statuses)
+        if additions.empty:
             return None
         try:
             await self._retry(
@@ -318,6 +335,11 @@ class Syncer:
         if maybe_page is None:
             return self._not_modified(project)
         page = maybe_page
+        status = page_status(page)
+        if status.quarantined:
+            # PEP 792: no file of a quarantined project is to be offered, so none is taken.
+            log.warning("%s: quarantined by the index%s", project, _reason(status))
+            page = replace(page, files=())
         selection = select_files(page, reqs, self.options.selection)
         for rejection in selection.rejected:
             level = logging.WARNING if rejection.kind in UNTRUSTED_LISTINGS else logging.INFO
@@ -336,7 +358,11 @@ class Syncer:
                 for version, _ in selection.releases
             )
             return _ProjectOutcome(
-                tuple(self._planned(selection)), planned, excluded=excluded, unmatched=unmatched
+                tuple(self._planned(selection)),
+                planned,
+                excluded=excluded,
+                unmatched=unmatched,
+                status=status,
             )
         fingerprint = project_fingerprint(page, options_key)
         unchanged = self._unchanged(project, known, selection, fingerprint)
@@ -358,6 +384,7 @@ class Syncer:
             warnings=_publisher_warnings(repository_name(project), files),
             excluded=excluded,
             unmatched=unmatched,
+            status=status,
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
@@ -648,8 +675,23 @@ def project_fingerprint(page: ProjectPage, options_key: str) -> str:
         )
         for f in page.files
     )
-    document = {"selection": options_key, "files": files}
+    document: dict[str, Any] = {"selection": options_key, "files": files}
+    status = page_status(page)
+    if not status.active:
+        # Only then: the fingerprints of active projects stay those of earlier versions.
+        document["status"] = [status.status, status.reason or ""]
     return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def page_status(page: ProjectPage) -> ProjectStatus:
+    """The page's PEP 792 status; a page that gives none is ``active``."""
+    if not page.status:
+        return ProjectStatus(ACTIVE)
+    return ProjectStatus(page.status.strip().lower(), page.status_reason or None)
+
+
+def _reason(status: ProjectStatus) -> str:
+    return f" ({status.reason})" if status.reason else ""
 
 
 def group_requirements(requirements: Sequence[Requirement]) -> dict[str, list[Requirement]]:

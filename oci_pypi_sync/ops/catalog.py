@@ -62,10 +62,41 @@ class CatalogRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectStatus:
+    """A project's PEP 792 status as the index last gave it, with its reason if any.
+
+    ``active`` (the default, also for indexes that say nothing) is never
+    stored; in a catalog of additions it clears a status recorded before.
+    """
+
+    status: str
+    reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+    @property
+    def quarantined(self) -> bool:
+        """A quarantined project's files must not be offered for download (PEP 792)."""
+        return self.status == QUARANTINED
+
+
+ACTIVE = "active"
+QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
-    """Projects (normalized names) and their releases, keyed by tag."""
+    """Projects (normalized names) and their releases, keyed by tag; and their statuses.
+
+    ``statuses`` holds the projects whose index status is not ``active``
+    (PEP 792: archived, deprecated, quarantined), including projects with no
+    release in the mirror.
+    """
 
     projects: Mapping[str, Mapping[str, CatalogRelease]] = field(default_factory=dict)
+    statuses: Mapping[str, ProjectStatus] = field(default_factory=dict)
 
     def releases(self, project: str) -> list[CatalogRelease]:
         """A project's releases in PEP 440 order (legacy versions first)."""
@@ -80,7 +111,17 @@ class Catalog:
         }
         for name, releases in other.projects.items():
             projects.setdefault(name, {}).update(releases)
-        return Catalog(projects)
+        statuses = dict(self.statuses)
+        for name, status in other.statuses.items():
+            if status.active:
+                statuses.pop(name, None)
+            else:
+                statuses[name] = status
+        return Catalog(projects, statuses)
+
+    def status(self, project: str) -> ProjectStatus | None:
+        """The project's recorded status; ``None`` when active or unknown."""
+        return self.statuses.get(project)
 
     def retagged(self, moved: Mapping[tuple[str, str], tuple[str, str]]) -> Catalog:
         """The catalog with releases moved: ``(project, tag)`` -> ``(new tag, new digest)``."""
@@ -93,7 +134,7 @@ class Catalog:
         return Catalog(projects)
 
     def to_json(self) -> bytes:
-        document = {
+        document: dict[str, Any] = {
             "schema": CATALOG_SCHEMA,
             "projects": {
                 name: {
@@ -103,6 +144,13 @@ class Catalog:
                 for name, releases in sorted(self.projects.items())
             },
         }
+        statuses = {
+            name: {"status": s.status, **({"reason": s.reason} if s.reason else {})}
+            for name, s in sorted(self.statuses.items())
+            if not s.active
+        }
+        if statuses:
+            document["status"] = statuses
         return canonical_json(document)
 
     @classmethod
@@ -116,11 +164,23 @@ class Catalog:
                 str(tag): CatalogRelease(str(r["version"]), str(tag), str(r["digest"]))
                 for tag, r in releases.items()
             }
-        return cls(projects)
+        statuses = {
+            str(name): ProjectStatus(str(entry["status"]), str(entry.get("reason") or "") or None)
+            for name, entry in (document.get("status") or {}).items()
+        }
+        return cls(projects, statuses)
 
     @classmethod
-    def from_releases(cls, releases: Iterable[ReleaseResult]) -> Catalog:
-        """The releases a sync tagged or found unchanged (those with a digest)."""
+    def from_releases(
+        cls,
+        releases: Iterable[ReleaseResult],
+        statuses: Mapping[str, ProjectStatus] | None = None,
+    ) -> Catalog:
+        """The releases a sync tagged or found unchanged (those with a digest).
+
+        ``statuses`` are the statuses of the projects whose pages the sync
+        read, ``active`` ones included (they clear an older status on merge).
+        """
         projects: dict[str, dict[str, CatalogRelease]] = {}
         for release in releases:
             if release.digest is None or release.action not in ("pushed", "unchanged"):
@@ -128,7 +188,11 @@ class Catalog:
             projects.setdefault(release.project, {})[release.tag] = CatalogRelease(
                 release.version, release.tag, release.digest
             )
-        return cls(projects)
+        return cls(projects, dict(statuses or {}))
+
+    @property
+    def empty(self) -> bool:
+        return not self.projects and not self.statuses
 
 
 def writer_tag(shard: Shard | None) -> str:
@@ -156,16 +220,37 @@ def catalog_manifest(catalog: Catalog) -> tuple[bytes, bytes]:
     return blob, canonical_json(manifest)
 
 
-async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None:
-    """A catalog tag's manifest digest and content; ``None`` when the tag is absent."""
-    manifest = await store.get_manifest(CATALOG_REPOSITORY, tag)
+async def catalog_revision(store: Store) -> str | None:
+    """The digest ``latest`` points at: a catalog's identity, read without its content."""
+    manifest = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
+    return manifest.digest if manifest is not None else None
+
+
+async def read_catalog_blob(store: Store, reference: str) -> tuple[str, bytes] | None:
+    """A catalog's manifest digest and its JSON, unparsed; ``None`` when absent.
+
+    ``reference`` is a tag or a manifest digest. A large catalog is best
+    parsed (:meth:`Catalog.from_json`) off the event loop.
+    """
+    manifest = await store.get_manifest(CATALOG_REPOSITORY, reference)
     if manifest is None:
         return None
-    layers = loads_json(manifest.body, f"catalog tag {tag}").get("layers") or []
+    layers = loads_json(manifest.body, f"catalog {reference}").get("layers") or []
     if not layers:
-        raise ValueError(f"catalog tag {tag} has no layer")
+        raise ValueError(f"catalog {reference} has no layer")
     chunks = [chunk async for chunk in store.open_blob(CATALOG_REPOSITORY, layers[0]["digest"])]
-    return manifest.digest, Catalog.from_json(b"".join(chunks))
+    data = b"".join(chunks)
+    if sha256_digest(data) != layers[0]["digest"]:
+        raise ValueError(f"catalog {reference}: its blob does not match its digest")
+    return manifest.digest, data
+
+
+async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None:
+    """A catalog tag's manifest digest and content; ``None`` when the tag is absent."""
+    found = await read_catalog_blob(store, tag)
+    if found is None:
+        return None
+    return found[0], Catalog.from_json(found[1])
 
 
 async def write_catalog_tag(writer: Writer, tag: str, catalog: Catalog) -> str:

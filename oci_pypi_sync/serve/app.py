@@ -21,6 +21,7 @@ caches; rendered pages are cached too, by the content they show.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -42,13 +43,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oci_pypi_sync import format as fmt
+from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.errors import DigestMismatchError, SizeMismatchError, TargetError
 from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.serve import pages
 from oci_pypi_sync.serve.integrity import VerifiedBlobs
 from oci_pypi_sync.serve.model import ServedFile
 from oci_pypi_sync.serve.ranges import UnsatisfiableRange, parse_range
-from oci_pypi_sync.serve.view import DEFAULT_TTL, Lru, MirrorView
+from oci_pypi_sync.serve.view import DEFAULT_TTL, Listing, Lru, MirrorView
 from oci_pypi_sync.stores.protocols import Store
 
 logger = logging.getLogger(__name__)
@@ -133,14 +135,40 @@ class SimpleRepository:
         self.view = view
         self.blobs = blobs
         self._rendered: Lru[tuple[str, str, str, str], tuple[bytes, str]] = Lru(_RENDERED_PAGES)
+        self._root: tuple[str, dict[pages.PageFormat, pages.Body]] | None = None
+        self._rendering: SingleFlight[str] = SingleFlight()
 
     async def index(self, request: Request) -> Response:
         chosen = _negotiate(request)
         if chosen is None:
             return _not_acceptable()
-        projects = await self.view.projects()
-        body = pages.render_index(projects, chosen.format)
-        return _page(request, body, chosen, fmt.sha256_digest(body))
+        body = (await self._root_pages(await self.view.listing()))[chosen.format]
+        headers = {"Cache-Control": PAGE_CACHE_CONTROL, "Vary": "Accept, Accept-Encoding"}
+        headers["Content-Type"] = chosen.content_type
+        if _accepts_gzip(request.headers.get("accept-encoding")):
+            data, headers["ETag"] = body.gzipped, body.gzip_etag
+            headers["Content-Encoding"] = "gzip"
+        else:
+            data, headers["ETag"] = body.plain, body.etag
+        if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return Response(headers=headers)
+        return Response(data, headers=headers)
+
+    async def _root_pages(self, listing: Listing) -> dict[pages.PageFormat, pages.Body]:
+        """The project list rendered once per catalog revision, in a thread, kept in memory."""
+        root = self._root
+        if root is not None and root[0] == listing.key:
+            return root[1]
+
+        async def render() -> dict[pages.PageFormat, pages.Body]:
+            rendered = await asyncio.to_thread(pages.render_root, listing.names)
+            self._root = (listing.key, rendered)
+            return rendered
+
+        return await self._rendering.run(listing.key, render)
 
     async def project(self, request: Request) -> Response:
         raw = str(request.path_params["project"])
@@ -268,6 +296,17 @@ def _negotiate(request: Request) -> pages.Negotiated | None:
 def _not_acceptable() -> Response:
     offered = ", ".join((pages.JSON_V1, pages.HTML_V1, pages.TEXT_HTML))
     return PlainTextResponse(f"this index serves {offered}\n", status_code=406)
+
+
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (present, and not with q=0)."""
+    for part in (accept_encoding or "").split(","):
+        coding, *params = (piece.strip().lower() for piece in part.split(";"))
+        if coding in ("gzip", "x-gzip"):
+            return not any(
+                p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params
+            )
+    return False
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from oci_pypi_sync import format as fmt
+from oci_pypi_sync.ops.catalog import ProjectStatus
 from oci_pypi_sync.plan.select import version_sort_key
 
 
@@ -50,8 +51,10 @@ class Release:
 class Project:
     """Everything a project page shows, assembled from its releases.
 
-    ``key`` identifies the content (the release digests), so a page rendered
-    from it can be cached and given a strong ETag.
+    ``key`` identifies the content (the release digests and the status), so
+    a page rendered from it can be cached and given a strong ETag.
+    ``status`` is the PEP 792 status the index gave, when not ``active``; a
+    quarantined project lists no version and no file.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Project:
     files: tuple[ServedFile, ...]
     key: str
     by_filename: Mapping[str, ServedFile] = field(default_factory=dict, compare=False)
+    status: ProjectStatus | None = None
 
     def file(self, filename: str) -> ServedFile | None:
         return self.by_filename.get(filename)
@@ -114,19 +118,30 @@ def release_from_index(digest: str, body: bytes, tag: str | None = None) -> Rele
     return Release(digest=digest, version=version, files=tuple(files.values()))
 
 
-def assemble_project(name: str, releases: Iterable[Release]) -> Project:
-    """A project from its releases: versions in PEP 440 order, each filename once."""
-    ordered = sorted(releases, key=lambda r: (version_sort_key(r.version), r.digest))
+def assemble_project(
+    name: str, releases: Iterable[Release], status: ProjectStatus | None = None
+) -> Project:
+    """A project from its releases: versions in PEP 440 order, each filename once.
+
+    A quarantined project keeps its status and loses its files (PEP 792:
+    none may be offered for download).
+    """
+    offered = () if status is not None and status.quarantined else releases
+    ordered = sorted(offered, key=lambda r: (version_sort_key(r.version), r.digest))
     by_filename: dict[str, ServedFile] = {}
     for release in ordered:
         for file in sorted(release.files, key=lambda f: f.filename):
             by_filename.setdefault(file.filename, file)
     versions = tuple(dict.fromkeys(r.version for r in ordered if r.files))
-    key = fmt.sha256_digest(" ".join(sorted(r.digest for r in ordered)).encode())
+    identity = " ".join(sorted(r.digest for r in ordered))
+    if status is not None and not status.active:
+        identity += f" {status.status} {status.reason or ''}"
+    key = fmt.sha256_digest(identity.encode())
     return Project(
         name=name,
         versions=versions,
         files=tuple(by_filename.values()),
         key=key.removeprefix("sha256:"),
         by_filename=by_filename,
+        status=status if status is not None and not status.active else None,
     )

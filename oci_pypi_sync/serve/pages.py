@@ -10,6 +10,8 @@ so the pages stay right behind any host name or path prefix.
 from __future__ import annotations
 
 import enum
+import gzip
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,8 +21,9 @@ from urllib.parse import quote
 
 from oci_pypi_sync.serve.model import Project, ServedFile
 
-#: 1.3: the PEP 740 ``provenance`` key and ``data-provenance`` attribute.
-API_VERSION = "1.3"
+#: 1.3: the PEP 740 ``provenance`` key and ``data-provenance`` attribute;
+#: 1.4: the PEP 792 ``project-status``. The fields of 1.2 are optional.
+API_VERSION = "1.4"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 JSON_LATEST = "application/vnd.pypi.simple.latest+json"
@@ -161,17 +164,23 @@ def _json_file(project: str, file: ServedFile, base_url: str) -> dict[str, Any]:
 
 
 def project_json(project: Project, base_url: str) -> bytes:
-    """A PEP 691 project page, with PEP 700's ``versions``, ``size`` and ``upload-time``.
+    """A PEP 691 project page, with PEP 700's ``versions``, ``size`` and ``upload-time``
+    and PEP 792's ``project-status``.
 
     ``base_url`` is the server's root as the client reached it: the PEP 740
     ``provenance`` URL of each file is absolute.
     """
-    page = {
+    page: dict[str, Any] = {
         "meta": {"api-version": API_VERSION},
         "name": project.name,
         "files": [_json_file(project.name, file, base_url) for file in project.files],
         "versions": list(project.versions),
     }
+    if project.status is not None:
+        status = {"status": project.status.status}
+        if project.status.reason:
+            status["reason"] = project.status.reason
+        page["project-status"] = status
     return json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -197,20 +206,29 @@ def _anchor(project: str, file: ServedFile, base_url: str) -> str:
     return f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br/>\n"
 
 
-def _html_document(title: str, body: Iterable[str]) -> bytes:
+def _html_document(title: str, body: Iterable[str], meta: Sequence[tuple[str, str]] = ()) -> bytes:
+    more = "".join(f'    <meta name="{name}" content="{escape(value)}">\n' for name, value in meta)
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
         f'    <meta name="pypi:repository-version" content="{escape(API_VERSION)}">\n'
-        f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
+        + more
+        + f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{escape(title)}</h1>\n" + "".join(body) + "  </body>\n</html>\n"
     ).encode()
 
 
 def project_html(project: Project, base_url: str) -> bytes:
-    """A PEP 503 project page, with PEP 592 yanks, PEP 658/714 metadata and PEP 740 provenance."""
+    """A PEP 503 project page, with PEP 592 yanks, PEP 658/714 metadata, PEP 740
+    provenance and the PEP 792 status."""
+    meta: list[tuple[str, str]] = []
+    if project.status is not None:
+        meta.append(("pypi:project-status", project.status.status))
+        if project.status.reason:
+            meta.append(("pypi:project-status-reason", project.status.reason))
     return _html_document(
         f"Links for {project.name}",
         (_anchor(project.name, file, base_url) for file in project.files),
+        meta,
     )
 
 
@@ -245,6 +263,35 @@ def render_index(projects: Sequence[str], page_format: PageFormat) -> bytes:
     if page_format is PageFormat.JSON:
         return index_json(projects)
     return index_html(projects)
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A page's bytes, gzipped too, and an ETag for each (they are different representations)."""
+
+    plain: bytes
+    gzipped: bytes
+    etag: str
+    gzip_etag: str
+
+
+def rendered_body(body: bytes) -> Body:
+    """``body`` with its gzip form (no timestamp in it, so the bytes are reproducible)."""
+    tag = hashlib.sha256(body).hexdigest()[:32]
+    packed = gzip.compress(body, compresslevel=6, mtime=0)
+    return Body(body, packed, f'"{tag}"', f'"{tag}-gzip"')
+
+
+def render_root(projects: Sequence[str]) -> dict[PageFormat, Body]:
+    """The project list in both formats, each also gzipped: made once per catalog revision.
+
+    A million names make 50 MB of HTML (5 MB gzipped): too much to render
+    per request, and rendering takes seconds, so it runs off the event loop.
+    """
+    return {
+        page_format: rendered_body(render_index(projects, page_format))
+        for page_format in PageFormat
+    }
 
 
 # --- files ---------------------------------------------------------------------

@@ -24,6 +24,12 @@ from typing import Generic, TypeVar
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine.flight import SingleFlight
+from oci_pypi_sync.ops.catalog import (
+    Catalog,
+    ProjectStatus,
+    catalog_revision,
+    read_catalog_blob,
+)
 from oci_pypi_sync.serve.blobs import read_blob_bytes
 from oci_pypi_sync.serve.model import (
     Project,
@@ -50,22 +56,50 @@ PROJECT_CACHE_SIZE = 10_000
 FETCH_CONCURRENCY = 16
 
 
-async def list_projects(store: Store) -> list[str]:
-    """The project names of a mirror, sorted.
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The mirror's projects as one revision of its catalog gives them.
 
-    The one place that knows where the list comes from: the mirror's
-    catalog (one read, and it works where ``/v2/_catalog`` is refused), else
-    the store's repository list; either way only normalized project names
-    are kept (a crafted catalog may name anything).
+    ``key`` names the revision (the catalog manifest's digest, or a digest of
+    the names when they come from the store's repository list), so what is
+    derived from a listing (the rendered root page) is made once per revision.
+    ``catalog`` also gives each project's status.
     """
-    from oci_pypi_sync.ops.catalog import read_catalog
 
-    catalog = await read_catalog(store)
-    if catalog is not None:
-        return sorted(name for name in catalog.projects if fmt.is_project_repository(name))
-    return sorted(
-        name for name in await store.list_repositories() if fmt.is_project_repository(name)
-    )
+    key: str
+    names: tuple[str, ...]
+    catalog: Catalog | None = None
+
+    def status(self, project: str) -> ProjectStatus | None:
+        return self.catalog.status(project) if self.catalog is not None else None
+
+
+async def load_listing(store: Store, revision: str | None) -> Listing:
+    """The listing of a catalog revision (parsed off the event loop), else of the repositories.
+
+    The one place that knows where the list comes from: the mirror's catalog
+    (it works where ``/v2/_catalog`` is refused), else the store's repository
+    list; either way only normalized project names are kept (a crafted
+    catalog may name anything).
+    """
+    if revision is not None:
+        try:
+            found = await read_catalog_blob(store, revision)
+            if found is not None:
+                catalog = await asyncio.to_thread(Catalog.from_json, found[1])
+                listed = set(catalog.projects) | set(catalog.statuses)
+                names = tuple(sorted(n for n in listed if fmt.is_project_repository(n)))
+                return Listing(found[0], names, catalog)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("the mirror's catalog is not readable (%s); listing repositories", exc)
+    repositories = await store.list_repositories()
+    names = tuple(sorted(name for name in repositories if fmt.is_project_repository(name)))
+    return Listing(fmt.sha256_digest("\n".join(names).encode()), names)
+
+
+async def list_projects(store: Store) -> list[str]:
+    """The project names of a mirror, sorted."""
+    return list((await load_listing(store, await catalog_revision(store))).names)
 
 
 class Lru(Generic[K, V]):
@@ -106,13 +140,11 @@ class MirrorView:
         *,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.monotonic,
-        projects_source: Callable[[Store], Awaitable[list[str]]] = list_projects,
     ) -> None:
         self.store = store
         self.ttl = ttl
         self._clock = clock
-        self._projects_source = projects_source
-        self._projects: _Fresh[tuple[str, ...]] | None = None
+        self._listing: _Fresh[Listing] | None = None
         self._refs: _Fresh[Mapping[str, Mapping[str, str]]] | None = None
         self._pages: Lru[str, _Fresh[Project | None]] = Lru(PROJECT_CACHE_SIZE)
         self._releases: Lru[str, Release] = Lru(RELEASE_CACHE_SIZE)
@@ -122,18 +154,29 @@ class MirrorView:
 
     # --- projects ----------------------------------------------------------------
 
-    async def projects(self) -> tuple[str, ...]:
-        """Every project name, sorted; refreshed after ``ttl``."""
-        cached = self._projects
+    async def listing(self) -> Listing:
+        """Every project, sorted, with the catalog behind it.
+
+        After ``ttl`` only the catalog's revision is read (one manifest); the
+        catalog itself is read and parsed again only when it changed.
+        """
+        cached = self._listing
         if cached is not None and cached.expires > self._clock():
             return cached.value
 
-        async def fetch() -> tuple[str, ...]:
-            names = tuple(await self._projects_source(self.store))
-            self._projects = _Fresh(names, self._clock() + self.ttl)
-            return names
+        async def fetch() -> Listing:
+            revision = await catalog_revision(self.store)
+            known = self._listing.value if self._listing is not None else None
+            if revision is None or known is None or known.key != revision:
+                known = await load_listing(self.store, revision)
+            self._listing = _Fresh(known, self._clock() + self.ttl)
+            return known
 
-        return await self._shared(("projects", ""), fetch)
+        return await self._shared(("listing", ""), fetch)
+
+    async def projects(self) -> tuple[str, ...]:
+        """Every project name, sorted; refreshed after ``ttl``."""
+        return (await self.listing()).names
 
     async def project(self, name: str) -> Project | None:
         """A project (``name`` normalized) with every file of every version; ``None`` if absent."""
@@ -149,18 +192,18 @@ class MirrorView:
         return await self._shared(("project", name), fetch)
 
     async def _load_project(self, name: str) -> Project | None:
+        status = (await self.listing()).status(name)
         known = await self._tag_digests(name)
         tags = [tag for tag in known if fmt.is_release_tag(tag)]
-        if not tags:
-            return None
         releases = await asyncio.gather(*(self._release(name, tag, known[tag]) for tag in tags))
         found = [release for release in releases if release is not None]
-        if not found:
+        if not found and status is None:
             return None
-        return assemble_project(name, found)
+        return assemble_project(name, found, status)
 
     async def _tag_digests(self, name: str) -> Mapping[str, str | None]:
-        """The project's tags, with the digest they point at when the store tells cheaply.
+        """The project's tags (the truth; the catalog is a hint), with the digest they
+        point at when the store tells cheaply.
 
         A layout's ``index.json`` names every tag's digest in one read (kept
         for ``ttl``); a registry needs a manifest read per tag for that.
