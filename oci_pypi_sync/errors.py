@@ -63,6 +63,13 @@ class ProjectNotFoundError(IndexError_):
         self.url = url
 
 
+class StalePageError(IndexError_):
+    """A project page older than the project list promised: a cache served an old copy.
+
+    Transient: the cache catches up, so the page is fetched again.
+    """
+
+
 class UnsupportedApiVersionError(IndexError_):
     """The page declares a simple-API major version this tool cannot read."""
 

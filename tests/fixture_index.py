@@ -70,6 +70,10 @@ class FixtureIndex:
     gate: threading.Event | None = None
     # PEP 792 status and reason by project, on its pages (api-version 1.4 then)
     project_status: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    # PyPI's serials: the JSON root list gives each project's _last-serial, and a
+    # project page says X-PyPI-Last-Serial (page_serials: what a stale cache says)
+    serials: dict[str, int] | None = None
+    page_serials: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)  # body bytes written, by path
     provenance_requests: list[str] = field(default_factory=list)  # their Accept headers
     raw_pages: dict[str, bytes] = field(default_factory=dict)  # JSON bodies served as they are
@@ -227,13 +231,21 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes | None = None
         content_type = "application/octet-stream"
         throttled = False
-        if parts == ["simple"]:
+        serial_header: int | None = None
+        if parts == ["simple"] and index.serials is not None and "json" in self.headers["Accept"]:
+            listed = [{"name": n, "_last-serial": index.serials[n]} for n in index.projects]
+            meta = {"api-version": "1.1", "_last-serial": max(index.serials.values(), default=0)}
+            body = json.dumps({"meta": meta, "projects": listed}).encode()
+            content_type = "application/vnd.pypi.simple.v1+json"
+        elif parts == ["simple"]:
             names = "".join(f'<a href="{canonicalize_name(n)}/">{n}</a>' for n in index.projects)
             body = f"<html><body>{names}</body></html>".encode()
             content_type = "text/html"
         elif len(parts) == 2 and parts[0] == "simple":
             wanted = canonicalize_name(parts[1])
             project = next((p for p in index.projects if canonicalize_name(p) == wanted), None)
+            if project is not None and index.serials is not None:
+                serial_header = index.page_serials.get(project, index.serials[project])
             raw = next(
                 (b for p, b in index.raw_pages.items() if canonicalize_name(p) == wanted), None
             )
@@ -272,12 +284,16 @@ class _Handler(BaseHTTPRequestHandler):
                 index.statuses.append(304)
                 self.send_response(304)
                 self.send_header("ETag", etag)
+                if serial_header is not None:
+                    self.send_header("X-PyPI-Last-Serial", str(serial_header))
                 self.end_headers()
                 return
             self.send_response(200)
             self.send_header("ETag", etag)
         else:
             self.send_response(200)
+        if serial_header is not None:
+            self.send_header("X-PyPI-Last-Serial", str(serial_header))
         index.statuses.append(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

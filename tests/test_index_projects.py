@@ -135,3 +135,22 @@ def test_html_is_decoded_with_the_header_charset() -> None:
     )
     assert decode_html("caf\u00e9".encode(), "text/html") == "caf\u00e9"
     assert decode_html("caf\u00e9".encode(), "text/html; charset=no-such-codec") == "caf\u00e9"
+
+
+def test_the_json_list_gives_serials_by_normalized_name() -> None:
+    from oci_pypi_sync.index.projects import parse_project_index
+
+    body = (
+        b'{"meta": {"api-version": "1.1", "_last-serial": 30},'
+        b' "projects": [{"name": "Foo_Bar", "_last-serial": 10},'
+        b' {"name": "baz", "_last-serial": "30"}]}'
+    )
+    listed = parse_project_index(body, "application/vnd.pypi.simple.v1+json")
+    assert listed.names == ("Foo_Bar", "baz")
+    assert listed.serials == {"foo-bar": 10, "baz": 30}
+    assert listed.last_serial == 30
+    # One project without a serial: the list's serials cannot be trusted to be complete.
+    partial = b'{"meta": {}, "projects": [{"name": "a", "_last-serial": 1}, {"name": "b"}]}'
+    assert parse_project_index(partial, "application/vnd.pypi.simple.v1+json").serials is None
+    html = b'<html><body><a href="/simple/a/">a</a></body></html>'
+    assert parse_project_index(html, "text/html").serials is None

@@ -140,12 +140,19 @@ async def run_job(
     options = sync_options(settings, flags, selection)
     requirements = list(inputs.requirements)
     names: list[str] = []
+    serials = None
     if flags.all_projects:
-        names = await index.get_project_names()
+        index_list = await index.get_project_index()
+        names = list(index_list.names)
         if options.shard is not None:
             names = [name for name in names if options.shard.owns(name)]
         requirements.extend(Requirement(str(canonicalize_name(name))) for name in names)
-        log.info("%d projects from the index", len(names))
+        serials = index_list.serials
+        log.info(
+            "%d projects from the index%s",
+            len(names),
+            ", with serials" if serials is not None else "",
+        )
         # A listed project with nothing for the targets is no failure; a named one is.
         named = {canonicalize_name(r.name) for r in inputs.requirements}
         listed = {str(canonicalize_name(name)) for name in names}
@@ -164,7 +171,14 @@ async def run_job(
             observer.phase("resolving", len(requirements))
         requirements, unresolved, pages = await _closure(requirements, index, selection, flags)
     report = await sync(
-        requirements, index, store, options, journal=journal, observer=observer, pages=pages
+        requirements,
+        index,
+        store,
+        options,
+        journal=journal,
+        observer=observer,
+        pages=pages,
+        serials=serials,
     )
     known = names or (sorted(journal.project_names()) if journal is not None else [])
     errors = tuple(_with_close_names(e, known) for e in report.project_errors)

@@ -201,8 +201,15 @@ class Syncer:
         self._planned_projects: dict[str, tuple[int, int]] = {}
         self._project_count = 0
         self._all_planned = asyncio.Event()
+        # The serial the project list gives each project, when it gives them.
+        self._serials: Mapping[str, int] = {}
 
-    async def run(self, requirements: Sequence[Requirement]) -> SyncReport:
+    async def run(
+        self, requirements: Sequence[Requirement], serials: Mapping[str, int] | None = None
+    ) -> SyncReport:
+        """Sync ``requirements``; ``serials`` are the project list's ``_last-serial`` by
+        normalized name: a project whose serial has not moved since its last complete
+        sync costs no request at all."""
         if not self.options.dry_run:
             self._provenance.prepare()
         grouped = group_requirements(requirements)
@@ -211,13 +218,19 @@ class Syncer:
             grouped = {name: reqs for name, reqs in grouped.items() if shard.owns(name)}
             log.info("shard %s: %d projects", shard, len(grouped))
         outcomes: dict[str, _ProjectOutcome] = {}
+        self._serials = serials or {}
+        for project in self._unmoved(grouped):
+            outcomes[project] = _ProjectOutcome(unchanged=True)
+        if outcomes:
+            log.info("%d projects unchanged since their last sync, by serial", len(outcomes))
         self._catalog_pages = self._catalog_budget(grouped)
         self._project_count = len(grouped)
         self.observer.phase("reading", len(grouped))
         try:
             async with asyncio.TaskGroup() as group:
                 for project, reqs in grouped.items():
-                    group.create_task(self._guarded_project(project, reqs, outcomes))
+                    if project not in outcomes:
+                        group.create_task(self._guarded_project(project, reqs, outcomes))
             settled = await self.writer.settle()
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
@@ -255,6 +268,21 @@ class Syncer:
         if self.journal is not None:
             self.journal.record_release(release.project, release.version, release.tag, digest)
         return replace(release, digest=digest)
+
+    def _unmoved(self, grouped: Mapping[str, Sequence[Requirement]]) -> set[str]:
+        """Projects whose serial is where their last complete sync of this selection left it."""
+        journal = self.journal
+        if not self._serials or journal is None or self.options.recheck:
+            return set()
+        unmoved = set()
+        for project, serial, key in journal.synced_serials():
+            reqs = grouped.get(project)
+            expected = self._serials.get(project)
+            if reqs is None or expected is None or serial < expected:
+                continue
+            if key == selection_key(reqs, self.options):
+                unmoved.add(project)
+        return unmoved
 
     async def _update_catalog(
         self, releases: Sequence[ReleaseResult], statuses: dict[str, ProjectStatus]
@@ -328,11 +356,16 @@ class Syncer:
         options_key = selection_key(reqs, self.options)
         known = state if not self.options.recheck else None
         validator = _validator(known, options_key)
+        expected = self._serials.get(project)
         maybe_page = self._known_pages.pop(project, None) or await self._retry(
             f"{project}: project page",
-            lambda: self.index.get_project_page_if_changed(reqs[0].name, validator),
+            lambda: self.index.get_project_page_if_changed(
+                reqs[0].name, validator, min_serial=expected
+            ),
         )
         if maybe_page is None:
+            if self.journal is not None and expected is not None:
+                self.journal.record_serial(project, expected)
             return self._not_modified(project)
         page = maybe_page
         status = page_status(page)
@@ -400,8 +433,8 @@ class Syncer:
                 self.journal.record_project_ok(
                     project,
                     page_digest=_remember(fingerprint, page, state),
-                    etag=f"{options_key} {page.etag}" if page.etag else None,
-                    last_serial=page.last_serial,
+                    etag=f"{options_key} {page.etag or ''}",
+                    last_serial=page.last_serial if page.last_serial is not None else expected,
                     complete=not refused,
                 )
         return outcome
@@ -715,10 +748,13 @@ async def sync(
     journal: Journal | None = None,
     observer: SyncObserver | None = None,
     pages: Mapping[NormalizedName, ProjectPage] | None = None,
+    serials: Mapping[str, int] | None = None,
 ) -> SyncReport:
     """Mirror what ``requirements`` select from ``index`` into ``store``.
 
     ``pages``: project pages this run already read, used instead of reading them again.
+    ``serials``: the project list's ``_last-serial`` by normalized name (see
+    :meth:`Syncer.run`).
     """
     syncer = Syncer(index, store, options, journal=journal, observer=observer, pages=pages)
-    return await syncer.run(requirements)
+    return await syncer.run(requirements, serials)

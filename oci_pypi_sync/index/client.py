@@ -33,13 +33,15 @@ from oci_pypi_sync.errors import (
     IndexUnreachableError,
     ProjectNotFoundError,
     SizeMismatchError,
+    StalePageError,
     UnsupportedUrlError,
     parse_retry_after,
 )
 from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
-from oci_pypi_sync.index.projects import parse_project_list
-from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.index.pep691 import parse_last_serial
+from oci_pypi_sync.index.projects import parse_project_index
+from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectIndex, ProjectPage
 from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
 from oci_pypi_sync.limits import (
     ACCEPT_ENCODING,
@@ -65,6 +67,7 @@ from oci_pypi_sync.stores.http import (
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"oci-pypi-sync/{__version__}"
+SERIAL_HEADER = "X-PyPI-Last-Serial"
 CHUNK_SIZE = 1024 * 1024
 #: What a PEP 740 Integrity API answers with; plain JSON is its fallback.
 INTEGRITY_ACCEPT = "application/vnd.pypi.integrity.v1+json, application/json;q=0.5"
@@ -165,6 +168,15 @@ def check_fetchable(url: str) -> None:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parsed = URL(url)
     return parsed.scheme, parsed.host or "", parsed.port
+
+
+def _check_fresh(project: str, serial: int | None, min_serial: int | None) -> None:
+    """Raise :class:`StalePageError` for a page older than the project list promised."""
+    if serial is not None and min_serial is not None and serial < min_serial:
+        raise StalePageError(
+            f"the index served a stale page of {project!r} (serial {serial}, "
+            f"the project list says {min_serial}); trying again"
+        )
 
 
 class IndexClient:
@@ -315,6 +327,10 @@ class IndexClient:
 
     async def get_project_names(self) -> list[str]:
         """Every project the index lists, as it spells them."""
+        return list((await self.get_project_index()).names)
+
+    async def get_project_index(self) -> ProjectIndex:
+        """The project list, with each project's ``_last-serial`` when the index gives them."""
         response = await self._get(
             self.index_url,
             "the project list",
@@ -322,7 +338,7 @@ class IndexClient:
             accept=ACCEPT,
         )
         self._raise_for_status(response, "the project list")
-        return parse_project_list(
+        return parse_project_index(
             response.content,
             response.headers.get("content-type"),
             redact_url(str(response.url)),
@@ -343,13 +359,16 @@ class IndexClient:
         return page
 
     async def get_project_page_if_changed(
-        self, project: str, etag: str | None
+        self, project: str, etag: str | None, *, min_serial: int | None = None
     ) -> ProjectPage | None:
         """The page, or ``None`` when the index says it has not changed since ``etag``.
 
         A conditional GET (``If-None-Match``) costs the index almost nothing
         for an unchanged project; indexes that send no ``ETag`` simply
-        answer in full.
+        answer in full. ``min_serial`` is the serial the project list gave
+        the project: a page (or a 304) whose ``X-PyPI-Last-Serial`` (or
+        ``_last-serial``) is older came from a stale cache, and raises
+        :class:`StalePageError`, which is retried.
         """
         url = self.project_url(project)
         headers = {"If-None-Match": etag} if etag else None
@@ -360,7 +379,9 @@ class IndexClient:
             accept=ACCEPT,
             extra_headers=headers,
         )
+        header_serial = parse_last_serial(response.headers.get(SERIAL_HEADER), redact_url(url))
         if etag and response.status_code == 304:
+            _check_fresh(project, header_serial, min_serial)
             return None
         if response.status_code in {404, 410}:
             raise ProjectNotFoundError(project, redact_url(url))
@@ -371,8 +392,10 @@ class IndexClient:
             redact_url(str(response.url)),
             project,
         )
+        serial = header_serial if header_serial is not None else page.last_serial
+        _check_fresh(project, serial, min_serial)
         new_etag = response.headers.get("etag")
-        return replace(page, etag=new_etag) if new_etag else page
+        return replace(page, etag=new_etag or page.etag, last_serial=serial)
 
     # --- files --------------------------------------------------------------
 

@@ -7,6 +7,7 @@ consumes them. They hold data only: no I/O, no parsing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -78,6 +79,21 @@ class ProjectPage:
     status: str | None = None
     status_reason: str | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectIndex:
+    """The index's full project list (its root page).
+
+    ``names`` are as the index spells them. ``serials`` maps normalized names
+    to the ``_last-serial`` the JSON list gives each project (PEP 691 as PyPI
+    serves it), or is ``None`` when the list gives none (HTML, other indexes):
+    a project whose serial did not move since the last sync has not changed.
+    """
+
+    names: tuple[str, ...]
+    serials: Mapping[str, int] | None = None
+    last_serial: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,7 +308,11 @@ class Journal:
         complete: bool,
         now: float | None = None,
     ) -> None:
-        """The project's page was read and its files handled; failures and quarantine end."""
+        """The project's page was read and its files handled; failures and quarantine end.
+
+        ``etag`` is the selection key, a space, and the page's validator if it
+        had one: a 304 or an unmoved serial is trusted only for that selection.
+        """
         self._writable()
         with self._errors():
             self._conn.execute(
@@ -329,6 +333,31 @@ class Journal:
                 """,
                 (project, page_digest, etag, last_serial, _now(now), int(complete)),
             )
+
+    def record_serial(self, project: str, serial: int) -> None:
+        """The index confirmed the project unchanged at ``serial`` (a 304 after it moved)."""
+        self._writable()
+        with self._errors():
+            self._conn.execute(
+                "UPDATE projects SET last_serial = max(coalesce(last_serial, 0), ?) "
+                "WHERE project = ?",
+                (serial, project),
+            )
+
+    def synced_serials(self) -> Iterator[tuple[str, int, str]]:
+        """``(project, last serial, selection key)`` of each project whose last sync completed.
+
+        The selection key is the one the sync recorded with the page (see
+        ``record_project_ok``'s ``etag``). Rows come one at a time: a
+        million projects are compared without holding them all.
+        """
+        with self._errors():
+            cursor = self._conn.execute(
+                "SELECT project, last_serial, etag FROM projects "
+                "WHERE complete = 1 AND last_serial IS NOT NULL AND etag IS NOT NULL"
+            )
+            for project, serial, etag in cursor:
+                yield project, serial, etag.partition(" ")[0]
 
     def record_project_failure(
         self, project: str, error: str, *, now: float | None = None
