@@ -67,6 +67,7 @@ async def test_statuses_are_kept_and_a_quarantined_project_offers_no_file(tmp_pa
         index.project_status["old-tool"] = ("archived", "no longer maintained")
         index.project_status["legacy-api"] = ("deprecated", None)
         index.project_status["bad-pkg"] = ("quarantined", "malware report <123>")
+        withheld = index.projects["bad-pkg"]
         index.projects["bad-pkg"] = []
         await _sync(index, store)
 
@@ -112,7 +113,7 @@ async def test_statuses_are_kept_and_a_quarantined_project_offers_no_file(tmp_pa
 
     # The index lifts the quarantine and lists the files again: they are offered again.
     index.project_status["bad-pkg"] = ("active", None)
-    index.add("bad-pkg", make_wheel("bad-pkg", "1.0"), make_sdist("bad-pkg", "1.0"))
+    index.projects["bad-pkg"] = withheld
     with serve_index(index):
         await _sync(index, store)
     catalog = await read_catalog(store)
