@@ -340,9 +340,13 @@ class Scale:
             cold, cold_cpu = timed_get(url + "/simple/", server.pid)
             warm = []
             warm_json = []
-            for _ in range(7):
-                warm.append(timed_get(url + "/simple/", server.pid)[0])
-                warm_json.append(timed_get(url + "/simple/", server.pid, accept=PEP691)[0])
+            warm_cpu = 0.0
+            for _ in range(10):
+                latency, cpu = timed_get(url + "/simple/", server.pid)
+                warm.append(latency)
+                latency, more = timed_get(url + "/simple/", server.pid, accept=PEP691)
+                warm_json.append(latency)
+                warm_cpu += cpu + more
             rss = vm_hwm_mb(server.pid)
         finally:
             stop(server)
@@ -353,6 +357,7 @@ class Scale:
             statistics.median(warm),
             "ms",
             json_ms=round(statistics.median(warm_json), 1),
+            cpu_ms_per_request=round(warm_cpu / 20, 2),
         )
 
     def dryrun(self, size: int, nginx: Server) -> None:

@@ -572,7 +572,7 @@ async def test_serve_gives_back_the_same_provenance_at_the_integrity_api_path(
             "/simple/pypi-attestations/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
         )
         page = parse_json_page(json_page.content, str(json_page.url))
-        assert page.api_version == "1.3"
+        assert page.api_version == "1.4"  # provenance is 1.3, project status 1.4
         (file,) = page.files
         expected = (
             "http://mirror.test/integrity/pypi-attestations/0.0.19/"

@@ -192,7 +192,8 @@ class Catalog:
 
     @property
     def empty(self) -> bool:
-        return not self.projects and not self.statuses
+        """Nothing to record: no release, and no status but ``active``."""
+        return not self.projects and all(s.active for s in self.statuses.values())
 
 
 def writer_tag(shard: Shard | None) -> str:
