@@ -71,7 +71,7 @@ async def test_only_projects_whose_serial_moved_are_fetched(tmp_path: Path) -> N
         moved, paths = await _run(index, layout, state)
         assert _pages(paths) == ["/simple/beta/"]
         assert "/files/beta-2.0-py3-none-any.whl" in paths
-        assert "beta:2.0" in LayoutStore(layout).tags()
+        assert ("beta", "2.0") in LayoutStore(layout).tags()
         assert moved.projects_unchanged == 2
 
         # A serial that moves without a change the selection sees: a 304, recorded.
@@ -97,7 +97,7 @@ async def test_a_page_older_than_the_root_list_promised_is_fetched_again(tmp_pat
         assert _pages(paths) == ["/simple/gamma/", "/simple/gamma/"]  # retried once
         assert [e.project for e in stale.project_errors] == ["gamma"]
         assert "stale page" in stale.project_errors[0].error
-        assert "gamma:2.0" not in LayoutStore(layout).tags()
+        assert ("gamma", "2.0") not in LayoutStore(layout).tags()
         with Journal.open(state, target=None, readonly=True) as journal:
             gamma = journal.project_state("gamma")
         assert gamma is not None
@@ -108,7 +108,7 @@ async def test_a_page_older_than_the_root_list_promised_is_fetched_again(tmp_pat
         caught_up, paths = await _run(index, layout, state)
         assert not caught_up.failed
         assert _pages(paths) == ["/simple/gamma/"]
-        assert "gamma:2.0" in LayoutStore(layout).tags()
+        assert ("gamma", "2.0") in LayoutStore(layout).tags()
 
 
 async def test_without_serials_every_project_gets_a_conditional_get(tmp_path: Path) -> None:
