@@ -474,17 +474,20 @@ async def test_a_warm_page_needs_no_store_reads_and_concurrent_requests_share_on
         pages = await asyncio.gather(*(http.get(f"/simple/{NAME}/") for _ in range(20)))
         assert {page.status_code for page in pages} == {200}
         versions = 5
-        # The catalog (its revision, manifest and blob) names each version's index.
-        assert store.calls.count("tags") == 0
+        # The tags (the truth) and each version's index; the catalog (revision,
+        # manifest, blob) for the project's status.
+        assert store.calls.count("tags") == 1
         assert store.calls.count("manifest latest") == 1
-        assert sum(call.startswith("manifest sha256:") for call in store.calls) == versions + 1
+        assert sum(call.startswith("manifest") for call in store.calls) == versions + 2
         store.calls.clear()
         for _ in range(5):
             assert (await http.get(f"/simple/{NAME}/?format=json")).status_code == 200
         assert store.calls == []
-        now[0] += 61  # the catalog may have moved: its revision is read, nothing else
+        now[0] += 61  # the tags may have moved: read them and the indexes again
         assert (await http.get(f"/simple/{NAME}/")).text == pages[0].text
-        assert store.calls == ["manifest latest"]
+        assert store.calls.count("manifest latest") == 1  # the catalog's revision, unchanged
+        assert store.calls.count("tags") == 1
+        assert sum(call.startswith("manifest") for call in store.calls) == versions + 1
         # Metadata is content-addressed: read once, then from memory.
         file = (await _json_files(http))["demo_pkg-1.0-py3-none-any.whl"]
         store.calls.clear()
@@ -499,8 +502,7 @@ async def test_a_warm_page_needs_no_store_reads_and_concurrent_requests_share_on
 async def test_a_layout_is_read_once_per_ttl(
     mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The catalog gives every release's digest; warm pages read nothing, and after
-    the TTL only the catalog's revision is read again."""
+    """``index.json`` gives every tag's digest in one read; warm pages read nothing."""
     layout = LayoutStore(mirror.layout, create=False)
     reads = {"index.json": 0, "manifests": 0}
     tag_digests, get_manifest = layout.tag_digests, layout.get_manifest
@@ -520,12 +522,13 @@ async def test_a_layout_is_read_once_per_ttl(
         for _ in range(3):
             assert (await http.get(f"/simple/{NAME}/")).status_code == 200
             assert (await http.get("/simple/other-project/")).status_code == 200
-        # 'latest', the catalog's manifest, 5 versions + 1
-        assert reads == {"index.json": 1, "manifests": 8}
+        # index.json for the tags and for 'latest'; 'latest' and the catalog's
+        # manifest (for statuses), 5 versions + 1
+        assert reads == {"index.json": 2, "manifests": 8}
         now[0] += 61
         assert (await http.get(f"/simple/{NAME}/")).status_code == 200
-        # 'latest' again; the indexes it names are known by digest already.
-        assert reads == {"index.json": 2, "manifests": 9}
+        # Tags and 'latest' re-read; the indexes they point at are known by digest.
+        assert reads == {"index.json": 4, "manifests": 9}
 
 
 async def test_a_failing_store_answers_502(mirror: Mirror) -> None:
