@@ -380,7 +380,8 @@ class Syncer:
         excluded = tuple(
             Excluded(project, r.filename, r.reason, r.kind) for r in selection.rejected
         )
-        unmatched = self._unmatched(project, selection)
+        # A quarantined project offers nothing: no requirement of it is a failure.
+        unmatched = () if status.quarantined else self._unmatched(project, selection)
         self.observer.files_planned(
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
