@@ -63,6 +63,9 @@ class FixtureIndex:
     requests: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
     etags: bool = False  # send ETags on project pages and answer If-None-Match with 304
+    # When set: project pages say Last-Modified with this date, and an If-Modified-Since
+    # of the same date (and no If-None-Match) is answered 304
+    last_modified: str | None = None
     statuses: list[int] = field(default_factory=list)  # the status of each request, in order
     throttle: float | None = None  # bytes per second per file body; None: full speed
     # When set: file bodies stop after their first piece until the event is set, so a
@@ -290,6 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.send_response(200)
             self.send_header("ETag", etag)
+        elif index.last_modified and len(parts) == 2 and parts[0] == "simple":
+            since = self.headers.get("If-Modified-Since")
+            if since == index.last_modified and self.headers.get("If-None-Match") is None:
+                index.statuses.append(304)
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Last-Modified", index.last_modified)
         else:
             self.send_response(200)
         if serial_header is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from oci_pypi_sync.errors import JournalError, JournalLockedError, OciPypiError
+from oci_pypi_sync.index.records import StoredPage
 from oci_pypi_sync.state import journal as journal_module
 from oci_pypi_sync.state.journal import (
     LAYOUT_STATE_FILE,
@@ -638,3 +639,47 @@ def test_default_path_without_xdg_state_home(
     path = default_journal_path("localhost:5000/pypi")
     assert path.parent == tmp_path / ".local" / "state" / "oci-pypi"
     assert path.name.startswith("localhost_5000__pypi-")
+
+
+def test_pages_and_metadata_are_kept_and_read_back(journal: Journal, state: Path) -> None:
+    page = StoredPage(
+        "http://127.0.0.1/simple/six/",
+        "http://127.0.0.1/simple/six/",
+        "application/vnd.pypi.simple.v1+json",
+        b'{"files": []}' * 100,
+        '"v1"',
+        "Tue, 01 Dec 2026 10:00:00 GMT",
+    )
+    journal.record_page(page)
+    assert journal.stored_page(page.url) == page
+    assert journal.stored_page("http://127.0.0.1/simple/other/") is None
+    newer = dataclasses.replace(page, body=b"{}", etag='"v2"', last_modified=None)
+    journal.record_page(newer)
+    assert journal.stored_page(page.url) == newer
+    journal.record_metadata("sha256:" + SHA_A, b"Metadata-Version: 2.1\n")
+    journal.record_metadata("sha256:" + SHA_A, b"never replaced\n")  # a key names one thing
+    assert journal.stored_metadata("sha256:" + SHA_A) == b"Metadata-Version: 2.1\n"
+    assert journal.stored_metadata("sha256:" + SHA_B) is None
+    journal.close()
+    # A damaged body is no copy at all: the page is read in full again.
+    with sqlite3.connect(state) as conn:
+        conn.execute("UPDATE pages SET body = ?", (b"not zlib",))
+        conn.execute("UPDATE core_metadata SET raw = ?", (b"not zlib",))
+    with Journal.open(state, target=TARGET) as reopened:
+        assert reopened.stored_page(page.url) is None
+        assert reopened.stored_metadata("sha256:" + SHA_A) is None
+
+
+def test_a_state_file_without_the_cache_tables_gets_them(state: Path) -> None:
+    with Journal.open(state, target=TARGET) as journal:
+        journal.record_project_ok(
+            "six", page_digest="d", etag=None, last_serial=None, complete=True
+        )
+    with sqlite3.connect(state) as conn:  # as an earlier version wrote it
+        conn.execute("DROP TABLE pages")
+        conn.execute("DROP TABLE core_metadata")
+    with Journal.open(state, target=TARGET) as journal:
+        assert journal.stored_metadata("sha256:" + SHA_A) is None
+        journal.record_metadata("sha256:" + SHA_A, b"m")
+        assert journal.stored_metadata("sha256:" + SHA_A) == b"m"
+        assert journal.project_state("six") is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
@@ -30,8 +30,8 @@ from oci_pypi_sync.provenance.policy import ProvenanceOptions, ProvenancePolicy
 from oci_pypi_sync.provenance.publishers import parse_pins
 
 if TYPE_CHECKING:
+    from oci_pypi_sync.index.cache import PagesRead
     from oci_pypi_sync.index.client import IndexClient
-    from oci_pypi_sync.index.records import ProjectPage
     from oci_pypi_sync.state.journal import Journal
     from oci_pypi_sync.stores.protocols import Store
 
@@ -165,11 +165,12 @@ async def run_job(
             "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
         )
     unresolved: list[ProjectError] = []
-    pages: Mapping[NormalizedName, ProjectPage] = {}
+    pages: PagesRead | None = None
     if settings.with_deps:
         if observer is not None:
             observer.phase("resolving", len(requirements))
-        requirements, unresolved, pages = await _closure(requirements, index, selection, flags)
+        cache = journal if not flags.dry_run else None  # a dry run writes nothing
+        requirements, unresolved, pages = await _closure(requirements, index, selection, cache)
     report = await sync(
         requirements,
         index,
@@ -204,10 +205,15 @@ async def _closure(
     requirements: Sequence[Requirement],
     index: IndexClient,
     selection: SelectionOptions,
-    flags: JobFlags,
-) -> tuple[list[Requirement], list[ProjectError], Mapping[NormalizedName, ProjectPage]]:
+    journal: Journal | None,
+) -> tuple[list[Requirement], list[ProjectError], PagesRead]:
     """The requirements pinned as pip would install them, per target, what failed, and
-    the pages read (the sync uses them rather than reading each page again)."""
+    the pages read (the sync uses them rather than reading each page again).
+
+    The state file keeps the pages, metadata and closure read, so the next
+    run only revalidates the pages, reads no metadata it has seen, and
+    resolves nothing when no page changed.
+    """
     from oci_pypi_sync.plan.resolve import resolve_closure
 
     closure = await resolve_closure(
@@ -216,6 +222,7 @@ async def _closure(
         selection.environments,
         pre=selection.pre,
         only_binary=selection.only_binary,
+        cache=journal,
     )
     errors = [
         ProjectError(

@@ -16,6 +16,11 @@ Anything else leaves the file without core metadata, with a note saying why
 (the sync report carries it). Resolution needs dependencies rather than
 bytes to store: advertised metadata under the same rules, else the wheel's
 own METADATA, read directly (what a probe would be checked against anyway).
+
+With a cache (:mod:`oci_pypi_sync.index.cache`, the state file), metadata
+seen once is never fetched again: advertised metadata is kept under its own
+sha256 (and checked against it when read back), a wheel's METADATA under
+the wheel's sha256.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from packaging.version import InvalidVersion, Version
 from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import DigestMismatchError, IndexError_, is_fatal
+from oci_pypi_sync.index.cache import IndexCache, metadata_key, wheel_metadata_key
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.index.metadata import parse_core_metadata
+from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.records import CoreMetadata, DistributionFile
 from oci_pypi_sync.index.remote_wheel import RemoteWheelError, read_metadata_member
 
@@ -118,10 +124,18 @@ def wheel_metadata(data: bytes | bytearray, filename: str) -> bytes | None:
 class MetadataSource:
     """Core metadata from one index, under the rules of this module."""
 
-    def __init__(self, index: IndexClient, *, probe: bool, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        index: IndexClient,
+        *,
+        probe: bool,
+        retry: RetryPolicy,
+        cache: IndexCache | None = None,
+    ) -> None:
         self.index = index
         self.probe = probe
         self.retry = retry
+        self.cache = cache
 
     async def for_file(
         self,
@@ -224,6 +238,17 @@ class MetadataSource:
         return await self._fetch_advertised(file)
 
     async def _fetch_advertised(self, file: DistributionFile) -> bytes:
+        ref = file.core_metadata
+        assert ref is not None
+        key = metadata_key(ref.sha256) if ref.sha256 else None
+        kept = self._kept(key)
+        if kept is not None:
+            try:
+                verify_metadata(kept, ref, f"{file.filename}.metadata")
+            except DigestMismatchError:
+                log.debug("%s: kept core metadata fails its hash; fetched again", file.filename)
+            else:
+                return kept
         found = await with_retries(
             self.retry,
             f"{file.filename}: core metadata",
@@ -231,14 +256,28 @@ class MetadataSource:
         )
         if found is None:  # pragma: no cover - advertised metadata is fetched or raises
             raise IndexError_(f"the index gave no core metadata for {file.filename}")
+        self._keep(key, found.raw)
         return found.raw
 
     async def _wheel_metadata(self, file: DistributionFile) -> bytes:
-        return await with_retries(
+        key = wheel_metadata_key(file.sha256) if file.sha256 else None
+        kept = self._kept(key)
+        if kept is not None:
+            return kept
+        raw = await with_retries(
             self.retry,
             f"{file.filename}: METADATA",
             lambda: self.index.get_wheel_metadata(file),
         )
+        self._keep(key, raw)
+        return raw
+
+    def _kept(self, key: str | None) -> bytes | None:
+        return self.cache.stored_metadata(key) if self.cache is not None and key else None
+
+    def _keep(self, key: str | None, raw: bytes) -> None:
+        if self.cache is not None and key:
+            self.cache.record_metadata(key, raw)
 
 
 def _checked(raw: bytes, project: str, version: str, what: str) -> MetadataChoice:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName
 
 from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.provenance import ProvenanceStep
@@ -62,6 +61,7 @@ from oci_pypi_sync.format import (
     repository_name,
     version_tag,
 )
+from oci_pypi_sync.index.cache import NO_PAGES, PagesRead
 from oci_pypi_sync.ops.catalog import (
     ACTIVE,
     CATALOG_REPOSITORY,
@@ -164,11 +164,11 @@ class Syncer:
         *,
         journal: Journal | None = None,
         observer: SyncObserver | None = None,
-        pages: Mapping[NormalizedName, ProjectPage] | None = None,
+        pages: PagesRead | None = None,
     ) -> None:
         self.index = index
-        # Pages this run already read (for the dependency closure), by normalized name.
-        self._known_pages = {str(name): page for name, page in (pages or {}).items()}
+        # Pages this run already read (for the dependency closure).
+        self._known_pages = pages or NO_PAGES
         self.store = store
         self.options = options or SyncOptions()
         self.journal = journal if not self.options.dry_run else None
@@ -183,7 +183,9 @@ class Syncer:
         self.releases = ReleaseSync(
             index,
             self.writer,
-            MetadataSource(index, probe=self.options.probe_metadata, retry=retry),
+            MetadataSource(
+                index, probe=self.options.probe_metadata, retry=retry, cache=self.journal
+            ),
             retry=retry,
             observer=self.observer,
             journal=self.journal,
@@ -357,12 +359,15 @@ class Syncer:
         known = state if not self.options.recheck else None
         validator = _validator(known, options_key)
         expected = self._serials.get(project)
-        maybe_page = self._known_pages.pop(project, None) or await self._retry(
-            f"{project}: project page",
-            lambda: self.index.get_project_page_if_changed(
-                reqs[0].name, validator, min_serial=expected
-            ),
-        )
+        if validator is not None and self._known_pages.etag(project) == validator:
+            maybe_page = None  # read this run already: what a conditional GET would say
+        else:
+            maybe_page = self._known_pages.page(project) or await self._retry(
+                f"{project}: project page",
+                lambda: self.index.get_project_page_if_changed(
+                    reqs[0].name, validator, min_serial=expected
+                ),
+            )
         if maybe_page is None:
             if self.journal is not None and expected is not None:
                 self.journal.record_serial(project, expected)
@@ -748,7 +753,7 @@ async def sync(
     *,
     journal: Journal | None = None,
     observer: SyncObserver | None = None,
-    pages: Mapping[NormalizedName, ProjectPage] | None = None,
+    pages: PagesRead | None = None,
     serials: Mapping[str, int] | None = None,
 ) -> SyncReport:
     """Mirror what ``requirements`` select from ``index`` into ``store``.

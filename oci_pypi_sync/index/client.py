@@ -41,7 +41,13 @@ from oci_pypi_sync.index.metadata import parse_core_metadata, verify_metadata
 from oci_pypi_sync.index.negotiation import ACCEPT, parse_project_page
 from oci_pypi_sync.index.pep691 import parse_last_serial
 from oci_pypi_sync.index.projects import parse_project_index
-from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectIndex, ProjectPage
+from oci_pypi_sync.index.records import (
+    CoreMetadata,
+    DistributionFile,
+    ProjectIndex,
+    ProjectPage,
+    StoredPage,
+)
 from oci_pypi_sync.index.remote_wheel import fetch_wheel_metadata
 from oci_pypi_sync.limits import (
     ACCEPT_ENCODING,
@@ -177,6 +183,16 @@ def _check_fresh(project: str, serial: int | None, min_serial: int | None) -> No
             f"the index served a stale page of {project!r} (serial {serial}, "
             f"the project list says {min_serial}); trying again"
         )
+
+
+def _conditional_headers(stored: StoredPage) -> dict[str, str]:
+    """The validators of a stored copy, as the headers of a conditional GET (RFC 9110)."""
+    headers = {}
+    if stored.etag:
+        headers["If-None-Match"] = stored.etag
+    if stored.last_modified:
+        headers["If-Modified-Since"] = stored.last_modified
+    return headers
 
 
 class IndexClient:
@@ -396,6 +412,43 @@ class IndexClient:
         _check_fresh(project, serial, min_serial)
         new_etag = response.headers.get("etag")
         return replace(page, etag=new_etag or page.etag, last_serial=serial)
+
+    async def get_project_page_copy(
+        self, project: str, stored: StoredPage | None
+    ) -> tuple[StoredPage, bool]:
+        """The page's bytes as the index serves them, and whether they are new.
+
+        A ``stored`` copy's ``ETag`` and ``Last-Modified`` go back as
+        ``If-None-Match`` and ``If-Modified-Since``: an answer 304 means the
+        copy is still the page, and it is returned with ``False``. Otherwise
+        the answer is the new copy, with the validators it came with (none
+        when the index gives none). Parse it with
+        :func:`~oci_pypi_sync.index.cache.read_page`. Raises
+        :class:`ProjectNotFoundError` on 404/410.
+        """
+        url = self.project_url(project)
+        headers = _conditional_headers(stored) if stored is not None and stored.url == url else {}
+        response = await self._get(
+            url,
+            f"the page of {project!r}",
+            (MAX_PAGE_BYTES, "MAX_PAGE_BYTES"),
+            accept=ACCEPT,
+            extra_headers=headers,
+        )
+        if stored is not None and headers and response.status_code == 304:
+            return stored, False
+        if response.status_code in {404, 410}:
+            raise ProjectNotFoundError(project, redact_url(url))
+        self._raise_for_status(response, f"the project {project!r}")
+        copy = StoredPage(
+            url,
+            redact_url(str(response.url)),
+            response.headers.get("content-type"),
+            response.content,
+            response.headers.get("etag"),
+            response.headers.get("last-modified"),
+        )
+        return copy, True
 
     # --- files --------------------------------------------------------------
 

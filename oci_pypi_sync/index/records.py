@@ -97,6 +97,25 @@ class ProjectIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredPage:
+    """A project page as the index last served it, kept to be revalidated next time.
+
+    ``url`` is the page's URL as asked for (without credentials), the key;
+    ``served_from`` the redacted URL it came from (after redirects), which
+    its relative links resolve against. ``etag`` and ``last_modified`` are
+    the validators a conditional GET sends back (``If-None-Match``,
+    ``If-Modified-Since``): an answer 304 means ``body`` is still the page.
+    """
+
+    url: str
+    served_from: str
+    content_type: str | None
+    body: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CoreMetadata:
     """A file's core metadata: the raw bytes as served, plus the fields we use.
 

@@ -25,11 +25,19 @@ The resolver is synchronous; it runs in worker threads (one per
 environment, all at once) and asks the event loop for pages and metadata,
 which are fetched once per run whatever the number of environments, and
 prefetched concurrently as soon as a project or file is known to matter.
+With a cache (:mod:`oci_pypi_sync.index.cache`: the state file), a page
+kept from an earlier run is only revalidated (a conditional GET, 304 when
+unchanged) and metadata seen before is not fetched at all; when every page
+a kept closure was resolved from is unchanged, that closure is the answer
+(the same pages and metadata give the same resolution) and no page is even
+parsed. A rerun with nothing new costs one small request per page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import threading
@@ -55,12 +63,14 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionImpossible, ResolutionTooDeep
 
+from oci_pypi_sync import __version__
 from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.errors import IndexError_, ProjectNotFoundError, is_fatal
 from oci_pypi_sync.format import UnsupportedFileError, parse_filename
+from oci_pypi_sync.index.cache import IndexCache, PagesRead, keepable, read_page
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage
+from oci_pypi_sync.index.records import CoreMetadata, DistributionFile, ProjectPage, StoredPage
 from oci_pypi_sync.plan.environments import TargetEnvironment
 from oci_pypi_sync.plan.select import version_sort_key
 
@@ -105,16 +115,56 @@ class Resolution:
     unresolved: tuple[Unresolved, ...]
 
 
+class ClosurePages:
+    """The pages a closure was resolved from, as this run read them (see :class:`PagesRead`).
+
+    Pages the resolution parsed are given as they are; pages only revalidated
+    (a kept closure taken as it was) are parsed when first asked for.
+    """
+
+    def __init__(
+        self,
+        parsed: Mapping[NormalizedName, ProjectPage] | None = None,
+        copies: Mapping[NormalizedName, StoredPage] | None = None,
+    ) -> None:
+        self._parsed = dict(parsed or {})
+        self._copies = dict(copies or {})
+
+    def etag(self, project: str) -> str | None:
+        name = canonicalize_name(project)
+        page = self._parsed.get(name)
+        if page is not None:
+            return page.etag
+        copy = self._copies.get(name)
+        return copy.etag if copy is not None else None
+
+    def page(self, project: str) -> ProjectPage | None:
+        name = canonicalize_name(project)
+        page = self._parsed.get(name)
+        copy = self._copies.get(name)
+        if page is None and copy is not None:
+            try:
+                page = self._parsed[name] = read_page(copy, name)
+            except IndexError_ as exc:  # the caller reads the page itself
+                logger.debug("%s: the kept page is not read (%s)", name, exc)
+        return page
+
+    def __len__(self) -> int:
+        return len(self._parsed.keys() | self._copies.keys())
+
+
 @dataclass(frozen=True, slots=True)
 class Closure:
     """The resolutions of every target environment, and the project pages read for them.
 
     ``pages`` lets the sync that follows use the same pages instead of
-    asking the index for each one again.
+    asking the index for each one again. ``reused``: no page changed since
+    the kept closure was resolved, and it was taken as it was.
     """
 
     resolutions: tuple[Resolution, ...]
-    pages: Mapping[NormalizedName, ProjectPage] = field(default_factory=dict)
+    pages: PagesRead = field(default_factory=ClosurePages)
+    reused: bool = False
 
     def requirements(self) -> list[Requirement]:
         """``name==version`` for every pin of every environment, once each, sorted."""
@@ -168,28 +218,58 @@ class _Fetcher:
     """Pages and metadata, each fetched once per run, shared by every environment."""
 
     def __init__(
-        self, index: IndexClient, policy: RetryPolicy, loop: asyncio.AbstractEventLoop
+        self,
+        index: IndexClient,
+        policy: RetryPolicy,
+        loop: asyncio.AbstractEventLoop,
+        cache: IndexCache | None = None,
     ) -> None:
         self.index = index
-        self.source = MetadataSource(index, probe=False, retry=policy)
+        self.source = MetadataSource(index, probe=False, retry=policy, cache=cache)
         self.policy = policy
         self.loop = loop
+        self.cache = cache
+        self._copies: dict[NormalizedName, asyncio.Task[tuple[StoredPage, bool]]] = {}
         self._pages: dict[NormalizedName, asyncio.Task[ProjectPage]] = {}
         self._metadata: dict[str, asyncio.Task[_Metadata]] = {}
+        # Pages the next run can revalidate: a copy of each is kept.
+        self._kept: set[NormalizedName] = set()
 
     # Called on the loop.
+    def copy_task(self, project: NormalizedName) -> asyncio.Task[tuple[StoredPage, bool]]:
+        """The page's bytes, and whether they are new (not the copy kept): one request."""
+        task = self._copies.get(project)
+        if task is None:
+            task = self._spawn(self._read_copy(project))
+            self._copies[project] = task
+        return task
+
     def page_task(self, project: NormalizedName) -> asyncio.Task[ProjectPage]:
         task = self._pages.get(project)
         if task is None:
-            task = self._spawn(
-                with_retries(
-                    self.policy,
-                    f"the page of {project}",
-                    lambda: self.index.get_project_page(project),
-                )
-            )
+            task = self._spawn(self._read_page(project))
             self._pages[project] = task
         return task
+
+    async def _read_copy(self, project: NormalizedName) -> tuple[StoredPage, bool]:
+        cache = self.cache
+        stored = cache.stored_page(self.index.project_url(project)) if cache is not None else None
+        return await with_retries(
+            self.policy,
+            f"the page of {project}",
+            lambda: self.index.get_project_page_copy(project, stored),
+        )
+
+    async def _read_page(self, project: NormalizedName) -> ProjectPage:
+        """The page parsed; a new copy is kept in place of the old one when it may be."""
+        copy, new = await self.copy_task(project)
+        page = read_page(copy, project)
+        if not new:
+            self._kept.add(project)
+        elif self.cache is not None and keepable(copy, page):
+            self.cache.record_page(copy)
+            self._kept.add(project)
+        return page
 
     def pages(self) -> dict[NormalizedName, ProjectPage]:
         """The pages read so far (not those that failed or are still on their way)."""
@@ -198,6 +278,18 @@ class _Fetcher:
             for name, task in self._pages.items()
             if task.done() and not task.cancelled() and task.exception() is None
         }
+
+    def revalidatable(self) -> bool:
+        """Whether no page read failed, and the next run can revalidate each one read.
+
+        Pages still on their way (prefetched, never waited for) did not
+        weigh in the resolution; a page that failed did, by its absence.
+        """
+        done = [(name, task) for name, task in self._pages.items() if task.done()]
+        return all(
+            not task.cancelled() and task.exception() is None and name in self._kept
+            for name, task in done
+        )
 
     def metadata_task(
         self, file: DistributionFile, project: str, version: Version
@@ -597,8 +689,14 @@ async def resolve_closure(
     retry: RetryPolicy | None = None,
     max_rounds: int = MAX_ROUNDS,
     max_seconds: float = MAX_SECONDS,
+    cache: IndexCache | None = None,
 ) -> Closure:
     """Resolve ``requirements`` for every environment (the host when none is given).
+
+    ``cache`` keeps pages, metadata and closures from one run to the next
+    (see :mod:`oci_pypi_sync.index.cache`): a closure resolved in full from
+    pages that can be revalidated is kept, and taken as it was while none of
+    those pages changes.
 
     Conflicts, projects without a usable file and top-level projects the
     index does not have are reported per environment as
@@ -608,8 +706,12 @@ async def resolve_closure(
     retries) raise; a cancelled call stops the resolver threads at once.
     """
     loop = asyncio.get_running_loop()
-    fetcher = _Fetcher(index, retry or RetryPolicy(), loop)
+    fetcher = _Fetcher(index, retry or RetryPolicy(), loop, cache)
     targets: Sequence[TargetEnvironment] = environments or (HostEnvironment(),)
+    key = _closure_key(requirements, targets, index, pre=pre, only_binary=only_binary)
+    kept = await _kept_closure(fetcher, key, targets) if cache is not None else None
+    if kept is not None:
+        return kept
     for req in requirements:
         fetcher.page_task(canonicalize_name(req.name))
     results = await asyncio.gather(
@@ -626,7 +728,96 @@ async def resolve_closure(
             for env in targets
         )
     )
-    return Closure(tuple(results), fetcher.pages())
+    pages = fetcher.pages()
+    closure = Closure(tuple(results), ClosurePages(parsed=pages))
+    if cache is not None and not closure.unresolved and fetcher.revalidatable():
+        cache.record_closure(key, _closure_document(closure, pages))
+    return closure
+
+
+# --- closures kept from one run to the next ------------------------------------------
+
+
+def _closure_key(
+    requirements: Sequence[Requirement],
+    targets: Sequence[TargetEnvironment],
+    index: IndexClient,
+    *,
+    pre: bool,
+    only_binary: bool,
+) -> str:
+    """What decides a closure besides the pages and metadata: the same key, the same closure.
+
+    The requirements in their order (it is the resolver's order of
+    preference), each target's tags and markers, the index, the options and
+    the tool's version (whose rules resolve).
+    """
+    document = {
+        "tool": __version__,
+        "index": index.index_url,
+        "requirements": [str(r) for r in requirements],
+        "targets": [
+            {"tags": [str(tag) for tag in env.tags], "markers": env.markers} for env in targets
+        ],
+        "pre": pre,
+        "only_binary": only_binary,
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def _closure_document(closure: Closure, pages: Mapping[NormalizedName, ProjectPage]) -> bytes:
+    """The pins of each target and the projects whose pages they were resolved from."""
+    document = {
+        "pages": sorted(pages),
+        "pins": [
+            [[pin.project, pin.version, pin.filename] for pin in resolution.pins]
+            for resolution in closure.resolutions
+        ],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+async def _kept_closure(
+    fetcher: _Fetcher, key: str, targets: Sequence[TargetEnvironment]
+) -> Closure | None:
+    """The kept closure, when every page it was resolved from is unchanged; else ``None``.
+
+    The pages are revalidated all at once; whatever happens, the answers stay
+    with the fetcher, so a resolution that follows asks for none of them again.
+    """
+    assert fetcher.cache is not None
+    raw = fetcher.cache.stored_closure(key)
+    if raw is None:
+        return None
+    try:
+        document = json.loads(raw)
+        projects = [canonicalize_name(name) for name in document["pages"]]
+        pins = [
+            tuple(Pin(canonicalize_name(p), str(v), f) for p, v, f in env_pins)
+            for env_pins in document["pins"]
+        ]
+    except (ValueError, KeyError, TypeError):
+        logger.debug("the kept closure is unreadable; resolving")
+        return None
+    if len(pins) != len(targets):
+        return None
+    answers = await asyncio.gather(
+        *(fetcher.copy_task(project) for project in projects), return_exceptions=True
+    )
+    copies: dict[NormalizedName, StoredPage] = {}
+    for project, answer in zip(projects, answers, strict=True):
+        if isinstance(answer, BaseException):
+            return None  # the resolution meets it again, and says what it means
+        copy, new = answer
+        if new:
+            return None
+        copies[project] = copy
+    logger.info("dependency closure: none of its %d pages changed; taken as resolved", len(copies))
+    resolutions = tuple(
+        Resolution(env, env_pins, ()) for env, env_pins in zip(targets, pins, strict=True)
+    )
+    return Closure(resolutions, ClosurePages(copies=copies), reused=True)
 
 
 async def _resolve_one(

@@ -5,6 +5,10 @@ what earlier runs did, so that a rerun after a crash does not upload a file
 twice, an unchanged project costs one page fetch, failures keep their
 reasons, and a project that keeps failing is set aside for a while instead
 of blocking the others. Losing the file costs time, never correctness.
+It also keeps what the index served for the dependency closure (pages to
+revalidate, core metadata by digest) and the closures resolved from them
+(see :mod:`oci_pypi_sync.index.cache`), so a rerun resolves without
+reading them again.
 
 Every record call is one short transaction committed at once (WAL,
 ``synchronous=NORMAL``): a commit survives a killed process, each call
@@ -22,6 +26,7 @@ import os
 import re
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,8 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from oci_pypi_sync.errors import JournalError, JournalLockedError
+from oci_pypi_sync.index.records import StoredPage
+from oci_pypi_sync.limits import MAX_CORE_METADATA_BYTES, MAX_PAGE_BYTES
 from oci_pypi_sync.redact import redact_text
 from oci_pypi_sync.stores.targets import LayoutTarget, Target
 
@@ -145,6 +152,33 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+# What the index served, kept for the next run (see oci_pypi_sync.index.cache):
+# added to a file of schema 1 when it is opened for writing, which versions that
+# do not know these tables never notice. Bodies are kept zlib-compressed.
+_CACHE_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS pages (
+        url TEXT PRIMARY KEY,
+        served_from TEXT NOT NULL,
+        content_type TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        body BLOB NOT NULL,
+        stored_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS core_metadata (
+        key TEXT PRIMARY KEY,
+        raw BLOB NOT NULL,
+        stored_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS closures (
+        key TEXT PRIMARY KEY,
+        document BLOB NOT NULL,
+        stored_at REAL NOT NULL
+    )""",
+)
+#: Closures kept (one per set of requirements and targets); the oldest go first.
+CLOSURES_KEPT = 16
+
 _PROJECT_COLUMNS = (
     "project, page_digest, etag, last_serial, consecutive_failures, "
     "quarantined_until, last_error, synced_at, complete"
@@ -248,6 +282,9 @@ class Journal:
         try:
             conn = _connect(db_path, readonly=readonly)
             key = _check_schema(conn, db_path, key, readonly=readonly)
+            if not readonly:
+                for statement in _CACHE_SCHEMA:
+                    conn.execute(statement)
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -556,6 +593,93 @@ class Journal:
             ).fetchall()
         return [row[0] for row in rows]
 
+    # --- what the index served (oci_pypi_sync.index.cache.IndexCache) --------------
+
+    def stored_page(self, url: str) -> StoredPage | None:
+        """The copy of the page at ``url`` kept last; ``None``: none is, or it is unreadable."""
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT served_from, content_type, etag, last_modified, body FROM pages "
+                "WHERE url = ?",
+                (url,),
+            ).fetchone()
+        if row is None:
+            return None
+        body = _unpack(row[4], MAX_PAGE_BYTES)
+        if body is None:
+            return None
+        return StoredPage(url, row[0], row[1], body, row[2], row[3])
+
+    def record_page(self, page: StoredPage) -> None:
+        """Keep this copy of a page, in place of the one kept before for its URL."""
+        self._writable()
+        with self._errors():
+            self._conn.execute(
+                """
+                INSERT INTO pages (url, served_from, content_type, etag, last_modified,
+                                   body, stored_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (url) DO UPDATE SET
+                    served_from = excluded.served_from,
+                    content_type = excluded.content_type,
+                    etag = excluded.etag,
+                    last_modified = excluded.last_modified,
+                    body = excluded.body,
+                    stored_at = excluded.stored_at
+                """,
+                (
+                    page.url,
+                    page.served_from,
+                    page.content_type,
+                    page.etag,
+                    page.last_modified,
+                    zlib.compress(page.body),
+                    time.time(),
+                ),
+            )
+
+    def stored_metadata(self, key: str) -> bytes | None:
+        """The core metadata kept under ``key``; ``None`` when none is (or it is unreadable)."""
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT raw FROM core_metadata WHERE key = ?", (key,)
+            ).fetchone()
+        return _unpack(row[0], MAX_CORE_METADATA_BYTES) if row is not None else None
+
+    def record_metadata(self, key: str, raw: bytes) -> None:
+        """Keep core metadata under ``key``; what a key names never changes."""
+        self._writable()
+        with self._errors():
+            self._conn.execute(
+                "INSERT INTO core_metadata (key, raw, stored_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (key, zlib.compress(raw), time.time()),
+            )
+
+    def stored_closure(self, key: str) -> bytes | None:
+        """The closure document kept under ``key``, if any."""
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT document FROM closures WHERE key = ?", (key,)
+            ).fetchone()
+        return _unpack(row[0], MAX_PAGE_BYTES) if row is not None else None
+
+    def record_closure(self, key: str, document: bytes) -> None:
+        """Keep a closure under ``key``; past :data:`CLOSURES_KEPT`, the oldest are dropped."""
+        self._writable()
+        with self._errors(), self._transaction():
+            self._conn.execute(
+                "INSERT INTO closures (key, document, stored_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "document = excluded.document, stored_at = excluded.stored_at",
+                (key, zlib.compress(document), time.time()),
+            )
+            self._conn.execute(
+                "DELETE FROM closures WHERE key NOT IN "
+                "(SELECT key FROM closures ORDER BY stored_at DESC, key LIMIT ?)",
+                (CLOSURES_KEPT,),
+            )
+
     # --- summary ------------------------------------------------------------------
 
     def summary(self, *, now: float | None = None) -> JournalSummary:
@@ -843,6 +967,18 @@ def _create_schema(conn: sqlite3.Connection, key: str) -> None:
 
 
 # --- rows -------------------------------------------------------------------------------
+
+
+def _unpack(blob: bytes, limit: int) -> bytes | None:
+    """Bytes kept compressed, inflated up to ``limit``; ``None`` past it or when damaged."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(blob, limit + 1)
+    except zlib.error:
+        return None
+    if len(data) > limit or not inflater.eof:
+        return None
+    return data
 
 
 def _now(now: float | None) -> float:
