@@ -320,6 +320,7 @@ class Scale:
         self.add("catalog update (1 project)", size, result["cpu_ms"], "ms CPU")
 
     def rootlist(self, size: int) -> None:
+        generate_index(size)
         result = probe("rootlist", size)
         self.add("root list parse + shard", size, result["cpu_ms"], "ms CPU")
 
@@ -456,7 +457,6 @@ class Scale:
 
     def run(self, only: Sequence[str]) -> None:
         for size in self.sizes:
-            root = generate_index(size)
             if "rootlist" in only:
                 self.rootlist(size)
             if "layout" in only:
@@ -468,6 +468,7 @@ class Scale:
             needs_index = {"noop", "verify", "dryrun"} & set(only)
             if not needs_index:
                 continue
+            root = generate_index(size)
             with (
                 tempfile.TemporaryDirectory(dir=CACHE) as work,
                 running_nginx(root, Path(work)) as nginx,
