@@ -80,6 +80,7 @@ async def make_mirror(index_url: str, path: Path) -> LayoutStore:
     assert not report.failed
     if CATALOG_REPO not in await layout.list_repositories():
         await add_catalog(layout)
+    await layout.aclose()  # as a sync ends: index.json names every tag
     return layout
 
 

@@ -244,6 +244,8 @@ class Syncer:
         if not self.options.dry_run and any(o.changes_catalog for o in ordered):
             statuses = {name: o.status for name, o in outcomes.items() if o.status is not None}
             catalog_error = await self._update_catalog(releases, statuses)
+        if not self.options.dry_run:
+            self.writer.commit()
         errors = [o.error for o in ordered if o.error is not None]
         errors += [unmatched for o in ordered for unmatched in o.unmatched]
         if catalog_error is not None:

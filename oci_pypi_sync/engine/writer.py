@@ -46,6 +46,7 @@ from oci_pypi_sync.errors import (
     TargetError,
 )
 from oci_pypi_sync.stores.protocols import (
+    CommitsTags,
     DiscardsBlobs,
     ListsReferrers,
     MountsBlobs,
@@ -524,6 +525,16 @@ class Writer:
             for repo, tag, digest in await asyncio.gather(*checks):
                 final[(repo, tag)] = digest
         return final
+
+    def commit(self) -> None:
+        """At the end of a run: every tag written visible to other tools reading the target.
+
+        A layout commits each tag to its write-ahead log; other tools read
+        only ``index.json``, into which this folds the log.
+        """
+        store = self.store
+        if isinstance(store, CommitsTags):
+            store.commit()
 
     def abandon(self) -> None:
         """Stop the pending settle checks (the run is ending without them)."""

@@ -384,6 +384,7 @@ async def copy(
             for _ in range(copier.jobs):
                 group.create_task(work())
         settled = await copier.writer.settle()
+        copier.writer.commit()
     except BaseExceptionGroup as errors:
         raise first_error(errors) from None
     finally:

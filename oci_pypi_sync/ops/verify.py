@@ -973,4 +973,5 @@ async def repair(
                 repairer.repaired.append(
                     RepairAction(finding.repository, finding.tag, "index", None, detail)
                 )
+    writer.commit()
     return RepairReport(store.display_name, tuple(repairer.repaired), tuple(unrepaired))

@@ -4,11 +4,14 @@ One layout holds every project: blobs are shared under ``blobs/sha256``,
 and ``index.json`` lists each tagged index with an
 ``org.opencontainers.image.ref.name`` of ``<repository>/<tag>`` (format 1
 wrote ``<repository>:<tag>``: read too, and renamed whenever ``index.json``
-is written). Entries without a ref name (the ORAS CLI adds one per child
+is rewritten). Entries without a ref name (the ORAS CLI adds one per child
 manifest it stores) or with one of another shape are kept and ignored. Blobs are
 written to a temporary file, verified, then renamed into place, so a blob
-path always holds bytes with that digest; ``index.json`` is replaced
-atomically under a file lock, so concurrent writers never lose a tag.
+path always holds bytes with that digest. A tag change is one line
+appended to ``index.json``'s write-ahead log under a file lock, so
+concurrent writers never lose a tag and a tag costs the same in a layout
+of any size; the log is folded into ``index.json`` (replaced atomically)
+when it grows large and when a writer closes (see :mod:`.layout_refs`).
 Temporary files live in a directory of the writing process's own (see
 :mod:`.scratch`): a writer removes its own when it closes, and what a dead
 writer left when it opens.
@@ -58,9 +61,12 @@ from oci_pypi_sync.format import (
     parse_layout_ref_name,
 )
 from oci_pypi_sync.limits import MAX_MANIFEST_BYTES, exceeded, loads_json
+from oci_pypi_sync.stores.layout_lines import Change, Entry, empty_index, ref_name
+from oci_pypi_sync.stores.layout_refs import INDEX_FILE, LayoutRefs
 from oci_pypi_sync.stores.protocols import (
     BlobFile,
     BlobStat,
+    CommitsTags,
     DiscardsBlobs,
     EditsLayoutRefs,
     HashesBlobs,
@@ -76,7 +82,6 @@ from oci_pypi_sync.stores.scratch import Scratch, remove_abandoned
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
-INDEX_FILE = "index.json"
 _LOCK_FILE = ".lock"
 _CHUNK = 1 << 20
 #: Write failures after which no other write could succeed, and what to do about each.
@@ -125,20 +130,24 @@ class LayoutStore(
     KnowsTagDigests,
     EditsLayoutRefs,
     UpdatesTagsAtomically,
+    CommitsTags,
 ):
     """A directory in the OCI image-layout format; created on first use.
 
-    Its ``index.json`` is updated under an exclusive ``flock``, so a tag is
-    read, merged and written with no other writer in between
-    (:meth:`update_tag`), in this process or another.
+    Its tags change under an exclusive ``flock``, so a tag is read, merged
+    and written with no other writer in between (:meth:`update_tag`), in
+    this process or another. A store opened with ``create`` is a writer: it
+    folds the write-ahead log into ``index.json`` when it closes.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
+        self._writer = create
+        self._appended = False  # this store changed a tag
         self._index_lock = asyncio.Lock()
-        # index.json parsed, and its tags, for as long as the file is unchanged.
-        self._index_cache: tuple[tuple[int, int, int], dict[str, Any], Refs] | None
-        self._index_cache = None
+        self._refs = LayoutRefs(self.path, read_error)
+        # The tags of the whole index, for as long as it is the same parsed document.
+        self._tags_cache: tuple[dict[str, Any], Refs] | None = None
         try:
             self._exists = self._validate(create)
         except OSError as exc:
@@ -190,7 +199,7 @@ class LayoutStore(
             with self._locked():
                 if layout_file.is_file():
                     return
-                _atomic_write(self.path / INDEX_FILE, _empty_index(), self._scratch)
+                _atomic_write(self.path / INDEX_FILE, empty_index(), self._scratch)
                 _atomic_write(
                     layout_file,
                     canonical_json({"imageLayoutVersion": LAYOUT_VERSION}),
@@ -214,47 +223,42 @@ class LayoutStore(
             raise read_error(path, exc) from exc
         return BlobFile(path, 0, size)
 
-    def _index_and_tags(self, *, fresh: bool = False) -> tuple[dict[str, Any], Refs]:
-        """``index.json`` and its ref names, read again only when the file changed.
-
-        Every tag lookup needs them; parsing the whole file each time would
-        make a sync of a large layout quadratic. ``fresh`` reads the file
-        whatever the cache says, as an update under the lock must: another
-        writer's replacement can reuse the inode number, size and (on coarse
-        clocks) the mtime of the file it replaced.
-        """
+    def _view(self) -> LayoutRefs | None:
+        """The layout's tags, caught up with the files; ``None`` before the layout exists."""
         if not self._exists:
             if not (self.path / LAYOUT_FILE).is_file():
-                return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, {}
+                return None
             self._exists = True  # another writer created it since
-        path = self.path / INDEX_FILE
-        try:
-            stat = path.stat()
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if not fresh and self._index_cache is not None and self._index_cache[0] == key:
-                return self._index_cache[1], self._index_cache[2]
-            data = loads_json(path.read_bytes(), str(path))
-        except OSError as exc:
-            raise read_error(path, exc) from exc
-        except ValueError as exc:
-            raise LayoutError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
-            raise LayoutError(f"{path} is not an OCI image index")
-        tags = refs_in(data)
-        self._index_cache = (key, data, tags)
-        return data, tags
+        self._refs.refresh()
+        return self._refs
 
-    def read_index(self, *, fresh: bool = False) -> dict[str, Any]:
-        """The layout's ``index.json`` (an empty index before the first write); a copy."""
-        data = self._index_and_tags(fresh=fresh)[0]
+    def read_index(self) -> dict[str, Any]:
+        """The layout's ``index.json`` with every committed tag (an empty index before the
+        first write); a copy."""
+        view = self._view()
+        if view is None:
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        data = view.document()
         return {**data, "manifests": list(data.get("manifests", []))}
 
     def tags(self) -> Refs:
-        """Every ``(repository, tag)`` ``index.json`` names, with its descriptor."""
-        return dict(self._index_and_tags()[1])
+        """Every ``(repository, tag)`` the index names, with its descriptor."""
+        view = self._view()
+        if view is None:
+            return {}
+        document = view.document()
+        if self._tags_cache is None or self._tags_cache[0] is not document:
+            self._tags_cache = (document, refs_in(document))
+        return dict(self._tags_cache[1])
+
+    def tagged(self, repo: str, tag: str) -> str | None:
+        """The digest ``repo:tag`` names (one lookup, not a read of every tag)."""
+        view = self._view()
+        entry = None if view is None else view.lookup(repo, tag)
+        return None if entry is None else entry_digest(entry, repo, tag)
 
     def tag_digests(self) -> Mapping[str, Mapping[str, str]]:
-        return digests_by_repository(self._index_and_tags()[1])
+        return digests_by_repository(self.tags())
 
     def format1_refs(self) -> dict[str, tuple[str, str]]:
         return format1_ref_names(self.read_index())
@@ -263,16 +267,28 @@ class LayoutStore(
         """Rename every format-1 ref name to ``<repository>/<tag>``; those renamed, parsed."""
         renamed = format1_ref_names(self.read_index())
         if renamed:
-            await self._update_index(lambda manifests: manifests)
+            async with self._index_lock:
+                with self._locked():
+                    self._refs.refresh()
+                    self._fold(rename=True)
         return renamed
 
     async def untag(self, repo: str, tag: str) -> bool:
-        """Take a tag out of ``index.json`` (its blobs stay); whether it was there."""
-        if (repo, tag) not in self.tags():
+        """Take a tag out of the index (its blobs stay); whether it was there."""
+        if self.tagged(repo, tag) is None:
             return False
-        ref = (repo, tag)
-        await self._update_index(lambda manifests: [e for e in manifests if _parsed_ref(e) != ref])
+        async with self._index_lock:
+            with self._locked():
+                self._refs.refresh()
+                if self._refs.lookup(repo, tag) is None:
+                    return False
+                names = (layout_ref_name(repo, tag), f"{repo}:{tag}")
+                self._commit([Change(name, None) for name in names])
         return True
+
+    def folds(self) -> int:
+        """How many times this store rewrote ``index.json`` (the log folded into it)."""
+        return self._refs.folds
 
     # --- Store protocol ------------------------------------------------------
 
@@ -378,8 +394,8 @@ class LayoutStore(
         self.blob_path(digest).unlink(missing_ok=True)
 
     async def get_manifest(self, repo: str, reference: str) -> StoredManifest | None:
-        # a digest is looked up directly; only a tag needs the tag list
-        digest = reference if ":" in reference else tag_digest(self.tags(), repo, reference)
+        # a digest is looked up directly; a tag in the index
+        digest = reference if ":" in reference else self.tagged(repo, reference)
         if digest is None:
             return None
         return self._read_manifest(digest)
@@ -395,45 +411,91 @@ class LayoutStore(
         return digest
 
     async def update_tag(self, repo: str, tag: str, media_type: str, merge: TagMerge) -> str | None:
-        """Read the tag, merge, write: all under the ``index.json`` lock."""
+        """Read the tag, merge, write: all under the layout's lock.
+
+        The write is one line appended to the write-ahead log (synced), after
+        the merged manifest is stored: its cost does not depend on how many
+        tags the layout holds.
+        """
         self._created()
-        ref = (repo, tag)
         # A referrers fallback tag's subject (a file's manifest, a child of a
         # version index) is listed untagged too: ORAS resolves a digest in a
         # layout only when index.json lists it, and then finds its referrers.
         subject = self._referrers_subject(tag)
-        tagged: list[str | None] = [None]
-
-        def retag(manifests: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-            entry = next((e for e in manifests if _parsed_ref(e) == ref), None)
-            current = None
-            if entry is not None:
-                current = self._read_manifest(str(entry["digest"]))
-            body = merge(current)
-            tagged[0] = current.digest if current is not None else None
-            if body is None:
-                return None
-            digest = self._store_manifest(repo, tag, body)
-            tagged[0] = digest
-            if current is not None and current.digest == digest:
-                return None
-            kept = [e for e in manifests if _parsed_ref(e) != ref]
-            kept.append(
-                {
+        async with self._index_lock:
+            with self._locked():
+                refs = self._refs
+                refs.refresh()
+                entry = refs.lookup(repo, tag)
+                current = None
+                if entry is not None:
+                    current = self._read_manifest(entry_digest(entry, repo, tag))
+                body = merge(current)
+                if body is None:
+                    return current.digest if current is not None else None
+                digest = self._store_manifest(repo, tag, body)
+                name = layout_ref_name(repo, tag)
+                named = ref_name(entry) if entry is not None else ""
+                if current is not None and current.digest == digest and named == name:
+                    return digest
+                tagged = {
                     "mediaType": media_type,
                     "digest": digest,
                     "size": len(body),
-                    "annotations": {REF_NAME: layout_ref_name(repo, tag)},
+                    "annotations": {REF_NAME: name},
                 }
-            )
-            if subject is not None and not any(
-                e.get("digest") == subject["digest"] and not e.get("annotations") for e in kept
-            ):
-                kept.append(subject)
-            return kept
+                changes = [Change(name, tagged)]
+                if named and named != name:
+                    changes.append(Change(named, None))  # a format-1 name goes
+                if subject is not None and not refs.is_listed(str(subject["digest"])):
+                    changes.append(Change("", subject))
+                self._commit(changes)
+                return digest
 
-        await self._update_index(retag)
-        return tagged[0]
+    def _commit(self, changes: list[Change]) -> None:
+        """Append ``changes`` to the log (under the lock); fold it once it is large."""
+        try:
+            self._appended = True
+            self._refs.append(changes)
+            if self._refs.needs_fold():
+                self._fold(rename=False)
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
+
+    def _fold(self, *, rename: bool) -> None:
+        """The log folded into ``index.json`` (under the lock)."""
+        try:
+            self._refs.fold(self._replace, rename=rename)
+        except OSError as exc:
+            raise write_error(self.display_name, exc) from exc
+
+    def _replace(self, path: Path, fill: Callable[[BinaryIO], None]) -> None:
+        """Replace ``path`` atomically with what ``fill`` writes, synced first."""
+        fd, tmp = self._scratch.create("write-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                fill(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def commit(self) -> None:
+        """Fold the write-ahead log into ``index.json``, so other tools see every tag.
+
+        A writer (a store opened with ``create``, or one that changed a tag)
+        does this when it closes, whoever's the log's lines are; a reader
+        never writes.
+        """
+        if not (self._writer or self._appended) or not self._exists:
+            return
+        self._refs.refresh()
+        if not self._refs.has_log():
+            return
+        with self._locked():
+            self._refs.refresh()
+            self._fold(rename=False)
 
     def _read_manifest(self, digest: str) -> StoredManifest | None:
         """A manifest stored as a blob, bounded and checked against its digest; ``None``: gone."""
@@ -458,27 +520,6 @@ class LayoutStore(
             self._write(target, body)
         return digest
 
-    async def _update_index(
-        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
-    ) -> None:
-        """Rewrite ``index.json`` under the lock: ``change`` its entries, format-1 names renamed.
-
-        ``change`` sees the file as it is on disk now (never a cached copy)
-        and returns ``None`` for nothing to write.
-        """
-        async with self._index_lock:
-            with self._locked():
-                index = self.read_index(fresh=True)
-                changed = change(index.get("manifests", []))
-                if changed is None:
-                    return
-                manifests = [_format2_ref(entry) for entry in changed]
-                manifests.sort(key=lambda entry: (_ref_name(entry) or "", str(entry.get("digest"))))
-                index["manifests"] = manifests
-                index.setdefault("schemaVersion", 2)
-                index.setdefault("mediaType", OCI_INDEX)
-                self._write(self.path / INDEX_FILE, canonical_json(index))
-
     def _referrers_subject(self, tag: str) -> dict[str, Any] | None:
         """The untagged ``index.json`` entry of a fallback tag's subject, when it is stored."""
         if not is_referrers_tag(tag):
@@ -492,17 +533,22 @@ class LayoutStore(
         return {"mediaType": stored.media_type, "digest": digest, "size": len(body)}
 
     async def list_tags(self, repo: str) -> list[str]:
-        return tags_of(self.tags(), repo)
+        view = self._view()
+        return [] if view is None else view.tags_of(repo)
 
     async def list_repositories(self) -> list[str]:
         return repositories_in(self.tags())
 
     async def aclose(self) -> None:
-        """Remove this process's temporary directory (nothing else is held open)."""
-        self._close_scratch()
+        """Fold the log (a writer), then remove this process's temporary directory."""
+        try:
+            self.commit()
+        finally:
+            self._close_scratch()
 
     def _close_scratch(self) -> None:
         self._scratch.close()
+        self._refs.close()
 
     # --- internals -------------------------------------------------------------
 
@@ -535,10 +581,6 @@ class LayoutStore(
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _empty_index() -> bytes:
-    return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
 
 
 def _atomic_write(path: Path, data: bytes, scratch: Scratch) -> None:
@@ -580,31 +622,9 @@ def blob_hex(digest: str) -> str:
     return hexdigest
 
 
-def _ref_name(entry: Any) -> str | None:
-    name = (entry.get("annotations") or {}).get(REF_NAME) if isinstance(entry, dict) else None
-    return name if isinstance(name, str) else None
-
-
 def _parsed_ref(entry: Any) -> tuple[str, str] | None:
-    name = _ref_name(entry)
+    name = ref_name(entry) if isinstance(entry, dict) else ""
     return parse_layout_ref_name(name) if name else None
-
-
-def _format2_ref(entry: dict[str, Any]) -> dict[str, Any]:
-    """The entry with a format-1 ref name renamed; any other entry unchanged.
-
-    A format-1 fallback tag (``_...``) is no valid ref-name component in
-    either form: it keeps its name until ``verify --repair`` retags the
-    version ``legacy-...`` and takes it out.
-    """
-    name = _ref_name(entry)
-    if name is None or not is_format1_ref_name(name):
-        return entry
-    repo, _, tag = name.partition(":")
-    if tag.startswith("_"):
-        return entry
-    annotations = {**entry["annotations"], REF_NAME: layout_ref_name(repo, tag)}
-    return {**entry, "annotations": annotations}
 
 
 # --- shared with the tar stores -------------------------------------------------
@@ -617,11 +637,10 @@ def refs_in(index: dict[str, Any]) -> Refs:
     """
     refs: Refs = {}
     for entry in index.get("manifests", []):
-        name = _ref_name(entry)
-        parsed = parse_layout_ref_name(name) if name else None
+        parsed = _parsed_ref(entry)
         if parsed is None:
             continue  # an entry without a digest stays: reading its tag reports the damage
-        if parsed in refs and name is not None and is_format1_ref_name(name):
+        if parsed in refs and is_format1_ref_name(ref_name(entry)):
             continue
         refs[parsed] = entry
     return refs
@@ -631,22 +650,25 @@ def format1_ref_names(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """The ref names of an ``index.json`` still in format 1's ``<repository>:<tag>`` form."""
     names = {}
     for entry in index.get("manifests", []):
-        name = _ref_name(entry)
-        if name is not None and is_format1_ref_name(name):
+        name = ref_name(entry) if isinstance(entry, dict) else ""
+        if name and is_format1_ref_name(name):
             repo, _, tag = name.partition(":")
             names[name] = (repo, tag)
     return dict(sorted(names.items()))
 
 
 def tag_digest(tags: Refs, repo: str, tag: str) -> str | None:
-    """The digest ``repo:tag`` points at, if it is tagged.
+    """The digest ``repo:tag`` points at, if it is tagged."""
+    entry = tags.get((repo, tag))
+    return None if entry is None else entry_digest(entry, repo, tag)
+
+
+def entry_digest(entry: Entry, repo: str, tag: str) -> str:
+    """The digest of the entry tagging ``repo:tag``.
 
     An entry without a digest is damage to report, not a missing tag: a
     writer would otherwise replace it, and a reader skip it, in silence.
     """
-    entry = tags.get((repo, tag))
-    if entry is None:
-        return None
     digest = entry.get("digest")
     if not isinstance(digest, str) or not digest:
         raise LayoutError(

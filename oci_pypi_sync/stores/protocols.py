@@ -28,6 +28,7 @@ from typing import Protocol
 __all__ = [
     "BlobFile",
     "BlobStat",
+    "CommitsTags",
     "DiscardsBlobs",
     "EditsLayoutRefs",
     "HashesBlobs",
@@ -234,6 +235,15 @@ class UpdatesTagsAtomically(ABC):
         ``None`` when the tag is absent and ``merge`` left it so. Every child
         of the merged manifest must already be stored.
         """
+
+
+class CommitsTags(ABC):
+    """Tags written are committed at once but shown to other tools later (a layout's
+    write-ahead log, folded into ``index.json``)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make every tag committed so far visible to other tools reading the target."""
 
 
 class ListsReferrers(ABC):

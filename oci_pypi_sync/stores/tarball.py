@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import tarfile
@@ -30,7 +31,6 @@ from oci_pypi_sync.errors import DigestMismatchError, LayoutError
 from oci_pypi_sync.format import canonical_json, is_sha256_hex
 from oci_pypi_sync.limits import loads_json
 from oci_pypi_sync.stores.layout import (
-    INDEX_FILE,
     LAYOUT_FILE,
     LayoutStore,
     Refs,
@@ -38,12 +38,14 @@ from oci_pypi_sync.stores.layout import (
     checked_manifest,
     digests_by_repository,
     format1_ref_names,
+    read_error,
     refs_in,
     repositories_in,
     tag_digest,
     tags_of,
     write_error,
 )
+from oci_pypi_sync.stores.layout_refs import INDEX_FILE, LayoutRefs
 from oci_pypi_sync.stores.protocols import (
     BlobFile,
     BlobStat,
@@ -368,7 +370,7 @@ class TarWriteStore(LayoutStore):
         return await super().put_manifest(repo, reference, media_type, body)
 
     async def update_tag(self, repo: str, tag: str, media_type: str, merge: TagMerge) -> str | None:
-        before = tag_digest(self.tags(), repo, tag)
+        before = self.tagged(repo, tag)
         after = await super().update_tag(repo, tag, media_type, merge)
         if after != before:
             self._dirty = True
@@ -383,8 +385,11 @@ class TarWriteStore(LayoutStore):
         """Pack the staging layout into the tar atomically, then remove the staging directory."""
         if self._lock_handle is None:
             return
-        self._close_scratch()
         try:
+            try:
+                self.commit()  # index.json complete before it is packed
+            finally:
+                self._close_scratch()
             if self._dirty:
                 self._created()
                 try:
@@ -439,10 +444,10 @@ def pack_layout(layout: str | os.PathLike[str], tar_path: str | os.PathLike[str]
     try:
         with partial.open("wb") as raw:
             with tarfile.open(fileobj=raw, mode="w:", format=tarfile.PAX_FORMAT) as archive:
-                for name in (LAYOUT_FILE, INDEX_FILE):
-                    path = root / name
-                    with path.open("rb") as handle:
-                        archive.addfile(_tarinfo(name, size=path.stat().st_size), handle)
+                path = root / LAYOUT_FILE
+                with path.open("rb") as handle:
+                    archive.addfile(_tarinfo(LAYOUT_FILE, size=path.stat().st_size), handle)
+                _add_index(archive, root)
                 archive.addfile(_tarinfo("blobs", directory=True))
                 archive.addfile(_tarinfo("blobs/sha256", directory=True))
                 for name in names:
@@ -456,6 +461,23 @@ def pack_layout(layout: str | os.PathLike[str], tar_path: str | os.PathLike[str]
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _add_index(archive: tarfile.TarFile, root: Path) -> None:
+    """``index.json`` with every committed tag: its write-ahead log folded in, if it has one."""
+    refs = LayoutRefs(root, read_error)
+    try:
+        refs.refresh()
+        if refs.has_log():
+            out = io.BytesIO()
+            refs.write_folded(out)
+            archive.addfile(_tarinfo(INDEX_FILE, size=out.tell()), io.BytesIO(out.getvalue()))
+            return
+    finally:
+        refs.close()
+    path = root / INDEX_FILE
+    with path.open("rb") as handle:
+        archive.addfile(_tarinfo(INDEX_FILE, size=os.fstat(handle.fileno()).st_size), handle)
 
 
 def _partial(tar: Path) -> Path:
