@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -107,12 +108,69 @@ def fail(exc: BaseException) -> NoReturn:
     sys.exit(EXIT_FATAL)
 
 
+_SUGGESTION = re.compile(r"\.?\s+\(?Did you mean([^)]*?)\)?$")
+
+
+def usage_error_line(exc: click.UsageError) -> str:
+    """Click's usage error as one ``error:`` line: what is wrong, and where the help is.
+
+    Click's own text names the thing at fault (an option, an argument, a
+    value); its first letter is lowered to read as the rest of our lines,
+    and the command's ``--help`` is named for what to do.
+    """
+    message = " ".join(exc.format_message().split())
+    # "... '--fro'. (Did you mean one of: '--from', '--to'?)" (or without the brackets)
+    message = _SUGGESTION.sub(r" (did you mean\1)", message).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    where = exc.ctx.command_path if exc.ctx is not None else "oci-pypi"
+    return f"error: {message}; see '{where} --help'"
+
+
 class Commands(click.Group):
-    """The command group: whatever a command lets escape still ends as one ``error:`` line."""
+    """The command group: whatever a command lets escape still ends as one ``error:`` line.
+
+    Click's own usage errors too (an unknown option, a missing argument, a
+    bad value): :meth:`main` prints them as one ``error:`` line instead of
+    click's usage block, exit code 2, for every command.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # no command at all: the help says what there is
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            click.echo(usage_error_line(exc), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:  # Ctrl-C (or end of input) at a prompt
+            click.echo(err=True)  # after the ^C the terminal shows
+            click.echo("error: interrupted at a prompt; nothing was changed", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            name = ctx.invoked_subcommand
+            command = self.get_command(ctx, name) if exc.ctx is None and name else None
+            if command is not None:  # an option's own error: say whose help to read
+                exc.ctx = click.Context(command, info_name=name, parent=ctx)
+            raise
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (Exception, KeyboardInterrupt) as exc:
@@ -216,7 +274,17 @@ def target_access(
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.read().rstrip("\r\n")
-    return str(click.prompt("Password", hide_input=True))
+    return prompt("Password", hide_input=True)
+
+
+def prompt(text: str, *, hide_input: bool = False) -> str:
+    """Ask on the terminal; without one, a usage error naming the options that answer."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise click.UsageError(
+            f"{text.lower()} needed and stdin is not a terminal to ask on; "
+            "give -u USER and --password-stdin"
+        )
+    return str(click.prompt(text, hide_input=hide_input))
 
 
 def registry_hosts(*targets: Any) -> list[str]:

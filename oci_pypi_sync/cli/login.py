@@ -8,6 +8,7 @@ import click
 
 from oci_pypi_sync.cli.common import (
     EXIT_FATAL,
+    prompt,
     read_password,
     registry_access,
     run,
@@ -52,7 +53,7 @@ def login(
         raise click.UsageError(str(exc)) from exc
     bare = host.removeprefix("https://").removeprefix("http://").rstrip("/")
     plain = plain_http or host.startswith("http://") or is_loopback_host(bare)
-    user = username or str(click.prompt("Username"))
+    user = username or prompt("Username")
     credentials = Credentials(username=user, password=read_password(password_stdin))
     tls, _ = registry_access([bare], ca_bundle, client_cert, client_key, None, False)
     run(lambda: check_login(bare, credentials, plain_http=plain, tls=tls))
