@@ -4,10 +4,14 @@ Both are :class:`~oci_pypi_sync.engine.results.SyncObserver` implementations; th
 engine only calls them. The terminal display says which phase the run is in
 (resolving, reading the index k/N projects, transferring), then overall bytes
 and files with rate and an ETA over a total that no longer grows, and one
-line per active transfer. Off a terminal, ``--progress`` makes each phase
-one plain log line (the command prints the summary); without it those
-lines, and one per finished file, are at INFO level (shown with ``-v``), so
-a cron job's log stays quiet and free of control characters.
+line per active transfer. Off a terminal, each phase is one plain log line
+(resolving, reading the index, what is about to be transferred; the command
+prints the summary), and one per finished file at INFO level (``-v``): a cron
+job's log gets a few lines free of control characters; ``-q`` silences them.
+
+Before a transfer of :data:`ANNOUNCE_BYTES` or more (anything at ``-v``), the
+line ``sync: F files, SIZE planned into TARGET`` is said whatever else is
+shown, so a run of unexpected size says so before it starts.
 """
 
 from __future__ import annotations
@@ -45,10 +49,19 @@ class _Plan:
         return self.planned == self.projects
 
 
+#: From this many bytes planned, a run says so before its first transfer.
+ANNOUNCE_BYTES = 1 << 30
+
+
 def _phase_text(name: Phase, count: int) -> str:
     if name == "resolving":
         return f"resolving the dependencies of {count} requirements"
     return f"reading the index: {count} projects"
+
+
+def planned_text(count: int, total_bytes: int, target: str) -> str:
+    """``sync: 2,541 files, 52.9 GiB planned into TARGET``."""
+    return f"sync: {count:,} files, {human_bytes(total_bytes)} planned into {target}"
 
 
 #: The phase lines: INFO, like the rest, unless :func:`show_phases` lets them through.
@@ -56,33 +69,31 @@ phase_log = logging.getLogger("oci_pypi_sync.progress.phases")
 
 
 def show_phases() -> None:
-    """Show the phase lines at the default log level (``--progress`` off a terminal)."""
+    """Let the phase lines through at the default log level (all but ``-q``)."""
     phase_log.setLevel(logging.INFO)
 
 
 class LogObserver(NullObserver):
-    """One log line per phase, per finished file and per tagged release."""
+    """One log line per phase (with ``phases``), per finished file and per tagged release.
 
-    def __init__(self) -> None:
-        self._plan = _Plan()
+    The line saying what is about to be transferred is a phase line, said
+    even without ``phases`` from ``announce_bytes`` on.
+    """
 
-    def _announce(self, text: str) -> None:
-        phase_log.info("%s", text)
+    def __init__(
+        self, target: str, *, phases: bool = True, announce_bytes: int = ANNOUNCE_BYTES
+    ) -> None:
+        self._target = target
+        self._phases = phases
+        self._announce_bytes = announce_bytes
 
     def phase(self, name: Phase, count: int) -> None:
-        if name == "reading":
-            self._plan.projects = count
-        self._announce(_phase_text(name, count))
+        if self._phases:
+            phase_log.info("%s", _phase_text(name, count))
 
-    def files_planned(self, count: int, total_bytes: int) -> None:
-        self._plan.add_files(count, total_bytes)
-
-    def project_planned(self, project: str) -> None:
-        if self._plan.project_done():
-            self._announce(
-                f"selected: {self._plan.files} files ({human_bytes(self._plan.bytes)}) "
-                f"in {self._plan.projects} projects"
-            )
+    def transfer_planned(self, count: int, total_bytes: int) -> None:
+        if self._phases or total_bytes >= self._announce_bytes:
+            phase_log.info("%s", planned_text(count, total_bytes, self._target))
 
     def file_finished(self, result: FileResult) -> None:
         if result.action == "failed":
@@ -97,7 +108,13 @@ class LogObserver(NullObserver):
 class RichObserver:
     """A live progress display on a terminal (stderr); use as a context manager."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        target: str = "",
+        announce_bytes: int = ANNOUNCE_BYTES,
+    ) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -122,6 +139,8 @@ class RichObserver:
         self._active: dict[str, TaskID] = {}
         self._plan = _Plan()
         self._done_files = 0
+        self._target = target
+        self._announce_bytes = announce_bytes
 
     def __enter__(self) -> RichObserver:
         self._progress.start()
@@ -161,6 +180,11 @@ class RichObserver:
         else:
             text = f"reading the index {self._plan.planned}/{self._plan.projects} projects"
             self._progress.update(self._bytes_task, description=text)
+
+    def transfer_planned(self, count: int, total_bytes: int) -> None:
+        if total_bytes >= self._announce_bytes:
+            text = planned_text(count, total_bytes, self._target)
+            self._progress.console.print(text, markup=False, highlight=False)
 
     def _files_text(self) -> str:
         return f"files {self._done_files}/{self._plan.files}"

@@ -21,6 +21,7 @@ from oci_pypi_sync.cli.common import (
     verbose_option,
 )
 from oci_pypi_sync.cli.options import setting_options
+from oci_pypi_sync.cli.progress import ANNOUNCE_BYTES
 from oci_pypi_sync.engine.results import ReportCollector, SyncReport
 from oci_pypi_sync.errors import UsageError
 
@@ -69,7 +70,8 @@ from oci_pypi_sync.errors import UsageError
 @click.option(
     "--progress/--no-progress",
     default=None,
-    help="Show a live progress display (default: when stderr is a terminal).",
+    help="Show progress: a live display on a terminal, one log line per phase elsewhere "
+    "(default: on; -q silences it).",
 )
 @registry_options
 @verbose_option
@@ -162,7 +164,9 @@ def sync(
         accept_replaced=accept_replaced,
     )
     on_terminal = sys.stderr.isatty()
-    show_progress = progress if progress is not None else (on_terminal and not quiet)
+    show_progress = progress is not False and not quiet
+    # What is about to be transferred is said from this size on (always at -v).
+    announce_bytes = 0 if verbose else ANNOUNCE_BYTES
     connections = settings.jobs * 2
     collector = ReportCollector()
     started = False
@@ -194,10 +198,11 @@ def sync(
                 location.url, timeout=settings.timeout, max_connections=connections
             ) as index:
                 started = True
-                if show_progress and not on_terminal and not quiet:
+                if not quiet:
                     show_phases()
+                target = store.display_name
                 if show_progress and on_terminal:
-                    with RichObserver() as observer:
+                    with RichObserver(target=target, announce_bytes=announce_bytes) as observer:
                         collector = ReportCollector(observer)
                         return await run_job(
                             settings,
@@ -208,7 +213,10 @@ def sync(
                             observer=collector,
                             inputs=inputs,
                         )
-                collector = ReportCollector(LogObserver())
+                phases = show_progress and not on_terminal
+                collector = ReportCollector(
+                    LogObserver(target, phases=phases, announce_bytes=announce_bytes)
+                )
                 return await run_job(
                     settings,
                     flags,

@@ -156,7 +156,8 @@ async def run_job(
         # A listed project with nothing for the targets is no failure; a named one is.
         named = {canonicalize_name(r.name) for r in inputs.requirements}
         listed = {str(canonicalize_name(name)) for name in names}
-        options = replace(options, optional=frozenset(listed - named))
+        # Projects streamed, not all planned before the first transfer.
+        options = replace(options, optional=frozenset(listed - named), plan_first=False)
     requirements = [r for r in requirements if project_allowed(r.name, selection)]
     if not requirements:
         from oci_pypi_sync.errors import UsageError

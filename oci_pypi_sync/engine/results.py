@@ -158,7 +158,9 @@ class SyncObserver(Protocol):
     closure is resolved (``--with-deps`` only), then ``phase("reading",
     projects)`` as the projects' pages are read and their files selected;
     each project then says ``project_planned`` once (whatever became of it),
-    and once every project has, the total of the run is known.
+    and once every project has, the total of the run is known. A run that
+    plans first (named requirements, not ``--all``) then says
+    ``transfer_planned`` before its first transfer.
     """
 
     def phase(self, name: Phase, count: int) -> None:
@@ -169,6 +171,13 @@ class SyncObserver(Protocol):
 
     def files_planned(self, count: int, total_bytes: int) -> None:
         """More files were selected (called once per project)."""
+
+    def transfer_planned(self, count: int, total_bytes: int) -> None:
+        """Every project is planned, no transfer has started: up to ``count`` files and
+        ``total_bytes`` to transfer (projects unchanged since their last sync aside).
+
+        Called once, when the run plans first and has something to transfer.
+        """
 
     def transfer_started(self, filename: str, size: int | None) -> None:
         """A file's bytes started to flow."""
@@ -193,6 +202,9 @@ class NullObserver:
         return None
 
     def files_planned(self, count: int, total_bytes: int) -> None:
+        return None
+
+    def transfer_planned(self, count: int, total_bytes: int) -> None:
         return None
 
     def transfer_started(self, filename: str, size: int | None) -> None:
@@ -228,6 +240,9 @@ class ReportCollector:
 
     def files_planned(self, count: int, total_bytes: int) -> None:
         self._inner.files_planned(count, total_bytes)
+
+    def transfer_planned(self, count: int, total_bytes: int) -> None:
+        self._inner.transfer_planned(count, total_bytes)
 
     def transfer_started(self, filename: str, size: int | None) -> None:
         self._inner.transfer_started(filename, size)

@@ -128,6 +128,10 @@ class SyncOptions:
     provenance: ProvenanceOptions = field(default_factory=ProvenanceOptions)
     #: Refuse the run, before any transfer, when its selected files are larger.
     max_bytes: int | None = None
+    #: Read every project's page before the first transfer, so that the run's
+    #: total is known (and said) before it starts. Off for ``--all``, whose
+    #: projects are too many to hold planned at once.
+    plan_first: bool = True
     #: Projects taken because the index lists them (``--all``), not because a
     #: requirement names them: for these, selecting no file is no failure.
     optional: frozenset[str] = frozenset()
@@ -203,6 +207,7 @@ class Syncer:
         self._planned_projects: dict[str, tuple[int, int]] = {}
         self._project_count = 0
         self._all_planned = asyncio.Event()
+        self._over_budget: str | None = None  # why the run is refused, once the total is known
         # The serial the project list gives each project, when it gives them.
         self._serials: Mapping[str, int] = {}
 
@@ -228,6 +233,8 @@ class Syncer:
         self._catalog_pages = self._catalog_budget(grouped)
         self._project_count = len(grouped)
         self.observer.phase("reading", len(grouped))
+        for project in outcomes:  # unmoved by serial: planned, nothing to transfer
+            self._mark_planned(project, 0, 0)
         try:
             async with asyncio.TaskGroup() as group:
                 for project, reqs in grouped.items():
@@ -393,7 +400,7 @@ class Syncer:
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
         if self.options.dry_run:
-            await self._within_budget(project, selection.files)
+            await self._await_plan(project, selection.files)
             planned = tuple(
                 ReleaseResult(project, version, version_tag(version), None, "planned")
                 for version, _ in selection.releases
@@ -409,7 +416,7 @@ class Syncer:
         unchanged = self._unchanged(project, known, selection, fingerprint)
         if unchanged is not None:
             return replace(unchanged, excluded=excluded, unmatched=unmatched)
-        await self._within_budget(project, selection.files)
+        await self._await_plan(project, selection.files)
         upstream = _page_files(page, project)
         existing_tags = await self._existing_tags(project, new=state is None)
         results = await asyncio.gather(
@@ -454,31 +461,47 @@ class Syncer:
         self._planned_projects[project] = (files, size)
         self.observer.project_planned(project)
         if len(self._planned_projects) >= self._project_count:
-            self._all_planned.set()
+            self._plan_known()
 
-    async def _within_budget(self, project: str, files: Sequence[SelectedFile]) -> None:
-        """Plan the project's files; with ``max_bytes``, wait for every plan, then check.
+    @property
+    def _plans_first(self) -> bool:
+        """Whether no transfer starts before every project is planned."""
+        options = self.options
+        return options.max_bytes is not None or (options.plan_first and not options.dry_run)
 
-        The project's slot is given back while it waits, so the projects after
-        it can be planned; no transfer starts before the total is known.
+    def _plan_known(self) -> None:
+        """Every project is planned: check the budget, say the total, let transfers start."""
+        count = sum(n for n, _ in self._planned_projects.values())
+        total = sum(size for _, size in self._planned_projects.values())
+        budget = self.options.max_bytes
+        if budget is not None and total > budget:
+            self._over_budget = (
+                f"this run would transfer up to {human_bytes(total)} ({count} files), more "
+                f"than --max-bytes {human_bytes(budget)}; raise --max-bytes or narrow the "
+                "selection (--latest, --only-binary, --target, --allow)"
+            )
+        elif self._plans_first and not self.options.dry_run and count:
+            self.observer.transfer_planned(count, total)
+        self._all_planned.set()
+
+    async def _await_plan(self, project: str, files: Sequence[SelectedFile]) -> None:
+        """Plan the project's files; when the run plans first, wait for every plan.
+
+        A run plans first unless it streams its projects (``--all``), and
+        always with ``max_bytes``: no transfer starts before the total is
+        known, said and checked. The project's slot is given back while it
+        waits, so the projects after it can be planned.
         """
         self._mark_planned(project, len(files), sum(f.file.size or 0 for f in files))
-        budget = self.options.max_bytes
-        if budget is None:
+        if not self._plans_first:
             return
         self._project_slots.release()
         try:
             await self._all_planned.wait()
         finally:
             await self._project_slots.acquire()
-        count = sum(n for n, _ in self._planned_projects.values())
-        total = sum(size for _, size in self._planned_projects.values())
-        if total > budget:
-            raise BudgetExceededError(
-                f"this run would transfer up to {human_bytes(total)} ({count} files), more "
-                f"than --max-bytes {human_bytes(budget)}; raise --max-bytes or narrow the "
-                "selection (--latest, --only-binary, --target, --allow)"
-            )
+        if self._over_budget is not None:
+            raise BudgetExceededError(self._over_budget)
 
     def _unmatched(self, project: str, selection: ProjectSelection) -> tuple[ProjectError, ...]:
         """The requirements that select no file: failures, as pip would fail on them."""
