@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,9 +54,11 @@ def test_default_target_is_a_layout_in_the_current_directory(
         for f in report["files"]
     )
     assert (tmp_path / "oci-pypi-mirror" / "oci-layout").is_file()
-    # Off a terminal: no control characters, warnings only, one summary line.
+    # Off a terminal: no control characters, a line per phase, one summary line.
     assert "\x1b" not in result.stderr
-    (summary_line,) = result.stderr.strip().splitlines()
+    reading, planned, summary_line = result.stderr.strip().splitlines()
+    assert reading.endswith(" INFO reading the index: 1 projects")
+    assert re.search(r" INFO sync: 2 files, \d+\.\d KiB planned into oci:oci-pypi-mirror$", planned)
     assert summary_line.startswith("oci:oci-pypi-mirror: 2 pushed (")
     assert summary_line.endswith("), 0 present on the target, 1 releases tagged")
 
@@ -112,7 +115,12 @@ def test_unreachable_registry_exits_3_in_one_line(index: FixtureIndex, tmp_path:
         "sync", "tool", "--to", "127.0.0.1:1/pypi", "--retries", "0", cwd=tmp_path, index=index
     )
     assert result.returncode == 3
-    assert result.stderr.strip() == "error: cannot reach registry 127.0.0.1:1: connection refused"
+    *phases, error = result.stderr.strip().splitlines()
+    assert error == "error: cannot reach registry 127.0.0.1:1: connection refused"
+    assert [line.split(" INFO ")[1] for line in phases] == [
+        "reading the index: 1 projects",
+        "sync: 2 files, 2.5 KiB planned into 127.0.0.1:1/pypi",
+    ]
 
 
 def test_unreachable_index_exits_3(tmp_path: Path) -> None:
