@@ -683,3 +683,39 @@ def test_a_state_file_without_the_cache_tables_gets_them(state: Path) -> None:
         journal.record_metadata("sha256:" + SHA_A, b"m")
         assert journal.stored_metadata("sha256:" + SHA_A) == b"m"
         assert journal.project_state("six") is not None
+
+
+# --- bound to its target -------------------------------------------------------------
+
+
+def test_the_binding_survives_a_reopen_and_forgetting_keeps_failures(state: Path) -> None:
+    with Journal.open(state, target=TARGET) as journal:
+        assert journal.binding() == (None, None)
+        assert not journal.has_target_records()
+        journal.bind("id-1", "sha256:" + "c" * 64)
+        journal.record_file_done("six", "1.0", "six-1.0.tar.gz", "a" * 64, 10, "sha256:" + "m" * 64)
+        journal.record_release("six", "1.0", "1.0", "sha256:" + "i" * 64)
+        journal.record_blob("six", "sha256:" + "a" * 64)
+        journal.record_project_ok("six", page_digest="p", etag="e", last_serial=1, complete=True)
+        journal.record_release("lxml", "5.0", "5.0", "sha256:" + "j" * 64)
+        journal.record_project_failure("lxml", "boom")
+    with Journal.open(state, target=TARGET) as journal:
+        assert journal.binding() == ("id-1", "sha256:" + "c" * 64)
+        assert journal.all_release_digests() == {
+            "six": {"1.0": "sha256:" + "i" * 64},
+            "lxml": {"5.0": "sha256:" + "j" * 64},
+        }
+        journal.forget_projects(["six"])
+        assert journal.all_release_digests() == {"lxml": {"5.0": "sha256:" + "j" * 64}}
+        six = journal.project_state("six")
+        assert six is not None
+        assert (six.page_digest, six.etag, six.complete) == (None, None, False)
+        assert journal.files_of("six") == []
+        assert journal.blob_repositories("sha256:" + "a" * 64) == []
+        journal.forget_target()
+        assert not journal.has_target_records()
+        lxml = journal.project_state("lxml")
+        assert lxml is not None
+        assert lxml.consecutive_failures == 1  # failures are kept
+        journal.record_catalog(None)
+        assert journal.binding() == ("id-1", None)

@@ -276,6 +276,8 @@ class ReleaseSync:
                 self.observer.file_finished(result)
                 return _FileOutcome(result, entries)
             replace_blob = found == "damaged"
+            gone = "bytes" if found == "damaged" else "manifest or bytes"
+            note = f"the target listed it, but its {gone} were gone or damaged: written again"
         if self.journal is not None:
             self.journal.record_file_pending(
                 repo, selected.version, file.filename, sha256, file.size

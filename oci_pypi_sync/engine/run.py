@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import Requirement
 
+from oci_pypi_sync.engine.binding import bind_state
 from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.provenance import ProvenanceStep
 from oci_pypi_sync.engine.release import ReleaseSync, file_result
@@ -225,6 +226,9 @@ class Syncer:
             grouped = {name: reqs for name, reqs in grouped.items() if shard.owns(name)}
             log.info("shard %s: %d projects", shard, len(grouped))
         outcomes: dict[str, _ProjectOutcome] = {}
+        if self.journal is not None:
+            # Before anything trusts the state file: is it this target's?
+            await bind_state(self.writer, self.journal, self.options.retry)
         self._serials = serials or {}
         for project in self._unmoved(grouped):
             outcomes[project] = _ProjectOutcome(unchanged=True)
@@ -303,7 +307,7 @@ class Syncer:
         if additions.empty:
             return None
         try:
-            await self._retry(
+            latest, _ = await self._retry(
                 "catalog", lambda: update_catalog(self.writer, additions, self.options.shard)
             )
         except FATAL_ERRORS:
@@ -311,6 +315,9 @@ class Syncer:
         except (OciPypiError, ValueError) as exc:
             log.warning("catalog: %s", exc)
             return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
+        if self.journal is not None:
+            # The catalog this state last wrote: the next run's check (bind_state).
+            self.journal.record_catalog(latest)
         return None
 
     # --- projects --------------------------------------------------------------

@@ -17,11 +17,12 @@ when they need to be sure.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from oci_pypi_sync.errors import RegistryError
+from oci_pypi_sync.errors import RegistryError, TargetError
 from oci_pypi_sync.format import (
     A_FORMAT,
     FORMAT_VERSION,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from oci_pypi_sync.engine.results import ReleaseResult
     from oci_pypi_sync.engine.writer import Writer
     from oci_pypi_sync.plan.shard import Shard
-    from oci_pypi_sync.stores.protocols import Store
+    from oci_pypi_sync.stores.protocols import Store, StoredManifest
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,10 @@ async def read_catalog_blob(store: Store, reference: str) -> tuple[str, bytes] |
     manifest = await store.get_manifest(CATALOG_REPOSITORY, reference)
     if manifest is None:
         return None
+    return manifest.digest, await _catalog_bytes(store, manifest, reference)
+
+
+async def _catalog_bytes(store: Store, manifest: StoredManifest, reference: str) -> bytes:
     layers = loads_json(manifest.body, f"catalog {reference}").get("layers") or []
     if not layers:
         raise ValueError(f"catalog {reference} has no layer")
@@ -243,7 +248,7 @@ async def read_catalog_blob(store: Store, reference: str) -> tuple[str, bytes] |
     data = b"".join(chunks)
     if sha256_digest(data) != layers[0]["digest"]:
         raise ValueError(f"catalog {reference}: its blob does not match its digest")
-    return manifest.digest, data
+    return data
 
 
 async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None:
@@ -252,6 +257,11 @@ async def read_catalog_tag(store: Store, tag: str) -> tuple[str, Catalog] | None
     if found is None:
         return None
     return found[0], Catalog.from_json(found[1])
+
+
+async def read_catalog_manifest(store: Store, manifest: StoredManifest) -> Catalog:
+    """The catalog a catalog manifest already read carries (its one layer, from the store)."""
+    return Catalog.from_json(await _catalog_bytes(store, manifest, manifest.digest))
 
 
 async def write_catalog_tag(writer: Writer, tag: str, catalog: Catalog) -> str:
@@ -326,6 +336,68 @@ async def update_catalog(
         log.info("catalog: a fragment changed while merging; merging again (%d)", attempt)
     log.warning("catalog: fragments kept changing; 'latest' may lag until the next sync")
     return latest, merged
+
+
+# --- the target's identity ------------------------------------------------------------
+
+IDENTITY_TAG = "identity"
+TARGET_ARTIFACT = "application/vnd.oci-pypi.target.v1"
+A_TARGET_ID = "dev.oci-pypi.target-id"
+
+
+def identity_manifest(identity: str) -> bytes:
+    """The manifest naming a target's identity (its one layer is the empty blob)."""
+    empty = empty_config().descriptor.to_json()
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": TARGET_ARTIFACT,
+            "config": empty,
+            "layers": [empty],
+            "annotations": {A_FORMAT: FORMAT_VERSION, A_TARGET_ID: identity},
+        }
+    )
+
+
+def identity_of(manifest: StoredManifest | None) -> str | None:
+    """The identity a manifest names, if it is an identity manifest."""
+    if manifest is None:
+        return None
+    try:
+        value = (loads_json(manifest.body, "the target identity").get("annotations") or {}).get(
+            A_TARGET_ID
+        )
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+async def read_identity(store: Store) -> str | None:
+    """The target's identity; ``None`` before the first sync wrote one (or after a wipe)."""
+    return identity_of(await store.get_manifest(CATALOG_REPOSITORY, IDENTITY_TAG))
+
+
+async def create_identity(writer: Writer) -> str:
+    """Give the target an identity unless it has one; the identity it has now.
+
+    A random id, written once. Two first syncs at once may both write one:
+    the second write is refused where the store updates tags atomically,
+    and the tag read back decides otherwise.
+    """
+    fresh = secrets.token_hex(16)
+    empty = empty_config()
+    await writer.blob_bytes(CATALOG_REPOSITORY, empty.descriptor.digest, empty.data)
+    body = identity_manifest(fresh)
+
+    def keep_any(current: StoredManifest | None) -> bytes | None:
+        return None if identity_of(current) is not None else body
+
+    await writer.tag(CATALOG_REPOSITORY, IDENTITY_TAG, OCI_MANIFEST, keep_any)
+    found = await read_identity(writer.store)
+    if found is None:
+        raise TargetError(f"{writer.store.display_name} did not keep the target identity written")
+    return found
 
 
 def _concurrent_write(exc: RegistryError) -> bool:

@@ -47,6 +47,7 @@ from oci_pypi_sync.format import (
     parse_referrers_index,
     read_release_index,
 )
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, IDENTITY_TAG
 from oci_pypi_sync.stores.protocols import Store, StoredManifest, TagMerge
 
 __all__ = [
@@ -368,6 +369,8 @@ async def copy(
                 repo_errors.append((repo, str(exc)))
                 continue
             for tag in tags:
+                if repo == CATALOG_REPOSITORY and tag == IDENTITY_TAG:
+                    continue  # each target has its own identity (see engine.binding)
                 await queue.put((repo, tag))
         for _ in range(copier.jobs):
             await queue.put(None)

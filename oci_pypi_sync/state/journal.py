@@ -4,7 +4,10 @@ The target (registry or layout) stays the truth. The journal only remembers
 what earlier runs did, so that a rerun after a crash does not upload a file
 twice, an unchanged project costs one page fetch, failures keep their
 reasons, and a project that keeps failing is set aside for a while instead
-of blocking the others. Losing the file costs time, never correctness.
+of blocking the others. Losing the file costs time, never correctness. It
+is bound to the target it describes: the target's identity and the catalog
+digest it last saw are kept here (see :mod:`oci_pypi_sync.engine.binding`),
+and what it says of a target that is not that one is forgotten.
 It also keeps what the index served for the dependency closure (pages to
 revalidate, core metadata by digest) and the closures resolved from them
 (see :mod:`oci_pypi_sync.index.cache`), so a rerun resolves without
@@ -27,7 +30,7 @@ import re
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -678,6 +681,85 @@ class Journal:
                 "DELETE FROM closures WHERE key NOT IN "
                 "(SELECT key FROM closures ORDER BY stored_at DESC, key LIMIT ?)",
                 (CLOSURES_KEPT,),
+            )
+
+    # --- the target this state describes -----------------------------------------
+
+    def binding(self) -> tuple[str | None, str | None]:
+        """The identity of the target this state describes, and the catalog digest it last saw."""
+        with self._errors():
+            meta = dict(
+                self._conn.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('target_identity', 'catalog_digest')"
+                ).fetchall()
+            )
+        return meta.get("target_identity"), meta.get("catalog_digest")
+
+    def bind(self, identity: str, catalog_digest: str | None) -> None:
+        """From now on the state describes the target with this identity."""
+        self._writable()
+        with self._errors(), self._transaction():
+            self._set_meta("target_identity", identity)
+            self._set_meta("catalog_digest", catalog_digest)
+
+    def record_catalog(self, digest: str | None) -> None:
+        """The catalog (its ``latest`` manifest digest) this state last wrote or read."""
+        self._writable()
+        with self._errors():
+            self._set_meta("catalog_digest", digest)
+
+    def has_target_records(self) -> bool:
+        """Whether the state says anything about what the target holds."""
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM files) OR EXISTS (SELECT 1 FROM releases) "
+                "OR EXISTS (SELECT 1 FROM blobs) OR EXISTS (SELECT 1 FROM projects WHERE complete)"
+            ).fetchone()
+        return bool(row[0])
+
+    def forget_target(self) -> None:
+        """Drop everything recorded about the target; failure counts and quarantine stay.
+
+        For a target that is not the one the records describe: every
+        project is then read from the target again on its next sync.
+        """
+        self._writable()
+        with self._errors(), self._transaction():
+            for table in ("files", "releases", "blobs"):
+                self._conn.execute(f"DELETE FROM {table}")
+            self._conn.execute("UPDATE projects SET page_digest = NULL, etag = NULL, complete = 0")
+
+    def forget_projects(self, projects: Iterable[str]) -> None:
+        """Drop what is recorded about these projects on the target (see :meth:`forget_target`)."""
+        self._writable()
+        names = [(name,) for name in projects]
+        with self._errors(), self._transaction():
+            self._conn.executemany("DELETE FROM files WHERE project = ?", names)
+            self._conn.executemany("DELETE FROM releases WHERE project = ?", names)
+            self._conn.executemany("DELETE FROM blobs WHERE repo = ?", names)
+            self._conn.executemany(
+                "UPDATE projects SET page_digest = NULL, etag = NULL, complete = 0 "
+                "WHERE project = ?",
+                names,
+            )
+
+    def all_release_digests(self) -> dict[str, dict[str, str]]:
+        """Every project's tagged index digests, by project and tag."""
+        with self._errors():
+            rows = self._conn.execute("SELECT project, tag, index_digest FROM releases").fetchall()
+        found: dict[str, dict[str, str]] = {}
+        for project, tag, digest in rows:
+            found.setdefault(project, {})[tag] = digest
+        return found
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
             )
 
     # --- summary ------------------------------------------------------------------
