@@ -18,6 +18,7 @@ from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine import writer as writer_module
 from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.engine.writer import Writer
+from oci_pypi_sync.errors import LayoutError
 from oci_pypi_sync.stores.credentials import CredentialStore
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.protocols import StoredManifest, TagMerge
@@ -190,3 +191,20 @@ async def test_a_layout_tag_is_read_merged_and_written_under_its_lock(tmp_path: 
         Writer(layout, QUICK).tag("pkg", "1.0", fmt.OCI_INDEX, adding(entries, "c.whl")),
     )
     assert titles_of(await other.get_manifest("pkg", "1.0")) == {"a.whl", "b.whl", "c.whl"}
+
+
+def test_a_layout_another_writer_is_making_right_now_is_written_into(tmp_path: Path) -> None:
+    # What another writer's first write has made before its oci-layout file:
+    # not someone else's directory, so not refused.
+    path = tmp_path / "m"
+    (path / "blobs" / "sha256").mkdir(parents=True)
+    (path / "index.json").write_bytes(b'{"schemaVersion": 2, "manifests": []}')
+    LayoutStore(path)
+    # A blob, a tag, a file of another tool: refused, as any non-empty directory.
+    (path / "blobs" / "sha256" / ("0" * 64)).write_bytes(b"x")
+    with pytest.raises(LayoutError, match="non-empty directory"):
+        LayoutStore(path)
+    (path / "blobs" / "sha256" / ("0" * 64)).unlink()
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(LayoutError, match="non-empty directory"):
+        LayoutStore(path)

@@ -399,6 +399,7 @@ class Writer:
             self.retry,
             f"{repo}@{digest}: manifest",
             lambda: self.store.put_manifest(repo, digest, media_type, body),
+            transient=_manifest_transient(),
         )
 
     # --- tags ---------------------------------------------------------------------------
@@ -552,6 +553,26 @@ def _upload_transient() -> Callable[[BaseException], bool]:
         if isinstance(exc, DigestMismatchError):
             mismatches += 1
             return mismatches < 2
+        return is_transient(exc)
+
+    return transient
+
+
+def _manifest_transient() -> Callable[[BaseException], bool]:
+    """Transient faults, and a few more tries after a ``DIGEST_INVALID``.
+
+    The digest of a manifest is computed here from the bytes sent, so the
+    registry's refusing it is not about them: Distribution answers it while
+    another writer's upload of a blob the manifest names rewrites that blob's
+    link file (not atomically), as two syncs of one release do.
+    """
+    refusals = 0
+
+    def transient(exc: BaseException) -> bool:
+        nonlocal refusals
+        if isinstance(exc, RegistryError) and exc.code == "DIGEST_INVALID":
+            refusals += 1
+            return refusals < 4
         return is_transient(exc)
 
     return transient

@@ -159,26 +159,49 @@ class LayoutStore(
     def _validate(self, create: bool) -> bool:
         """Check an existing layout; a missing one is made on the first write."""
         layout_file = self.path / LAYOUT_FILE
-        if layout_file.is_file():
-            try:
-                version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
-            if not str(version).startswith("1."):
-                raise LayoutError(f"{self.path}: unsupported image layout version {version}")
+        if not layout_file.is_file():
+            if not create:
+                raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
+            if self.path.exists() and not self.path.is_dir():
+                raise LayoutError(f"{self.path} exists and is not a directory")
+            if self._skeleton():
+                return False
+            # Another writer can finish making the layout between the two looks.
+            if not layout_file.is_file():
+                raise LayoutError(
+                    f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
+                    "refusing to write a layout into it"
+                )
+        try:
+            version = json.loads(layout_file.read_bytes())["imageLayoutVersion"]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise LayoutError(f"{layout_file} is not a valid oci-layout file") from exc
+        if not str(version).startswith("1."):
+            raise LayoutError(f"{self.path}: unsupported image layout version {version}")
+        return True
+
+    def _skeleton(self) -> bool:
+        """Whether the directory is missing, empty, or only what :meth:`_create` writes
+        before the ``oci-layout`` file: another writer making the layout right now,
+        or one that stopped half-way. Anything else is not ours to write into."""
+        try:
+            entries = {e.name for e in self.path.iterdir() if not e.name.startswith(".")}
+            if not entries <= {"blobs", INDEX_FILE}:
+                return False
+            if "blobs" in entries:
+                blobs = self.path / "blobs"
+                if not {e.name for e in blobs.iterdir()} <= {"sha256"}:
+                    return False
+                if (blobs / "sha256").is_dir() and any((blobs / "sha256").iterdir()):
+                    return False
+            if INDEX_FILE in entries:
+                index = json.loads((self.path / INDEX_FILE).read_bytes())
+                return isinstance(index, dict) and not index.get("manifests")
+        except FileNotFoundError:
             return True
-        if not create:
-            raise LayoutError(f"{self.path} is not an OCI image layout (no {LAYOUT_FILE} file)")
-        if self.path.exists() and not self.path.is_dir():
-            raise LayoutError(f"{self.path} exists and is not a directory")
-        if self.path.is_dir() and any(
-            not entry.name.startswith(".") for entry in self.path.iterdir()
-        ):
-            raise LayoutError(
-                f"{self.path} is a non-empty directory without an {LAYOUT_FILE} file; "
-                "refusing to write a layout into it"
-            )
-        return False
+        except (OSError, ValueError, RecursionError):
+            return False
+        return True
 
     def _created(self) -> None:
         if not self._exists:
@@ -195,10 +218,11 @@ class LayoutStore(
         """Write the layout's skeleton, unless another writer just did (checked under the lock)."""
         layout_file = self.path / LAYOUT_FILE
         try:
-            (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
             with self._locked():
                 if layout_file.is_file():
                     return
+                (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
                 _atomic_write(self.path / INDEX_FILE, empty_index(), self._scratch)
                 _atomic_write(
                     layout_file,
