@@ -22,7 +22,13 @@ from oci_pypi_sync.cli.common import (
 )
 from oci_pypi_sync.cli.options import setting_options
 from oci_pypi_sync.cli.progress import ANNOUNCE_BYTES
-from oci_pypi_sync.engine.results import ReportCollector, SyncReport
+from oci_pypi_sync.engine.results import (
+    CollectingSink,
+    DiscardingSink,
+    ReportCollector,
+    ReportSink,
+    SyncReport,
+)
 from oci_pypi_sync.errors import UsageError
 
 
@@ -38,6 +44,13 @@ from oci_pypi_sync.errors import UsageError
 @click.option("--all", "all_projects", is_flag=True, help="Every project of the index.")
 @click.option("--dry-run", is_flag=True, help="Show what would be mirrored; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option(
+    "--json-lines",
+    "as_json_lines",
+    is_flag=True,
+    help="Print the report as JSON Lines on stdout, a record per file, release, error "
+    "and exclusion as projects finish (with --all), the summary record last.",
+)
 @click.option("--no-state", is_flag=True, help="Keep no state file; the target alone is asked.")
 @click.option(
     "--shards",
@@ -81,6 +94,7 @@ def sync(
     all_projects: bool,
     dry_run: bool,
     as_json: bool,
+    as_json_lines: bool,
     no_state: bool,
     shards: int | None,
     recheck: bool,
@@ -113,9 +127,17 @@ def sync(
     """
     import os
 
-    from oci_pypi_sync.cli.render import plan_table, report_json, summary_line
+    from oci_pypi_sync.cli.render import (
+        JsonLinesSink,
+        PlanTableSink,
+        plan_table,
+        report_json,
+        report_json_lines,
+        summary_json_line,
+        summary_line,
+    )
     from oci_pypi_sync.config import load_config, merge_settings
-    from oci_pypi_sync.engine.job import JobFlags, read_inputs, run_job
+    from oci_pypi_sync.engine.job import JobFlags, read_inputs, run_job, streams
     from oci_pypi_sync.index.location import resolve_index_url
     from oci_pypi_sync.plan.shard import shard_from_environment
     from oci_pypi_sync.redact import redact_url
@@ -142,6 +164,8 @@ def sync(
             raise UsageError(
                 "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
             )
+        if as_json and as_json_lines:
+            raise UsageError("--json and --json-lines both print the report: choose one")
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -168,7 +192,17 @@ def sync(
     # What is about to be transferred is said from this size on (always at -v).
     announce_bytes = 0 if verbose else ANNOUNCE_BYTES
     connections = settings.jobs * 2
-    collector = ReportCollector()
+    # A run over the whole index streams its records (see run_job): as JSON Lines,
+    # as a plan table printed as it goes, or kept for --json.
+    streamed = all_projects and streams(settings)
+    collector = ReportCollector(keep=not streamed)
+    sink: ReportSink = DiscardingSink()
+    if streamed and as_json_lines:
+        sink = JsonLinesSink(click.echo)
+    elif streamed and as_json:
+        sink = CollectingSink()
+    elif streamed and dry_run:
+        sink = PlanTableSink(click.echo)
     started = False
 
     async def go() -> Any:
@@ -203,7 +237,7 @@ def sync(
                 target = store.display_name
                 if show_progress and on_terminal:
                     with RichObserver(target=target, announce_bytes=announce_bytes) as observer:
-                        collector = ReportCollector(observer)
+                        collector = ReportCollector(observer, keep=not streamed)
                         return await run_job(
                             settings,
                             flags,
@@ -212,10 +246,12 @@ def sync(
                             journal=journal,
                             observer=collector,
                             inputs=inputs,
+                            sink=sink,
                         )
                 phases = show_progress and not on_terminal
                 collector = ReportCollector(
-                    LogObserver(target, phases=phases, announce_bytes=announce_bytes)
+                    LogObserver(target, phases=phases, announce_bytes=announce_bytes),
+                    keep=not streamed,
                 )
                 return await run_job(
                     settings,
@@ -225,6 +261,7 @@ def sync(
                     journal=journal,
                     observer=collector,
                     inputs=inputs,
+                    sink=sink,
                 )
         finally:
             await store.aclose()
@@ -241,8 +278,17 @@ def sync(
         show(partial, summary=bool(partial.files or partial.releases))
 
     def show(report: SyncReport, *, summary: bool = True) -> None:
-        if as_json:
-            click.echo(report_json(report))
+        if as_json_lines:
+            # A streamed run wrote its records already: its summary is left.
+            streamed = report.streamed is not None
+            for line in [summary_json_line(report)] if streamed else report_json_lines(report):
+                click.echo(line)
+        elif as_json:
+            click.echo(
+                report_json(sink.attach(report) if isinstance(sink, CollectingSink) else report)
+            )
+        elif isinstance(sink, PlanTableSink):
+            click.echo(sink.footer())
         elif dry_run and summary:
             click.echo(plan_table(report))
         if not quiet and summary:

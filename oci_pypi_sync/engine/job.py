@@ -18,11 +18,18 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from oci_pypi_sync.config import Settings
-from oci_pypi_sync.engine.results import ProjectError, SyncObserver, SyncReport
+from oci_pypi_sync.engine.results import (
+    DiscardingSink,
+    ProjectError,
+    ReportSink,
+    SyncObserver,
+    SyncReport,
+)
 from oci_pypi_sync.engine.retry import RetryPolicy
-from oci_pypi_sync.engine.run import SyncOptions, sync
+from oci_pypi_sync.engine.run import Syncer, SyncOptions, sync
 from oci_pypi_sync.index.location import IndexLocation
 from oci_pypi_sync.plan.inputs import InputFileError, read_pylock, read_requirements_file
+from oci_pypi_sync.plan.listed import ListedProjects
 from oci_pypi_sync.plan.names import close_names
 from oci_pypi_sync.plan.select import SelectionOptions, parse_requirements, project_allowed
 from oci_pypi_sync.plan.shard import parse_shard
@@ -126,11 +133,16 @@ async def run_job(
     journal: Journal | None = None,
     observer: SyncObserver | None = None,
     inputs: JobInputs | None = None,
+    sink: ReportSink | None = None,
 ) -> SyncReport:
     """Read the inputs, take every project when asked, resolve the closure when asked, sync.
 
     ``inputs`` are the ones :func:`read_inputs` gave, when the caller has
-    read them already (to choose the index they name).
+    read them already (to choose the index they name). A run over the whole
+    index (``--all``) streams: its records go to ``sink`` as projects finish
+    (see :meth:`~oci_pypi_sync.engine.run.Syncer.stream`) and its report keeps
+    only what failed, unless it resolves dependencies or has a byte budget,
+    both of which need every project at once.
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -138,6 +150,15 @@ async def run_job(
         inputs = read_inputs(settings)
     selection = settings.selection_options(hashes=inputs.hashes)
     options = sync_options(settings, flags, selection)
+    if flags.all_projects and streams(settings):
+        report = await _stream_all(
+            inputs, index, store, options, journal=journal, observer=observer, sink=sink
+        )
+        return replace(
+            report,
+            started=started.isoformat(timespec="seconds"),
+            seconds=round(time.monotonic() - clock, 3),
+        )
     requirements = list(inputs.requirements)
     names: list[str] = []
     serials = None
@@ -190,6 +211,51 @@ async def run_job(
         started=started.isoformat(timespec="seconds"),
         seconds=round(time.monotonic() - clock, 3),
     )
+
+
+def streams(settings: Settings) -> bool:
+    """Whether a run over the whole index streams (see :func:`run_job`)."""
+    return not settings.with_deps and settings.max_bytes is None
+
+
+async def _stream_all(
+    inputs: JobInputs,
+    index: IndexClient,
+    store: Store,
+    options: SyncOptions,
+    *,
+    journal: Journal | None,
+    observer: SyncObserver | None,
+    sink: ReportSink | None,
+) -> SyncReport:
+    """Every project of the index (this shard's, allowed), with the named ones, streamed."""
+    listing = await index.get_project_index()
+    selection = options.selection
+    allowed = None
+    if selection.allow or selection.deny:
+
+        def allowed(name: str) -> bool:
+            return project_allowed(name, selection)
+
+    projects = ListedProjects(listing, inputs.requirements, shard=options.shard, allowed=allowed)
+    log.info(
+        "%d projects from the index%s",
+        len(projects),
+        ", with serials" if listing.gives_serials else "",
+    )
+    if not len(projects):
+        from oci_pypi_sync.errors import UsageError
+
+        raise UsageError(
+            "nothing to sync: give requirements, -r FILE, --pylock FILE, --config FILE or --all"
+        )
+    syncer = Syncer(index, store, options, journal=journal, observer=observer)
+    report = await syncer.stream(projects, sink or DiscardingSink())
+    if any(error.not_found for error in report.project_errors):
+        known = [str(canonicalize_name(name)) for name, _ in listing]
+        errors = tuple(_with_close_names(e, known) for e in report.project_errors)
+        report = replace(report, project_errors=errors)
+    return report
 
 
 def _with_close_names(error: ProjectError, known: Sequence[str]) -> ProjectError:

@@ -6,7 +6,8 @@ observers hear them as they happen (progress bars, logs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 #: ``pushed``: the file's bytes were uploaded. ``present``: the target held
@@ -110,11 +111,124 @@ class Excluded:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportTotals:
+    """What a run's records add up to, counted as they pass (see :class:`Tally`)."""
+
+    files: int = 0
+    pushed: int = 0
+    present: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    replaced_upstream: int = 0
+    planned: int = 0
+    bytes_pushed: int = 0
+    bytes_planned: int = 0
+    releases_tagged: int = 0
+    releases_failed: int = 0
+    excluded: int = 0
+
+    def files_with(self, action: FileAction) -> int:
+        return {
+            "pushed": self.pushed,
+            "present": self.present,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "replaced-upstream": self.replaced_upstream,
+            "planned": self.planned,
+        }[action]
+
+
+#: Everything a report holds, one record at a time (what a streamed report is made of).
+ReportRecord = FileResult | ReleaseResult | ProjectError | Excluded | ProjectWarning
+
+
+class Tally:
+    """Counts records into :class:`ReportTotals`: the one place the totals are made."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = dict.fromkeys(ReportTotals.__dataclass_fields__, 0)
+
+    def add(self, record: ReportRecord) -> None:
+        counts = self._counts
+        if isinstance(record, FileResult):
+            counts["files"] += 1
+            action = record.action.replace("-", "_")
+            counts[action] += 1
+            if record.action == "pushed":
+                counts["bytes_pushed"] += record.size or 0
+            elif record.action == "planned":
+                counts["bytes_planned"] += record.size or 0
+        elif isinstance(record, ReleaseResult):
+            if record.action == "pushed":
+                counts["releases_tagged"] += 1
+            elif record.action == "failed":
+                counts["releases_failed"] += 1
+        elif isinstance(record, Excluded):
+            counts["excluded"] += 1
+
+    def totals(self) -> ReportTotals:
+        return ReportTotals(**self._counts)
+
+    @classmethod
+    def of(cls, *records: Iterable[ReportRecord]) -> ReportTotals:
+        tally = cls()
+        for group in records:
+            for record in group:
+                tally.add(record)
+        return tally.totals()
+
+
+class ReportSink(Protocol):
+    """Takes a streamed run's records as projects finish (JSON Lines, a plan table...)."""
+
+    def record(self, item: ReportRecord) -> None:
+        """One more record; called from the event loop, so it must return quickly."""
+
+
+class DiscardingSink:
+    """A sink for a streamed run whose records nobody reads (the counts are kept anyway)."""
+
+    def record(self, item: ReportRecord) -> None:
+        return None
+
+
+class CollectingSink:
+    """A sink that keeps every record, for a report held whole (``--json``) of a streamed run."""
+
+    def __init__(self) -> None:
+        self.files: list[FileResult] = []
+        self.releases: list[ReleaseResult] = []
+        self.excluded: list[Excluded] = []
+
+    def record(self, item: ReportRecord) -> None:
+        if isinstance(item, FileResult):
+            self.files.append(item)
+        elif isinstance(item, ReleaseResult):
+            self.releases.append(item)
+        elif isinstance(item, Excluded):
+            self.excluded.append(item)
+
+    def attach(self, report: SyncReport) -> SyncReport:
+        """The report with every file, release and exclusion heard (errors it keeps itself)."""
+        if report.streamed is None:
+            return report
+        return replace(
+            report,
+            files=tuple(self.files),
+            releases=tuple(self.releases),
+            excluded=tuple(self.excluded),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
     """The outcome of a sync: per file, per release, per failed project, and what was left out.
 
     ``started`` is when the run began (ISO 8601, UTC) and ``seconds`` how long
-    it took, both set by the job that ran it.
+    it took, both set by the job that ran it. A run over the whole index
+    streams its records to a :class:`ReportSink` instead of keeping them:
+    its report keeps only what failed (files, projects) and the warnings,
+    and ``streamed`` holds the totals of everything.
     """
 
     target: str
@@ -130,22 +244,32 @@ class SyncReport:
     warnings: tuple[ProjectWarning, ...] = ()
     #: Why the run stopped before its end (a fatal error, an interrupt); ``None`` when it did not.
     aborted: str | None = None
+    streamed: ReportTotals | None = None
+
+    @property
+    def totals(self) -> ReportTotals:
+        if self.streamed is not None:
+            return self.streamed
+        return Tally.of(self.files, self.releases, self.excluded)
 
     @property
     def failed(self) -> bool:
+        totals = self.totals
         return bool(
             self.aborted
             or self.project_errors
-            or any(f.action in FAILED_ACTIONS for f in self.files)
-            or any(r.action == "failed" for r in self.releases)
+            or totals.failed
+            or totals.replaced_upstream
+            or totals.releases_failed
         )
 
-    def count(self, action: str) -> int:
-        return sum(1 for f in self.files if f.action == action)
+    def count(self, action: FileAction) -> int:
+        """How many files ended with ``action``."""
+        return self.totals.files_with(action)
 
     @property
     def bytes_pushed(self) -> int:
-        return sum(f.size or 0 for f in self.files if f.action == "pushed")
+        return self.totals.bytes_pushed
 
 
 Phase = Literal["resolving", "reading"]
@@ -225,10 +349,14 @@ class ReportCollector:
 
     When a run stops before its end (a fatal error, an interrupt), the
     engine returns no report; :meth:`partial` makes one of what had finished.
+    For a streamed run (``keep=False``) it counts instead, keeping only the
+    files that failed: its records went out as they came.
     """
 
-    def __init__(self, inner: SyncObserver | None = None) -> None:
+    def __init__(self, inner: SyncObserver | None = None, *, keep: bool = True) -> None:
         self._inner: SyncObserver = inner or NullObserver()
+        self._keep = keep
+        self._tally = Tally()
         self.files: list[FileResult] = []
         self.releases: list[ReleaseResult] = []
 
@@ -251,15 +379,31 @@ class ReportCollector:
         self._inner.bytes_transferred(filename, count)
 
     def file_finished(self, result: FileResult) -> None:
-        self.files.append(result)
+        if self._keep or result.action in FAILED_ACTIONS:
+            self.files.append(result)
+        if not self._keep:
+            self._tally.add(result)
         self._inner.file_finished(result)
 
     def release_finished(self, result: ReleaseResult) -> None:
-        self.releases.append(result)
+        if self._keep:
+            self.releases.append(result)
+        else:
+            self._tally.add(result)
         self._inner.release_finished(result)
 
     def partial(self, target: str, aborted: str, *, dry_run: bool = False) -> SyncReport:
         """The report of a run that stopped, with what had finished before ``aborted``."""
+        if not self._keep:
+            return SyncReport(
+                target=target,
+                files=tuple(self.files),
+                releases=(),
+                project_errors=(),
+                dry_run=dry_run,
+                aborted=aborted,
+                streamed=self._tally.totals(),
+            )
         return SyncReport(
             target=target,
             files=tuple(self.files),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +31,7 @@ from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.provenance import ProvenanceStep
 from oci_pypi_sync.engine.release import ReleaseSync, file_result
 from oci_pypi_sync.engine.results import (
+    FAILED_ACTIONS,
     Excluded,
     FileAction,
     FileResult,
@@ -38,8 +39,11 @@ from oci_pypi_sync.engine.results import (
     ProjectError,
     ProjectWarning,
     ReleaseResult,
+    ReportRecord,
+    ReportSink,
     SyncObserver,
     SyncReport,
+    Tally,
 )
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.engine.writer import Writer
@@ -70,6 +74,7 @@ from oci_pypi_sync.ops.catalog import (
     ProjectStatus,
     update_catalog,
 )
+from oci_pypi_sync.plan.listed import ListedProject, ListedProjects
 from oci_pypi_sync.plan.select import (
     UNTRUSTED_LISTINGS,
     ProjectSelection,
@@ -209,8 +214,7 @@ class Syncer:
         self._project_count = 0
         self._all_planned = asyncio.Event()
         self._over_budget: str | None = None  # why the run is refused, once the total is known
-        # The serial the project list gives each project, when it gives them.
-        self._serials: Mapping[str, int] = {}
+        self._keys = SelectionKeys(self.options)
 
     async def run(
         self, requirements: Sequence[Requirement], serials: Mapping[str, int] | None = None
@@ -229,21 +233,33 @@ class Syncer:
         if self.journal is not None:
             # Before anything trusts the state file: is it this target's?
             await bind_state(self.writer, self.journal, self.options.retry)
-        self._serials = serials or {}
-        for project in self._unmoved(grouped):
+        serials = serials or {}
+        listed = [(name, serials.get(name), texts(reqs)) for name, reqs in grouped.items()]
+        for project in self._unmoved(listed):
             outcomes[project] = _ProjectOutcome(unchanged=True)
         if outcomes:
             log.info("%d projects unchanged since their last sync, by serial", len(outcomes))
-        self._catalog_pages = self._catalog_budget(grouped)
+        self._catalog_pages = self._catalog_budget(
+            lambda journal: len(grouped.keys() - (journal.project_names() if journal else set()))
+        )
         self._project_count = len(grouped)
         self.observer.phase("reading", len(grouped))
         for project in outcomes:  # unmoved by serial: planned, nothing to transfer
             self._mark_planned(project, 0, 0)
+
+        async def one(project: str, reqs: Sequence[Requirement]) -> None:
+            outcomes[project] = await self._guarded_project(
+                project,
+                reqs,
+                serial=serials.get(project),
+                optional=project in self.options.optional,
+            )
+
         try:
             async with asyncio.TaskGroup() as group:
                 for project, reqs in grouped.items():
                     if project not in outcomes:
-                        group.create_task(self._guarded_project(project, reqs, outcomes))
+                        group.create_task(one(project, reqs))
             settled = await self.writer.settle()
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
@@ -273,6 +289,102 @@ class Syncer:
             excluded=tuple(e for o in ordered for e in o.excluded),
         )
 
+    async def stream(
+        self, projects: ListedProjects | Sequence[ListedProject], sink: ReportSink
+    ) -> SyncReport:
+        """Sync the projects of a run over the whole index, a bounded number at a time.
+
+        What :meth:`run` does for requirements it is given, for a list that can
+        hold a million projects: projects are taken from ``projects`` as room
+        frees up (at most :data:`STREAM_WINDOW` at once), those whose serial
+        did not move are passed over in batches without being made into
+        requirements, and each finished project's records go to ``sink`` and
+        are counted, not kept. Memory does not grow with the number of
+        projects: the report keeps what failed and the warnings, and the
+        catalog's additions are written every :data:`CATALOG_FLUSH` changed
+        projects. Records come in the order projects finish.
+        """
+        if self.options.max_bytes is not None:
+            raise ValueError("a budget needs every page read first: use run()")
+        # Projects flow through: none waits for the others' plans.
+        self.options = replace(self.options, plan_first=False)
+        if not self.options.dry_run:
+            self._provenance.prepare()
+        if self.journal is not None:
+            # Before anything trusts the state file: is it this target's?
+            await bind_state(self.writer, self.journal, self.options.retry)
+        count = len(projects)
+        if self.options.shard is not None:
+            log.info("shard %s: %d projects", self.options.shard, count)
+        self._catalog_pages = self._catalog_budget(
+            lambda journal: count - (journal.project_count() if journal is not None else 0)
+        )
+        self.observer.phase("reading", count)
+        streamed = _Streamed(sink)
+        room = asyncio.Semaphore(STREAM_WINDOW)
+        in_flight: set[str] = set()
+
+        async def one(item: ListedProject) -> None:
+            try:
+                outcome = await self._guarded_project(
+                    item.name, item.requirements(), serial=item.serial, optional=item.optional
+                )
+                streamed.add(item.name, outcome)
+            finally:
+                in_flight.discard(item.name)
+                self._planned_projects.pop(item.name, None)
+                room.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for batch in _batches(projects, STREAM_BATCH):
+                    unmoved = self._unmoved(
+                        [(item.name, item.serial, item.requirement_texts()) for item in batch]
+                    )
+                    for item in batch:
+                        if item.name in unmoved or item.name in in_flight:
+                            streamed.passed_over(item.name in unmoved)
+                            self.observer.project_planned(item.name)
+                            continue
+                        await room.acquire()
+                        in_flight.add(item.name)
+                        group.create_task(one(item))
+                    if streamed.catalog_size() >= CATALOG_FLUSH:
+                        await self._record_catalog(streamed)
+            settled = await self.writer.settle()
+            streamed.settled(lambda release: self._settled(release, settled))
+            await self._record_catalog(streamed)
+            await self.writer.settle()
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        finally:
+            self.writer.abandon()
+        if not self.options.dry_run:
+            self.writer.commit()
+        if unmoved_total := streamed.unchanged:
+            log.info("%d projects unchanged since their last sync, by serial", unmoved_total)
+        return SyncReport(
+            target=self.store.display_name,
+            files=tuple(streamed.failed_files),
+            releases=(),
+            project_errors=tuple(streamed.errors),
+            dry_run=self.options.dry_run,
+            projects=count,
+            projects_unchanged=streamed.unchanged,
+            warnings=tuple(streamed.warnings),
+            streamed=streamed.tally.totals(),
+        )
+
+    async def _record_catalog(self, streamed: _Streamed) -> None:
+        """Write what the streamed run has for the catalog so far (nothing in a dry run)."""
+        releases, statuses = streamed.take_catalog()
+        if self.options.dry_run or not (releases or statuses):
+            return
+        error = await self._update_catalog(releases, statuses)
+        if error is not None:
+            streamed.errors.append(error)
+            streamed.sink.record(error)
+
     def _settled(
         self, release: ReleaseResult, settled: dict[tuple[str, str], str | None]
     ) -> ReleaseResult:
@@ -284,19 +396,21 @@ class Syncer:
             self.journal.record_release(release.project, release.version, release.tag, digest)
         return replace(release, digest=digest)
 
-    def _unmoved(self, grouped: Mapping[str, Sequence[Requirement]]) -> set[str]:
-        """Projects whose serial is where their last complete sync of this selection left it."""
+    def _unmoved(self, projects: Sequence[tuple[str, int | None, Sequence[str]]]) -> set[str]:
+        """Those of ``(project, listed serial, requirement texts)`` whose serial is where
+        their last complete sync of the same selection left it: nothing to ask the index."""
         journal = self.journal
-        if not self._serials or journal is None or self.options.recheck:
+        if journal is None or self.options.recheck:
             return set()
+        listed = [(name, serial, reqs) for name, serial, reqs in projects if serial is not None]
+        if not listed:
+            return set()
+        synced = journal.synced_serials([name for name, _, _ in listed])
         unmoved = set()
-        for project, serial, key in journal.synced_serials():
-            reqs = grouped.get(project)
-            expected = self._serials.get(project)
-            if reqs is None or expected is None or serial < expected:
-                continue
-            if key == selection_key(reqs, self.options):
-                unmoved.add(project)
+        for name, serial, reqs in listed:
+            known = synced.get(name)
+            if known is not None and known[0] >= serial and known[1] == self._keys.of_texts(reqs):
+                unmoved.add(name)
         return unmoved
 
     async def _update_catalog(
@@ -323,58 +437,62 @@ class Syncer:
     # --- projects --------------------------------------------------------------
 
     async def _guarded_project(
-        self, project: str, reqs: Sequence[Requirement], outcomes: dict[str, _ProjectOutcome]
-    ) -> None:
-        """One project, its failures recorded; only fatal errors escape."""
+        self,
+        project: str,
+        reqs: Sequence[Requirement],
+        *,
+        serial: int | None = None,
+        optional: bool = False,
+    ) -> _ProjectOutcome:
+        """One project, its failures recorded; only fatal errors escape.
+
+        ``serial`` is the one the project list gives the project; ``optional``
+        says it is taken because the index lists it (see :attr:`SyncOptions.optional`).
+        """
         try:
-            await self._guarded_project_in_slot(project, reqs, outcomes)
+            async with self._project_slots:
+                return await self._guarded_project_in_slot(project, reqs, serial, optional)
         finally:
             self._mark_planned(project, 0, 0)  # a project that ended before its plan
 
     async def _guarded_project_in_slot(
-        self, project: str, reqs: Sequence[Requirement], outcomes: dict[str, _ProjectOutcome]
-    ) -> None:
-        async with self._project_slots:
-            journal = self.journal
-            state = journal.project_state(project) if journal is not None else None
-            if state is not None and not self.options.retry_quarantined and state.is_quarantined():
-                message = f"quarantined after repeated failures (last: {state.last_error})"
-                log.warning("%s: %s", project, message)
-                outcomes[project] = _ProjectOutcome(
-                    error=ProjectError(project, message, quarantined=True)
-                )
-                return
-            try:
-                outcome = await self._sync_project(project, reqs, state)
-            except FATAL_ERRORS:
-                raise
-            except ProjectNotFoundError as exc:
-                # A name the index does not have is no transient fault: reported
-                # every run, never counted towards quarantine.
-                outcomes[project] = _ProjectOutcome(
-                    error=ProjectError(project, str(exc), not_found=True)
-                )
-                return
-            except OciPypiError as exc:
-                message = str(exc)
-            except Exception as exc:  # one project's surprise must not stop the rest
-                log.debug("%s: unexpected error", project, exc_info=True)
-                message = unexpected_error(exc)
-            else:
-                outcomes[project] = outcome
-                return
+        self, project: str, reqs: Sequence[Requirement], serial: int | None, optional: bool
+    ) -> _ProjectOutcome:
+        journal = self.journal
+        state = journal.project_state(project) if journal is not None else None
+        if state is not None and not self.options.retry_quarantined and state.is_quarantined():
+            message = f"quarantined after repeated failures (last: {state.last_error})"
             log.warning("%s: %s", project, message)
-            if journal is not None:
-                journal.record_project_failure(project, message)
-            outcomes[project] = _ProjectOutcome(error=ProjectError(project, message))
+            return _ProjectOutcome(error=ProjectError(project, message, quarantined=True))
+        try:
+            return await self._sync_project(project, reqs, state, serial, optional)
+        except FATAL_ERRORS:
+            raise
+        except ProjectNotFoundError as exc:
+            # A name the index does not have is no transient fault: reported
+            # every run, never counted towards quarantine.
+            return _ProjectOutcome(error=ProjectError(project, str(exc), not_found=True))
+        except OciPypiError as exc:
+            message = str(exc)
+        except Exception as exc:  # one project's surprise must not stop the rest
+            log.debug("%s: unexpected error", project, exc_info=True)
+            message = unexpected_error(exc)
+        log.warning("%s: %s", project, message)
+        if journal is not None:
+            journal.record_project_failure(project, message)
+        return _ProjectOutcome(error=ProjectError(project, message))
 
     async def _sync_project(
-        self, project: str, reqs: Sequence[Requirement], state: ProjectState | None
+        self,
+        project: str,
+        reqs: Sequence[Requirement],
+        state: ProjectState | None,
+        expected: int | None,
+        optional: bool,
     ) -> _ProjectOutcome:
-        options_key = selection_key(reqs, self.options)
+        options_key = self._keys.of(reqs)
         known = state if not self.options.recheck else None
         validator = _validator(known, options_key)
-        expected = self._serials.get(project)
         if validator is not None and self._known_pages.etag(project) == validator:
             maybe_page = None  # read this run already: what a conditional GET would say
         else:
@@ -402,7 +520,7 @@ class Syncer:
             Excluded(project, r.filename, r.reason, r.kind) for r in selection.rejected
         )
         # A quarantined project offers nothing: no requirement of it is a failure.
-        unmatched = () if status.quarantined else self._unmatched(project, selection)
+        unmatched = () if status.quarantined or optional else self._unmatched(project, selection)
         self.observer.files_planned(
             len(selection.files), sum(f.file.size or 0 for f in selection.files)
         )
@@ -512,8 +630,6 @@ class Syncer:
 
     def _unmatched(self, project: str, selection: ProjectSelection) -> tuple[ProjectError, ...]:
         """The requirements that select no file: failures, as pip would fail on them."""
-        if project in self.options.optional:
-            return ()
         errors = tuple(ProjectError(project, u.reason) for u in selection.unmatched)
         for error in errors:
             log.warning("%s: %s", project, error.error)
@@ -581,19 +697,19 @@ class Syncer:
 
     # --- releases ----------------------------------------------------------------
 
-    def _catalog_budget(self, grouped: dict[str, list[Requirement]]) -> int:
+    def _catalog_budget(self, new: Callable[[Journal | None], int]) -> int:
         """How many catalog pages are worth reading instead of new projects' tag lists.
 
         A project the state file has never seen most likely has no
         repository yet; with many of them (a first sync), one catalog read
         saves a tag list each. None for a run of few new projects or a
-        store without a catalog.
+        store without a catalog. ``new`` counts the run's projects the state
+        file does not know.
         """
         if self.options.dry_run or not isinstance(self.store, ListsRepositoriesWithin):
             return 0
-        known = self.journal.project_names() if self.journal is not None else set()
-        new = sum(1 for project in grouped if project not in known)
-        return min(CATALOG_MAX_PAGES, new // 2) if new >= CATALOG_MIN_PROJECTS else 0
+        count = new(self.journal)
+        return min(CATALOG_MAX_PAGES, count // 2) if count >= CATALOG_MIN_PROJECTS else 0
 
     async def _listed_repositories(self) -> frozenset[str] | None:
         """The target's repositories, read once; ``None`` if not listed within the budget."""
@@ -642,6 +758,73 @@ class Syncer:
 
     async def _retry(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(self.options.retry, what, step)
+
+
+#: Projects of a streamed run in flight at once (each also waits for a project slot).
+STREAM_WINDOW = 64
+#: Projects of a streamed run compared with the state file in one query.
+STREAM_BATCH = 512
+#: A streamed run writes the catalog's additions once it holds this many releases.
+CATALOG_FLUSH = 20_000
+
+
+def _batches(items: Iterable[ListedProject], size: int) -> Iterator[list[ListedProject]]:
+    batch: list[ListedProject] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Streamed:
+    """What a streamed run keeps: counts, what failed, the warnings, and the catalog's
+    additions until they are written; every record goes to the sink."""
+
+    def __init__(self, sink: ReportSink) -> None:
+        self.sink = sink
+        self.tally = Tally()
+        self.errors: list[ProjectError] = []
+        self.failed_files: list[FileResult] = []
+        self.warnings: list[ProjectWarning] = []
+        self.unchanged = 0
+        self._releases: list[ReleaseResult] = []
+        self._statuses: dict[str, ProjectStatus] = {}
+
+    def add(self, project: str, outcome: _ProjectOutcome) -> None:
+        records: list[ReportRecord] = [*outcome.files, *outcome.releases]
+        records += [e for e in (outcome.error, *outcome.unmatched) if e is not None]
+        records += [*outcome.excluded, *outcome.warnings]
+        for record in records:
+            self.sink.record(record)
+            self.tally.add(record)
+        self.failed_files += [f for f in outcome.files if f.action in FAILED_ACTIONS]
+        self.errors += [e for e in (outcome.error, *outcome.unmatched) if e is not None]
+        self.warnings += outcome.warnings
+        if outcome.unchanged:
+            self.unchanged += 1
+        if outcome.changes_catalog:
+            self._releases += outcome.releases
+            if outcome.status is not None:
+                self._statuses[project] = outcome.status
+
+    def passed_over(self, unchanged: bool) -> None:
+        """A project not synced: unchanged by its serial, or listed twice and in flight."""
+        self.unchanged += unchanged
+
+    def catalog_size(self) -> int:
+        return len(self._releases) + len(self._statuses)
+
+    def settled(self, fix: Callable[[ReleaseResult], ReleaseResult]) -> None:
+        """The additions with the digests their tags have after the settle checks."""
+        self._releases = [fix(release) for release in self._releases]
+
+    def take_catalog(self) -> tuple[list[ReleaseResult], dict[str, ProjectStatus]]:
+        taken = self._releases, self._statuses
+        self._releases, self._statuses = [], {}
+        return taken
 
 
 #: Fingerprints kept per project, one per selection synced complete at the same page:
@@ -711,15 +894,59 @@ def _page_files(page: ProjectPage, project: str) -> dict[str, tuple[Distribution
 
 def selection_key(requirements: Sequence[Requirement], options: SyncOptions) -> str:
     """A digest of what decides the selection and the bytes written, the page aside."""
-    document = {
-        "format": FORMAT_VERSION,
-        "requirements": sorted(str(r) for r in requirements),
-        **options.selection.key(),
-        **options.provenance.key(),
-        "probe_metadata": options.probe_metadata,
-        "prune": options.prune,
-    }
-    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+    return SelectionKeys(options).of(requirements)
+
+
+class SelectionKeys:
+    """:func:`selection_key` for the many projects of one run.
+
+    The options' part of the document is serialised once; each project
+    then costs one hash over its requirements spliced in (a run over a
+    million projects compares each against the state file). The digest is
+    the same as serialising the whole document each time.
+    """
+
+    _SLOT = "\x00requirements\x00"
+
+    def __init__(self, options: SyncOptions) -> None:
+        document = {
+            "format": FORMAT_VERSION,
+            "requirements": [self._SLOT],
+            **options.selection.key(),
+            **options.provenance.key(),
+            "probe_metadata": options.probe_metadata,
+            "prune": options.prune,
+        }
+        slot = canonical_json(self._SLOT)
+        head, found, tail = canonical_json(document).partition(slot)
+        if not found or slot in tail:
+            raise AssertionError("the requirements' place in the selection key is not unique")
+        self._head = hashlib.sha256(head)
+        self._tail = tail
+
+    def of(self, requirements: Sequence[Requirement]) -> str:
+        return self.of_texts(texts(requirements))
+
+    def of_texts(self, requirements: Sequence[str]) -> str:
+        """The key of requirements given as text (``str(requirement)``)."""
+        if len(requirements) == 1:  # a project taken whole: most of a run over the index
+            listed = _json_string(requirements[0])
+        else:
+            listed = b",".join(_json_string(text) for text in sorted(requirements))
+        digest = self._head.copy()
+        digest.update(listed + self._tail)
+        return "sha256:" + digest.hexdigest()
+
+
+def _json_string(text: str) -> bytes:
+    """``canonical_json(text)``, without the encoder for text that needs no escape."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'.encode()
+    return canonical_json(text)
+
+
+def texts(requirements: Sequence[Requirement]) -> list[str]:
+    return [str(r) for r in requirements]
 
 
 def project_fingerprint(page: ProjectPage, options_key: str) -> str:

@@ -129,6 +129,8 @@ class _TagRecord:
     digest: str
     written_at: float
     rounds: int = 1
+    #: What the caller of :meth:`Writer.tag` was told the tag holds (the first write's).
+    told: str | None = None
 
 
 @dataclass
@@ -177,7 +179,10 @@ class Writer:
     _holders: dict[str, str] = field(default_factory=dict)
     # digest -> the upload of those bytes in flight, which writes into other repositories await
     _uploading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    _checks: list[asyncio.Task[tuple[str, str, str | None]]] = field(default_factory=list)
+    # Settle checks not finished yet; a finished one leaves only a tag whose digest moved.
+    _checks: set[asyncio.Task[None]] = field(default_factory=set)
+    _moved: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    _failed: list[Exception] = field(default_factory=list)
     _slowest: float = 0.0
     remerged: int = 0
 
@@ -431,10 +436,16 @@ class Writer:
                 f"{repo}:{tag}: tag",
                 lambda: store.update_tag(repo, tag, media_type, merge),
             )
-        return await self._optimistic_tag(repo, tag, media_type, merge, 1)
+        return await self._optimistic_tag(repo, tag, media_type, merge, 1, None)
 
     async def _optimistic_tag(
-        self, repo: str, tag: str, media_type: str, merge: TagMerge, rounds: int
+        self,
+        repo: str,
+        tag: str,
+        media_type: str,
+        merge: TagMerge,
+        rounds: int,
+        told: str | None,
     ) -> str | None:
         """Read, merge, write; the write is checked again after the settle delay."""
         for attempt in range(1, MERGE_ROUNDS + 1):
@@ -465,14 +476,33 @@ class Writer:
                 continue
             now = time.monotonic()
             self._slowest = max(self._slowest, now - started)
-            record = _TagRecord(repo, tag, media_type, merge, stored, now, rounds)
-            self._checks.append(asyncio.ensure_future(self._check_later(record)))
+            first = stored if rounds == 1 else told
+            record = _TagRecord(repo, tag, media_type, merge, stored, now, rounds, first)
+            check = asyncio.ensure_future(self._checked_later(record))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
             return stored
         raise AssertionError("unreachable: the last round raises or returns")  # pragma: no cover
 
     def settle_delay(self) -> float:
         """How long after a tag write another writer's stale write could still land."""
         return min(SETTLE_CEILING, max(SETTLE_FLOOR, SETTLE_FACTOR * self._slowest))
+
+    async def _checked_later(self, record: _TagRecord) -> None:
+        """The settle check of one tag; a final digest other than the one told is kept.
+
+        A check that fails keeps its error for :meth:`settle` to raise: it may
+        end long before anyone awaits it.
+        """
+        try:
+            repo, tag, digest = await self._check_later(record)
+        except Exception as exc:
+            self._failed.append(exc)
+            return
+        if digest != record.told:
+            self._moved[(repo, tag)] = digest
+        else:
+            self._moved.pop((repo, tag), None)
 
     async def _check_later(self, record: _TagRecord) -> tuple[str, str, str | None]:
         """Once the settle delay has passed, see that the tag still holds our entries."""
@@ -507,25 +537,34 @@ class Writer:
         )
         self.remerged += 1
         digest = await self._optimistic_tag(
-            record.repo, record.tag, record.media_type, record.merge, record.rounds + 1
+            record.repo,
+            record.tag,
+            record.media_type,
+            record.merge,
+            record.rounds + 1,
+            record.told,
         )
         return record.repo, record.tag, digest
 
     async def settle(self) -> dict[tuple[str, str], str | None]:
-        """Wait for the settle checks of every tag written without a lock; the final digests.
+        """Wait for the settle checks of every tag written without a lock; the tags that moved.
 
         Each tag a registry holds is read again once the settle delay has
         passed since it was written: a writer whose read came before our write
         and whose write came after our read-back would otherwise drop our
         entries unseen. Returns (repository, tag) -> the digest tagged now,
-        for every tag checked.
+        for every tag whose digest is no longer the one :meth:`tag` returned
+        (another writer merged, or ours were merged back); a check that found
+        its tag as written keeps nothing, so a run of a million tags holds
+        only the few that moved.
         """
-        final: dict[tuple[str, str], str | None] = {}
         while self._checks:
-            checks, self._checks = self._checks, []
-            for repo, tag, digest in await asyncio.gather(*checks):
-                final[(repo, tag)] = digest
-        return final
+            await asyncio.gather(*list(self._checks))
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise failed[0]
+        moved, self._moved = self._moved, {}
+        return moved
 
     def commit(self) -> None:
         """At the end of a run: every tag written visible to other tools reading the target.
@@ -539,7 +578,7 @@ class Writer:
 
     def abandon(self) -> None:
         """Stop the pending settle checks (the run is ending without them)."""
-        for check in self._checks:
+        for check in list(self._checks):
             check.cancel()
         self._checks.clear()
 

@@ -7,8 +7,12 @@ consumes them. They hold data only: no I/O, no parsing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import io
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from packaging.utils import canonicalize_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +85,98 @@ class ProjectPage:
     etag: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class ProjectIndex:
-    """The index's full project list (its root page).
+    """The index's full project list (its root page), held compactly.
 
-    ``names`` are as the index spells them. ``serials`` maps normalized names
-    to the ``_last-serial`` the JSON list gives each project (PEP 691 as PyPI
-    serves it), or is ``None`` when the list gives none (HTML, other indexes):
-    a project whose serial did not move since the last sync has not changed.
+    Names are as the index spells them, in its order; each may come with the
+    ``_last-serial`` the JSON list gives it (PEP 691 as PyPI serves it): a
+    project whose serial did not move since its last complete sync has not
+    changed. A million names take about 30 MB here (the names joined in one
+    UTF-8 string, offsets and serials in arrays) rather than a Python object
+    each, so that a run over the whole index holds its list cheaply.
     """
 
-    names: tuple[str, ...]
-    serials: Mapping[str, int] | None = None
-    last_serial: int | None = None
+    __slots__ = ("_ends", "_joined", "_serials", "last_serial")
+
+    def __init__(
+        self,
+        projects: Iterable[tuple[str, int | None]] | ProjectIndexBuilder = (),
+        last_serial: int | None = None,
+    ) -> None:
+        """``(name as listed, serial or None)`` pairs (consumed one at a time), or what a
+        parser collected in a builder."""
+        if isinstance(projects, ProjectIndexBuilder):
+            builder = projects
+        else:
+            builder = ProjectIndexBuilder()
+            for name, serial in projects:
+                builder.add(name, serial)
+        self._joined, self._ends, self._serials = builder.parts()
+        self.last_serial = last_serial
+
+    @classmethod
+    def of_names(cls, names: Iterable[str]) -> ProjectIndex:
+        """A list without serials (an HTML list, another index's)."""
+        return cls((name, None) for name in names)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        """``(name as listed, serial or None)`` in the index's order, made one at a time."""
+        joined = self._joined
+        start = 0
+        for end, serial in zip(self._ends, self._serials, strict=True):
+            name = joined[start:end].decode("utf-8", "surrogatepass")
+            yield name, None if serial == _NO_SERIAL else serial
+            start = end
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name, as listed (a tuple made on each call: for small lists and messages)."""
+        return tuple(name for name, _ in self)
+
+    @property
+    def gives_serials(self) -> bool:
+        """Whether every project comes with its serial."""
+        return bool(len(self)) and _NO_SERIAL not in self._serials
+
+    @property
+    def serials(self) -> dict[str, int] | None:
+        """Serials by normalized name when every project has one, else ``None``."""
+        if not self.gives_serials:
+            return None
+        return {canonicalize_name(name): serial for name, serial in self if serial is not None}
+
+
+class ProjectIndexBuilder:
+    """Collects a project list one name at a time (a parser feeds it as it reads)."""
+
+    __slots__ = ("_end", "_ends", "_joined", "_serials")
+
+    def __init__(self) -> None:
+        self._joined = io.BytesIO()
+        self._ends = array("q")
+        self._serials = array("q")
+        self._end = 0
+
+    def add(self, name: str, serial: int | None) -> None:
+        """One more project; ``serial`` is ``None`` or at least 0."""
+        end = self._end + self._joined.write(name.encode("utf-8", "surrogatepass"))
+        self._end = end
+        self._ends.append(end)
+        self._serials.append(_NO_SERIAL if serial is None else serial)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def parts(self) -> tuple[bytes, array[int], array[int]]:
+        """The names joined (UTF-8), where each ends, and the serials (-1: none)."""
+        return self._joined.getvalue(), self._ends, self._serials
+
+
+#: A project the list gives no serial (serials are never negative: see the parser).
+_NO_SERIAL = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,11 +32,19 @@ class Shard:
     def owns(self, project: str) -> bool:
         return shard_of(project, self.count) == self.index
 
+    def owns_normalized(self, name: str) -> bool:
+        """:meth:`owns` for a name already normalized (a list of a million names)."""
+        return _shard_of_normalized(name, self.count) == self.index
+
 
 def shard_of(project: str, count: int) -> int:
     """The shard a project belongs to among ``count`` shards."""
-    digest = hashlib.sha256(canonicalize_name(project).encode()).hexdigest()
-    return int(digest[:16], 16) % count
+    return _shard_of_normalized(canonicalize_name(project), count)
+
+
+def _shard_of_normalized(name: str, count: int) -> int:
+    # The first 8 bytes of the digest, big-endian: the first 16 hex digits.
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 def parse_shard(value: str) -> Shard:

@@ -30,7 +30,7 @@ import re
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +49,8 @@ QUARANTINE_FIRST = 3600.0
 QUARANTINE_MAX = 24 * 3600.0
 LAYOUT_STATE_FILE = ".oci-pypi-state.sqlite"
 _BUSY_TIMEOUT = 5.0
+#: Names per query when many projects are looked up at once (SQLite allows 32766 parameters).
+_BATCH = 500
 _DELETE_HINT = "it can be deleted: the target holds the truth, a new state file only costs time"
 # Errors of the environment rather than of the file: deleting it would not help.
 _ENVIRONMENT_ERRORS = (
@@ -331,6 +333,11 @@ class Journal:
             rows = self._conn.execute("SELECT project FROM projects").fetchall()
         return {row[0] for row in rows}
 
+    def project_count(self) -> int:
+        """How many projects the state file has a record of."""
+        with self._errors():
+            return int(self._conn.execute("SELECT count(*) FROM projects").fetchone()[0])
+
     def project_state(self, project: str) -> ProjectState | None:
         with self._errors():
             row = self._conn.execute(
@@ -384,20 +391,27 @@ class Journal:
                 (serial, project),
             )
 
-    def synced_serials(self) -> Iterator[tuple[str, int, str]]:
-        """``(project, last serial, selection key)`` of each project whose last sync completed.
+    def synced_serials(self, projects: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """``project -> (last serial, selection key)`` for those of ``projects`` whose last
+        sync completed with a serial.
 
         The selection key is the one the sync recorded with the page (see
-        ``record_project_ok``'s ``etag``). Rows come one at a time: a
-        million projects are compared without holding them all.
+        ``record_project_ok``'s ``etag``). One query per call: a run over a
+        million projects asks in batches, holding none of the rest.
         """
+        found: dict[str, tuple[int, str]] = {}
         with self._errors():
-            cursor = self._conn.execute(
-                "SELECT project, last_serial, etag FROM projects "
-                "WHERE complete = 1 AND last_serial IS NOT NULL AND etag IS NOT NULL"
-            )
-            for project, serial, etag in cursor:
-                yield project, serial, etag.partition(" ")[0]
+            for start in range(0, len(projects), _BATCH):
+                batch = projects[start : start + _BATCH]
+                cursor = self._conn.execute(
+                    "SELECT project, last_serial, etag FROM projects "
+                    f"WHERE project IN ({','.join('?' * len(batch))}) AND complete = 1 "
+                    "AND last_serial IS NOT NULL AND etag IS NOT NULL",
+                    batch,
+                )
+                for project, serial, etag in cursor:
+                    found[project] = (serial, etag.partition(" ")[0])
+        return found
 
     def record_project_failure(
         self, project: str, error: str, *, now: float | None = None
