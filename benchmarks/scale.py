@@ -519,9 +519,18 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def catalog_dir(size: int) -> Path:
+    """Where the catalog of ``size`` projects is kept: one per catalog version."""
+    try:
+        from oci_pypi_sync.ops import catalog_parts  # noqa: F401
+    except ImportError:
+        return CACHE / f"catalog-{size}"
+    return CACHE / f"catalog-v2-{size}"
+
+
 def catalog_layout(size: int) -> Path:
     """A layout holding only a catalog of ``size`` projects (made once, then kept)."""
-    path = CACHE / f"catalog-{size}"
+    path = catalog_dir(size)
     if (path / "complete").is_file():
         return path
     shutil.rmtree(path, ignore_errors=True)
@@ -542,17 +551,23 @@ def writer_of(store: Any) -> Any:
 
 
 def catalog_of(names: Sequence[str]) -> Any:
+    """What update_catalog records: a change (newer code) or a catalog of additions."""
     from oci_pypi_sync.ops.catalog import Catalog, CatalogRelease
 
     digest = "sha256:" + hashlib.sha256(b"release").hexdigest()
-    return Catalog({name: {"1.0": CatalogRelease("1.0", "1.0", digest)} for name in names})
+    releases = {name: {"1.0": CatalogRelease("1.0", "1.0", digest)} for name in names}
+    try:
+        from oci_pypi_sync.ops.catalog import CatalogChange
+    except ImportError:
+        return Catalog(releases)
+    return CatalogChange(releases)
 
 
 async def probe_build_catalog(size: int) -> dict[str, Any]:
     from oci_pypi_sync.ops.catalog import update_catalog
     from oci_pypi_sync.stores.layout import LayoutStore
 
-    path = CACHE / f"catalog-{size}"
+    path = catalog_dir(size)
     store = LayoutStore(path)
     await update_catalog(writer_of(store), catalog_of([project_name(i) for i in range(size)]))
     (path / "complete").write_text("1")

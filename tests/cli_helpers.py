@@ -179,8 +179,8 @@ def get_manifest(base_url: str, name: str, reference: str) -> tuple[str, bytes]:
 def tag_digests(base_url: str, prefix: str) -> dict[tuple[str, str], str]:
     """Every project (repository, tag) under ``prefix`` and the digest its tag points at.
 
-    The catalog repository is left out: its fragments depend on how the work
-    was split (shards), while the projects' tags must not.
+    The catalog repository is left out: its parts depend on how the work was
+    split (shards, deltas of concurrent writers), while the projects' tags must not.
     """
     result: dict[tuple[str, str], str] = {}
     for repo in repositories(base_url, prefix):

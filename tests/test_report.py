@@ -69,7 +69,6 @@ def test_files_left_out_are_listed_with_their_reasons(index: FixtureIndex, tmp_p
     # The target holds the two other files of 1.0, and neither of those left out.
     store = LayoutStore(tmp_path / "mirror")
     assert sorted(store.tags()) == [
-        ("oci-pypi.catalog", "fragment-all"),
         ("oci-pypi.catalog", "identity"),
         ("oci-pypi.catalog", "latest"),
         ("requests", "1.0"),

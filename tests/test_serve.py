@@ -673,12 +673,12 @@ async def test_the_project_list_is_rendered_once_per_catalog_revision(
 ) -> None:
     """Rendered in a thread when the catalog changes, then answered from memory, gzipped."""
     from oci_pypi_sync.engine.writer import Writer
-    from oci_pypi_sync.ops.catalog import Catalog, CatalogRelease, update_catalog
+    from oci_pypi_sync.ops.catalog import CatalogChange, CatalogRelease, update_catalog
     from oci_pypi_sync.serve import pages
 
-    def catalog(*names: str) -> Catalog:
+    def catalog(*names: str) -> CatalogChange:
         digest = "sha256:" + "0" * 64
-        return Catalog({n: {"1.0": CatalogRelease("1.0", "1.0", digest)} for n in names})
+        return CatalogChange({n: {"1.0": CatalogRelease("1.0", "1.0", digest)} for n in names})
 
     layout = LayoutStore(tmp_path / "mirror")
     await update_catalog(Writer(layout), catalog("alpha", "beta"))

@@ -64,14 +64,12 @@ async def test_sync_writes_a_valid_layout_with_one_index_per_version(
     assert sorted(store.tags()) == [
         ("demo-pkg", "1.0"),
         ("demo-pkg", "2.0"),
-        ("oci-pypi.catalog", "fragment-all"),
         ("oci-pypi.catalog", "latest"),
     ]
     names = [e["annotations"][fmt.REF_NAME] for e in store.read_index()["manifests"]]
     assert names == [
         "demo-pkg/1.0",
         "demo-pkg/2.0",
-        "oci-pypi.catalog/fragment-all",
         "oci-pypi.catalog/latest",
     ]
     catalog = await read_catalog(store)

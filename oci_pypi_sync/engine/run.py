@@ -22,6 +22,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import Requirement
@@ -62,7 +63,10 @@ from oci_pypi_sync.format import (
     FileName,
     UnsupportedFileError,
     canonical_json,
+    is_project_repository,
+    is_release_tag,
     parse_filename,
+    read_release_index,
     repository_name,
     version_tag,
 )
@@ -70,7 +74,7 @@ from oci_pypi_sync.index.cache import NO_PAGES, PagesRead
 from oci_pypi_sync.ops.catalog import (
     ACTIVE,
     CATALOG_REPOSITORY,
-    Catalog,
+    CatalogChange,
     ProjectStatus,
     update_catalog,
 )
@@ -154,6 +158,7 @@ class _ProjectOutcome:
     warnings: tuple[ProjectWarning, ...] = ()
     unmatched: tuple[ProjectError, ...] = ()  # requirements that select no file
     status: ProjectStatus | None = None  # as the page read in this run says
+    tags: frozenset[str] | None = None  # the project's tags in the target, when listed
 
     @property
     def changes_catalog(self) -> bool:
@@ -261,16 +266,19 @@ class Syncer:
                     if project not in outcomes:
                         group.create_task(one(project, reqs))
             settled = await self.writer.settle()
+            ordered = [outcomes[name] for name in grouped if name in outcomes]
+            releases = [self._settled(r, settled) for o in ordered for r in o.releases]
+            draft = _CatalogDraft()
+            for name in grouped:
+                if name in outcomes:
+                    draft.add(name, outcomes[name])
+            draft.settled(lambda release: self._settled(release, settled))
+            catalog_error = await self._write_catalog(draft)
+            await self.writer.settle()  # the catalog's own tag
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
             self.writer.abandon()
-        ordered = [outcomes[name] for name in grouped if name in outcomes]
-        releases = [self._settled(r, settled) for o in ordered for r in o.releases]
-        catalog_error = None
-        if not self.options.dry_run and any(o.changes_catalog for o in ordered):
-            statuses = {name: o.status for name, o in outcomes.items() if o.status is not None}
-            catalog_error = await self._update_catalog(releases, statuses)
         if not self.options.dry_run:
             self.writer.commit()
         errors = [o.error for o in ordered if o.error is not None]
@@ -321,6 +329,7 @@ class Syncer:
         )
         self.observer.phase("reading", count)
         streamed = _Streamed(sink)
+        draft = _CatalogDraft()
         room = asyncio.Semaphore(STREAM_WINDOW)
         in_flight: set[str] = set()
 
@@ -329,7 +338,8 @@ class Syncer:
                 outcome = await self._guarded_project(
                     item.name, item.requirements(), serial=item.serial, optional=item.optional
                 )
-                streamed.add(item.name, outcome)
+                streamed.add(outcome)
+                draft.add(item.name, outcome)
             finally:
                 in_flight.discard(item.name)
                 self._planned_projects.pop(item.name, None)
@@ -349,12 +359,13 @@ class Syncer:
                         await room.acquire()
                         in_flight.add(item.name)
                         group.create_task(one(item))
-                    if streamed.catalog_size() >= CATALOG_FLUSH:
-                        await self._record_catalog(streamed)
+                    if len(draft) >= CATALOG_FLUSH:
+                        streamed.failed(await self._write_catalog(draft))
             settled = await self.writer.settle()
-            streamed.settled(lambda release: self._settled(release, settled))
-            await self._record_catalog(streamed)
-            await self.writer.settle()
+            await self._moved_after_write(draft, settled)
+            draft.settled(lambda release: self._settled(release, settled))
+            streamed.failed(await self._write_catalog(draft))
+            await self.writer.settle()  # the catalog's own tag
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -375,15 +386,52 @@ class Syncer:
             streamed=streamed.tally.totals(),
         )
 
-    async def _record_catalog(self, streamed: _Streamed) -> None:
-        """Write what the streamed run has for the catalog so far (nothing in a dry run)."""
-        releases, statuses = streamed.take_catalog()
-        if self.options.dry_run or not (releases or statuses):
-            return
-        error = await self._update_catalog(releases, statuses)
-        if error is not None:
-            streamed.errors.append(error)
-            streamed.sink.record(error)
+    async def _moved_after_write(
+        self, draft: _CatalogDraft, settled: Mapping[tuple[str, str], str | None]
+    ) -> None:
+        """Releases written to the catalog already whose tags another writer moved since:
+        recorded again with the digest they have now (their version read back)."""
+        for (project, tag), digest in settled.items():
+            if digest is None or project in draft or not is_release_tag(tag):
+                continue
+            if not is_project_repository(project):
+                continue
+            stored = await self._retry(
+                f"{project}:{tag}: index", partial(self.store.get_manifest, project, tag)
+            )
+            if stored is None or stored.digest != digest:
+                continue
+            try:
+                version = read_release_index(stored.body).version
+            except ValueError:
+                continue
+            if self.journal is not None:
+                self.journal.record_release(project, version, tag, digest)
+            draft.add_release(ReleaseResult(project, version, tag, digest, "pushed"))
+
+    async def _write_catalog(self, draft: _CatalogDraft) -> ProjectError | None:
+        """Record what the draft holds in the target's catalog (nothing in a dry run).
+
+        A catalog that cannot be written leaves its projects to be read again
+        by the next run (their state is marked incomplete), so they reach the
+        catalog then.
+        """
+        change, projects = draft.take()
+        if self.options.dry_run or change.empty:
+            return None
+        try:
+            latest = await self._retry("catalog", lambda: update_catalog(self.writer, change))
+        except FATAL_ERRORS:
+            raise
+        except (OciPypiError, ValueError) as exc:
+            log.warning("catalog: %s", exc)
+            if self.journal is not None:
+                self.journal.mark_incomplete(projects)
+            return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
+        if self.journal is not None:
+            # The catalog this state last wrote: the next run's check (bind_state).
+            self.journal.record_catalog(latest)
+        return None
 
     def _settled(
         self, release: ReleaseResult, settled: dict[tuple[str, str], str | None]
@@ -412,27 +460,6 @@ class Syncer:
             if known is not None and known[0] >= serial and known[1] == self._keys.of_texts(reqs):
                 unmoved.add(name)
         return unmoved
-
-    async def _update_catalog(
-        self, releases: Sequence[ReleaseResult], statuses: dict[str, ProjectStatus]
-    ) -> ProjectError | None:
-        """Record this run's releases and project statuses in the target's catalog."""
-        additions = Catalog.from_releases(releases, statuses)
-        if additions.empty:
-            return None
-        try:
-            latest, _ = await self._retry(
-                "catalog", lambda: update_catalog(self.writer, additions, self.options.shard)
-            )
-        except FATAL_ERRORS:
-            raise
-        except (OciPypiError, ValueError) as exc:
-            log.warning("catalog: %s", exc)
-            return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
-        if self.journal is not None:
-            # The catalog this state last wrote: the next run's check (bind_state).
-            self.journal.record_catalog(latest)
-        return None
 
     # --- projects --------------------------------------------------------------
 
@@ -558,6 +585,7 @@ class Syncer:
             excluded=excluded,
             unmatched=unmatched,
             status=status,
+            tags=existing_tags,
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
@@ -780,8 +808,8 @@ def _batches(items: Iterable[ListedProject], size: int) -> Iterator[list[ListedP
 
 
 class _Streamed:
-    """What a streamed run keeps: counts, what failed, the warnings, and the catalog's
-    additions until they are written; every record goes to the sink."""
+    """What a streamed run keeps: counts, what failed, and the warnings; every record
+    goes to the sink."""
 
     def __init__(self, sink: ReportSink) -> None:
         self.sink = sink
@@ -790,10 +818,8 @@ class _Streamed:
         self.failed_files: list[FileResult] = []
         self.warnings: list[ProjectWarning] = []
         self.unchanged = 0
-        self._releases: list[ReleaseResult] = []
-        self._statuses: dict[str, ProjectStatus] = {}
 
-    def add(self, project: str, outcome: _ProjectOutcome) -> None:
+    def add(self, outcome: _ProjectOutcome) -> None:
         records: list[ReportRecord] = [*outcome.files, *outcome.releases]
         records += [e for e in (outcome.error, *outcome.unmatched) if e is not None]
         records += [*outcome.excluded, *outcome.warnings]
@@ -805,26 +831,60 @@ class _Streamed:
         self.warnings += outcome.warnings
         if outcome.unchanged:
             self.unchanged += 1
-        if outcome.changes_catalog:
-            self._releases += outcome.releases
-            if outcome.status is not None:
-                self._statuses[project] = outcome.status
 
     def passed_over(self, unchanged: bool) -> None:
         """A project not synced: unchanged by its serial, or listed twice and in flight."""
         self.unchanged += unchanged
 
-    def catalog_size(self) -> int:
+    def failed(self, error: ProjectError | None) -> None:
+        """An error of the run's own (the catalog not written), reported like a project's."""
+        if error is not None:
+            self.errors.append(error)
+            self.sink.record(error)
+
+
+class _CatalogDraft:
+    """The catalog's share of a run: outcomes with new releases or a status, until written."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._releases: list[ReleaseResult] = []
+        self._statuses: dict[str, ProjectStatus] = {}
+        self._holds: dict[str, frozenset[str]] = {}
+        self._projects: set[str] = set()
+
+    def add(self, project: str, outcome: _ProjectOutcome) -> None:
+        if not outcome.changes_catalog:
+            return
+        self._projects.add(project)
+        self._releases += outcome.releases
+        if outcome.status is not None:
+            self._statuses[project] = outcome.status
+        if outcome.tags is not None:
+            self._holds[project] = outcome.tags
+
+    def add_release(self, release: ReleaseResult) -> None:
+        self._projects.add(release.project)
+        self._releases.append(release)
+
+    def __contains__(self, project: object) -> bool:
+        return project in self._projects
+
+    def __len__(self) -> int:
         return len(self._releases) + len(self._statuses)
 
     def settled(self, fix: Callable[[ReleaseResult], ReleaseResult]) -> None:
-        """The additions with the digests their tags have after the settle checks."""
+        """The releases with the digests their tags have after the settle checks."""
         self._releases = [fix(release) for release in self._releases]
 
-    def take_catalog(self) -> tuple[list[ReleaseResult], dict[str, ProjectStatus]]:
-        taken = self._releases, self._statuses
-        self._releases, self._statuses = [], {}
-        return taken
+    def take(self) -> tuple[CatalogChange, list[str]]:
+        """The change to write, and its projects; the draft starts empty again."""
+        change = CatalogChange.of_releases(self._releases, self._statuses, self._holds)
+        projects = sorted(self._projects)
+        self._reset()
+        return change, projects
 
 
 #: Fingerprints kept per project, one per selection synced complete at the same page:

@@ -71,8 +71,10 @@ from oci_pypi_sync.index.records import DistributionFile
 from oci_pypi_sync.ops.catalog import (
     CATALOG_ARTIFACT,
     CATALOG_REPOSITORY,
-    read_catalog_tag,
-    write_catalog_tag,
+    LATEST_TAG,
+    is_first_version,
+    read_catalog,
+    write_catalog,
 )
 from oci_pypi_sync.stores.protocols import (
     EditsLayoutRefs,
@@ -850,17 +852,19 @@ class _Repairer:
         self.repaired.append(RepairAction(repo, tag, "index", current.digest, detail))
 
     async def migrate_catalog(self) -> None:
-        """Every catalog tag in format 2, the versions migrated above under their new digests."""
-        for tag in await self.store.list_tags(CATALOG_REPOSITORY):
-            stored = await self.store.get_manifest(CATALOG_REPOSITORY, tag)
-            found = await read_catalog_tag(self.store, tag)
-            if stored is None or found is None:
-                continue
-            catalog = found[1].retagged(self.moved)
-            if catalog.to_json() != found[1].to_json() or _format1_catalog(stored.body):
-                digest = await write_catalog_tag(self.writer, tag, catalog)
-                detail = "catalog in format 2, with the versions' new digests"
-                self.repaired.append(RepairAction(CATALOG_REPOSITORY, tag, "index", digest, detail))
+        """The catalog in its current version, with the versions migrated above under their
+        new tags and digests."""
+        stored = await self.store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
+        catalog = await read_catalog(self.store, exact=True)
+        if stored is None or catalog is None:
+            return
+        moved = catalog.retagged(self.moved)
+        if moved != catalog or is_first_version(stored):
+            digest = await write_catalog(self.writer, moved)
+            detail = "catalog in parts, with the versions' new digests"
+            self.repaired.append(
+                RepairAction(CATALOG_REPOSITORY, LATEST_TAG, "index", digest, detail)
+            )
 
     async def format2_manifest(self, repo: str, tag: str, entry: Descriptor) -> Descriptor:
         """The entry, pointing at a format-2 manifest where format 2 renamed the media type."""

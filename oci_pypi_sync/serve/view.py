@@ -19,16 +19,17 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.ops.catalog import (
-    Catalog,
+    CATALOG_REPOSITORY,
+    CatalogMovedError,
+    CatalogNamesReader,
     ProjectStatus,
     catalog_revision,
-    read_catalog_blob,
 )
 from oci_pypi_sync.serve.blobs import read_blob_bytes
 from oci_pypi_sync.serve.model import (
@@ -63,34 +64,36 @@ class Listing:
     ``key`` names the revision (the catalog manifest's digest, or a digest of
     the names when they come from the store's repository list), so what is
     derived from a listing (the rendered root page) is made once per revision.
-    ``catalog`` also gives each project's status.
+    ``statuses`` are the projects' PEP 792 statuses the catalog records.
     """
 
     key: str
     names: tuple[str, ...]
-    catalog: Catalog | None = None
+    statuses: Mapping[str, ProjectStatus] = field(default_factory=dict)
 
     def status(self, project: str) -> ProjectStatus | None:
-        return self.catalog.status(project) if self.catalog is not None else None
+        return self.statuses.get(project)
 
 
-async def load_listing(store: Store, revision: str | None) -> Listing:
-    """The listing of a catalog revision (parsed off the event loop), else of the repositories.
+async def load_listing(
+    store: Store, revision: str | None, reader: CatalogNamesReader | None = None
+) -> Listing:
+    """The listing of a catalog revision, else of the repositories.
 
     The one place that knows where the list comes from: the mirror's catalog
-    (it works where ``/v2/_catalog`` is refused), else the store's repository
-    list; either way only normalized project names are kept (a crafted
-    catalog may name anything).
+    (it works where ``/v2/_catalog`` is refused; ``reader`` keeps what it
+    read of the last revision, so a new one costs its new parts), else the
+    store's repository list; either way only normalized project names are
+    kept (a crafted catalog may name anything).
     """
     if revision is not None:
         try:
-            found = await read_catalog_blob(store, revision)
-            if found is not None:
-                catalog = await asyncio.to_thread(Catalog.from_json, found[1])
-                listed = set(catalog.projects) | set(catalog.statuses)
-                names = tuple(sorted(n for n in listed if fmt.is_project_repository(n)))
-                return Listing(found[0], names, catalog)
-        except (ValueError, KeyError, TypeError) as exc:
+            manifest = await store.get_manifest(CATALOG_REPOSITORY, revision)
+            if manifest is not None:
+                found = await (reader or CatalogNamesReader()).read(store, manifest)
+                names = tuple(sorted(n for n in found.names if fmt.is_project_repository(n)))
+                return Listing(manifest.digest, names, found.statuses)
+        except (ValueError, KeyError, TypeError, CatalogMovedError) as exc:
             logger.warning("the mirror's catalog is not readable (%s); listing repositories", exc)
     repositories = await store.list_repositories()
     names = tuple(sorted(name for name in repositories if fmt.is_project_repository(name)))
@@ -145,6 +148,7 @@ class MirrorView:
         self.ttl = ttl
         self._clock = clock
         self._listing: _Fresh[Listing] | None = None
+        self._catalog = CatalogNamesReader()
         self._refs: _Fresh[Mapping[str, Mapping[str, str]]] | None = None
         self._pages: Lru[str, _Fresh[Project | None]] = Lru(PROJECT_CACHE_SIZE)
         self._releases: Lru[str, Release] = Lru(RELEASE_CACHE_SIZE)
@@ -168,7 +172,7 @@ class MirrorView:
             revision = await catalog_revision(self.store)
             known = self._listing.value if self._listing is not None else None
             if revision is None or known is None or known.key != revision:
-                known = await load_listing(self.store, revision)
+                known = await load_listing(self.store, revision, self._catalog)
             self._listing = _Fresh(known, self._clock() + self.ttl)
             return known
 

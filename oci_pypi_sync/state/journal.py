@@ -413,6 +413,17 @@ class Journal:
                     found[project] = (serial, etag.partition(" ")[0])
         return found
 
+    def mark_incomplete(self, projects: Sequence[str]) -> None:
+        """Have the next run read these projects again, from the index and the target."""
+        self._writable()
+        with self._errors(), self._transaction():
+            for start in range(0, len(projects), _BATCH):
+                batch = projects[start : start + _BATCH]
+                marks = ",".join("?" * len(batch))
+                self._conn.execute(
+                    f"UPDATE projects SET complete = 0 WHERE project IN ({marks})", batch
+                )
+
     def record_project_failure(
         self, project: str, error: str, *, now: float | None = None
     ) -> ProjectState:
