@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from registry_server import RegistryServer
 
+from oci_pypi_sync.engine.binding import bind_state
 from oci_pypi_sync.engine.results import ReleaseResult
+from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.format import OCI_MANIFEST, canonical_json, empty_config, sha256_digest
 from oci_pypi_sync.ops.catalog import (
@@ -31,6 +33,7 @@ from oci_pypi_sync.ops.catalog import (
     ProjectStatus,
     read_catalog,
     read_catalog_entry,
+    read_catalog_since,
     update_catalog,
 )
 from oci_pypi_sync.ops.catalog_parts import (
@@ -44,9 +47,11 @@ from oci_pypi_sync.ops.catalog_parts import (
     Unit,
     UnitWrite,
     bucket_of,
+    changed_since,
     merge_index,
     units_for,
 )
+from oci_pypi_sync.state.journal import Journal
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.targets import open_store, parse_target
 
@@ -435,3 +440,73 @@ async def test_the_names_reader_reads_again_only_the_parts_that_changed(tmp_path
     assert len(names.names) == 6001
     assert len(store.opened) == 1
     assert DELTA_LAYER not in manifest.body.decode()
+
+
+# --- what changed since a catalog seen before ----------------------------------------------
+
+
+def test_what_changed_since_is_the_layers_that_differ_with_their_neighbours() -> None:
+    low, high = Span(0, 0x7FFF), Span(0x8000, 0xFFFF)
+    a, b = Layer(low, _digest("a"), 1), Layer(high, _digest("b"), 1)
+    b2 = Layer(high, _digest("b2"), 1)
+    delta = Layer(high, _digest("d"), 1, delta=True)
+    seen = CatalogIndex((a, b))
+    assert changed_since(seen, seen) == ([], [])
+    layers, spans = changed_since(seen, CatalogIndex((a, b2)))
+    assert layers == [b2]
+    assert set(spans) == {high}
+    # a delta beside an unchanged part: both read, the part for the delta's sake
+    layers, spans = changed_since(seen, CatalogIndex((a, b, delta)))
+    assert layers == [b, delta]
+    assert set(spans) == {high}
+    # a part gone without a successor: its span differs, nothing is there to read
+    layers, spans = changed_since(seen, CatalogIndex((a,)))
+    assert layers == []
+    assert spans == [high]
+
+
+async def test_a_catalog_read_since_another_costs_the_parts_that_differ(tmp_path: Path) -> None:
+    store = _CountingLayout(tmp_path / "m")
+    await update_catalog(Writer(store), _many(6000))
+    before = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
+    assert before is not None
+    await update_catalog(Writer(store), _change("project-17", "3.0"))
+    after = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
+    assert after is not None
+    store.opened.clear()
+    diff = await read_catalog_since(store, before.body, after)
+    assert len(store.opened) == 1
+    assert diff.covers("project-17")
+    assert sorted(diff.catalog.projects["project-17"]) == ["1.0", "2.0", "3.0"]
+    outside = [f"project-{i}" for i in range(6000) if not diff.covers(f"project-{i}")]
+    assert len(outside) > 3000
+    assert not set(outside) & set(diff.catalog.projects)
+    # nothing seen before: the whole catalog
+    whole = await read_catalog_since(store, None, after)
+    assert len(whole.catalog.projects) == 6000
+    assert all(whole.covers(f"project-{i}") for i in range(0, 6000, 97))
+
+
+async def test_a_state_forgets_only_what_another_writer_changed_reading_only_that(
+    tmp_path: Path,
+) -> None:
+    store = _CountingLayout(tmp_path / "m")
+    target = str(tmp_path / "m")
+    with Journal.open(tmp_path / "state.sqlite", target=target) as journal:
+        await bind_state(Writer(store), journal, RetryPolicy())
+        change = _many(6000)
+        await update_catalog(Writer(store), change)
+        for name in ("project-17", "project-4000"):
+            for tag, release in change.releases[name].items():
+                journal.record_release(name, release.version, tag, release.digest)
+        written = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
+        assert written is not None
+        journal.record_catalog(written.digest, written.body)
+        # Another writer moves project-17's 1.0 to another index.
+        moved = CatalogRelease("1.0", "1.0", _digest("elsewhere"))
+        await update_catalog(Writer(store), CatalogChange({"project-17": {"1.0": moved}}))
+        store.opened.clear()
+        binding = await bind_state(Writer(store), journal, RetryPolicy())
+        assert binding.rederived == frozenset({"project-17"})
+        assert len(store.opened) == 1  # one part, not the catalog
+        assert journal.all_release_digests().keys() == {"project-4000"}

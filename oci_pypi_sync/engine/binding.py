@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError
+from oci_pypi_sync.format import sha256_digest
 from oci_pypi_sync.ops.catalog import (
     CATALOG_REPOSITORY,
     LATEST_TAG,
-    Catalog,
+    CatalogDiff,
     create_identity,
-    read_catalog_manifest,
+    read_catalog_since,
     read_identity,
 )
 from oci_pypi_sync.state.journal import Journal
@@ -55,8 +56,10 @@ class Binding:
 async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Binding:
     """Check, once per run, that the state still describes the target; forget what it does not.
 
-    Two reads (the identity and the catalog's ``latest`` manifest), and a
-    third (the catalog's content) only when the catalog changed. A target
+    Two reads (the identity and the catalog's ``latest`` manifest), and,
+    only when the catalog changed, the parts of it that differ from the
+    catalog the state saw last (the whole catalog when the state kept no
+    manifest of it). A target
     without an identity gets one now, before anything else is written.
     """
     store = writer.store
@@ -94,16 +97,20 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
                 else "the state file predates target identities",
             )
             journal.forget_target()
-        journal.bind(identity, latest_digest)
+        journal.bind(identity, latest_digest, latest.body if latest is not None else None)
         return Binding(identity, latest_digest, None)
     if known_catalog == latest_digest:
         return Binding(identity, latest_digest, frozenset())
-    catalog: Catalog | None = None
+    diff: CatalogDiff | None = None
     if latest is not None:
         found = latest
+        # Only the parts that differ from the catalog seen last are read.
+        seen = journal.catalog_manifest()
+        if seen is not None and sha256_digest(seen) != known_catalog:
+            seen = None
         try:
-            catalog = await with_retries(
-                retry, "catalog", lambda: read_catalog_manifest(store, found)
+            diff = await with_retries(
+                retry, "catalog", lambda: read_catalog_since(store, seen, found)
             )
         except FATAL_ERRORS:
             raise
@@ -112,11 +119,14 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
     changed = frozenset(
         project
         for project, tags in journal.all_release_digests().items()
-        if catalog is None
-        or any(
-            (release := catalog.projects.get(project, {}).get(tag)) is None
-            or release.digest != digest
-            for tag, digest in tags.items()
+        if diff is None
+        or (
+            diff.covers(project)
+            and any(
+                (release := diff.catalog.projects.get(project, {}).get(tag)) is None
+                or release.digest != digest
+                for tag, digest in tags.items()
+            )
         )
     )
     if changed:
@@ -127,5 +137,5 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
             len(changed),
         )
         journal.forget_projects(changed)
-    journal.record_catalog(latest_digest)
+    journal.record_catalog(latest_digest, latest.body if latest is not None else None)
     return Binding(identity, latest_digest, changed)

@@ -430,7 +430,8 @@ class Syncer:
             return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
         if self.journal is not None:
             # The catalog this state last wrote: the next run's check (bind_state).
-            self.journal.record_catalog(latest)
+            written = await self.store.get_manifest(CATALOG_REPOSITORY, latest) if latest else None
+            self.journal.record_catalog(latest, written.body if written is not None else None)
         return None
 
     def _settled(

@@ -39,24 +39,31 @@ from oci_pypi_sync.format import (
 )
 from oci_pypi_sync.limits import loads_json
 from oci_pypi_sync.ops.catalog_parts import (
+    ALL_BUCKETS,
     CatalogIndex,
     Layer,
     Span,
     Unit,
     UnitWrite,
     bucket_of,
+    changed_since,
     layer_of,
     merge_index,
     split,
     units_for,
 )
 from oci_pypi_sync.plan.select import version_sort_key
-from oci_pypi_sync.stores.protocols import DiscardsBlobs, EditsLayoutRefs, KnowsTagDigests
+from oci_pypi_sync.stores.protocols import (
+    DiscardsBlobs,
+    EditsLayoutRefs,
+    KnowsTagDigests,
+    StoredManifest,
+)
 
 if TYPE_CHECKING:
     from oci_pypi_sync.engine.results import ReleaseResult
     from oci_pypi_sync.engine.writer import Writer
-    from oci_pypi_sync.stores.protocols import Store, StoredManifest
+    from oci_pypi_sync.stores.protocols import Store
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +467,38 @@ async def read_catalog(store: Store, *, exact: bool = False) -> Catalog | None:
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("%s holds no readable catalog (%s)", CATALOG_REPOSITORY, exc)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDiff:
+    """What of a catalog may differ from one read before: spans of buckets, and what the
+    catalog holds there now (``spans`` covering every bucket: the whole catalog)."""
+
+    spans: tuple[Span, ...]
+    catalog: Catalog
+
+    def covers(self, project: str) -> bool:
+        """Whether the project's entry may differ (outside the spans it is as it was)."""
+        bucket = bucket_of(project)
+        return any(span.contains(bucket) for span in self.spans)
+
+
+async def read_catalog_since(
+    store: Store, seen: bytes | None, manifest: StoredManifest
+) -> CatalogDiff:
+    """The parts of ``manifest`` that differ from the catalog manifest ``seen`` (its bytes,
+    ``None``: nothing known), and where: what changed costs, not the catalog."""
+    now = catalog_index(manifest)
+    before = None
+    if seen is not None:
+        try:
+            before = catalog_index(StoredManifest(OCI_MANIFEST, sha256_digest(seen), seen))
+        except ValueError:
+            before = None
+    if before is None or any(layer.legacy for layer in (*before.layers, *now.layers)):
+        return CatalogDiff((ALL_BUCKETS,), await read_catalog_manifest(store, manifest))
+    layers, spans = changed_since(before, now)
+    return CatalogDiff(tuple(spans), assemble(await read_layers(store, layers)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from oci_pypi_sync.format import (
 from oci_pypi_sync.limits import loads_json
 
 __all__ = [
+    "ALL_BUCKETS",
     "BUCKETS",
     "CATALOG_V2_ARTIFACT",
     "DELTA_LAYER",
@@ -45,6 +46,7 @@ __all__ = [
     "Span",
     "Unit",
     "bucket_of",
+    "changed_since",
     "merge_index",
     "units_for",
 ]
@@ -317,3 +319,29 @@ def digest_of(data: bytes) -> str:
 
 def layer_of(span: Span, data: bytes, *, delta: bool = False) -> Layer:
     return Layer(span, digest_of(data), len(data), delta)
+
+
+def changed_since(seen: CatalogIndex, now: CatalogIndex) -> tuple[list[Layer], list[Span]]:
+    """What to read of ``now`` to know every project that may differ from ``seen``.
+
+    Layers are content addressed: buckets that the same layers cover in both
+    hold the same projects. Returns the layers of ``now`` to read (in the
+    manifest's order; every layer overlapping one of them too, so that each
+    is read with its deltas), and the spans of buckets where projects may
+    differ. A first-version catalog on either side makes it everything.
+    """
+    if any(layer.legacy for layer in (*seen.layers, *now.layers)):
+        return list(now.layers), [ALL_BUCKETS]
+    spans = [layer.span for layer in set(seen.layers) ^ set(now.layers)]
+    chosen = {layer for layer in now.layers if any(layer.span.overlaps(s) for s in spans)}
+    while True:
+        more = {
+            layer
+            for layer in now.layers
+            if layer not in chosen and any(layer.span.overlaps(c.span) for c in chosen)
+        }
+        if not more:
+            break
+        chosen |= more
+    layers = [layer for layer in now.layers if layer in chosen]
+    return layers, spans + [layer.span for layer in layers]

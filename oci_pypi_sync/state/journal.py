@@ -720,18 +720,33 @@ class Journal:
             )
         return meta.get("target_identity"), meta.get("catalog_digest")
 
-    def bind(self, identity: str, catalog_digest: str | None) -> None:
+    def bind(
+        self, identity: str, catalog_digest: str | None, catalog_manifest: bytes | None = None
+    ) -> None:
         """From now on the state describes the target with this identity."""
         self._writable()
         with self._errors(), self._transaction():
             self._set_meta("target_identity", identity)
-            self._set_meta("catalog_digest", catalog_digest)
+            self._set_catalog(catalog_digest, catalog_manifest)
 
-    def record_catalog(self, digest: str | None) -> None:
-        """The catalog (its ``latest`` manifest digest) this state last wrote or read."""
+    def record_catalog(self, digest: str | None, manifest: bytes | None = None) -> None:
+        """The catalog (its ``latest`` manifest digest) this state last wrote or read, and
+        that manifest's bytes when at hand: the next run reads only the parts that differ."""
         self._writable()
+        with self._errors(), self._transaction():
+            self._set_catalog(digest, manifest)
+
+    def catalog_manifest(self) -> bytes | None:
+        """The bytes of the catalog manifest this state last saw, if it kept them."""
         with self._errors():
-            self._set_meta("catalog_digest", digest)
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'catalog_manifest'"
+            ).fetchone()
+        return str(row[0]).encode() if row is not None else None
+
+    def _set_catalog(self, digest: str | None, manifest: bytes | None) -> None:
+        self._set_meta("catalog_digest", digest)
+        self._set_meta("catalog_manifest", manifest.decode() if manifest is not None else None)
 
     def has_target_records(self) -> bool:
         """Whether the state says anything about what the target holds."""
