@@ -685,16 +685,26 @@ async def probe_layout(size: int) -> dict[str, Any]:
 
 
 async def probe_rootlist(size: int) -> dict[str, Any]:
-    from oci_pypi_sync.index.projects import parse_project_list
+    """CPU to parse the project list and count one shard's projects, as ``sync --all`` does."""
     from oci_pypi_sync.plan.shard import Shard
 
     body = (index_dir(size) / "simple.json").read_bytes()
-    started = cpu_now()
-    names = parse_project_list(body, PEP691)
     shard = Shard(0, 8)
-    mine = [name for name in names if shard.owns(name)]
+    try:
+        from oci_pypi_sync.index.projects import parse_project_index
+        from oci_pypi_sync.plan.listed import ListedProjects
+    except ImportError:  # older code: a list of names, each normalized to be sharded
+        from oci_pypi_sync.index.projects import parse_project_list
+
+        started = cpu_now()
+        names = parse_project_list(body, PEP691)
+        count, mine = len(names), len([name for name in names if shard.owns(name)])
+    else:
+        started = cpu_now()
+        listing = parse_project_index(body, PEP691)
+        count, mine = len(listing), len(ListedProjects(listing, shard=shard))
     spent = cpu_now() - started
-    return {"cpu_ms": spent * 1000, "names": len(names), "shard": len(mine)}
+    return {"cpu_ms": spent * 1000, "names": count, "shard": mine}
 
 
 PROBES = {
