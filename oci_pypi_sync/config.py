@@ -265,7 +265,7 @@ KEYS: tuple[Key, ...] = (
         "state",
         "path",
         "state",
-        help="The state file (journal). Default: .oci-pypi-state.sqlite in a layout, "
+        help="The state file. Default: .oci-pypi-state.sqlite in a layout, "
         "or one per registry under $XDG_STATE_HOME/oci-pypi.",
         metavar="PATH",
     ),

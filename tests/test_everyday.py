@@ -59,14 +59,33 @@ def test_serve_logs_each_request_once(mirror: Path, tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
 
 
-def test_ls_without_a_mirror_here_suggests_from(tmp_path: Path) -> None:
-    result = run_cli(["ls"], cli_env(tmp_path))
+@pytest.mark.parametrize(
+    ("command", "how"),
+    [
+        (["ls"], "--from TARGET"),
+        (["serve", "--port", "0"], "--from TARGET"),
+        (["verify"], "a TARGET argument"),
+    ],
+)
+@pytest.mark.parametrize("debris", [False, True])
+def test_no_mirror_here_suggests_naming_one(
+    tmp_path: Path, command: list[str], how: str, debris: bool
+) -> None:
+    default = tmp_path / "oci-pypi-mirror"
+    if debris:  # what a sync that stopped before its first write leaves: a state file
+        default.mkdir()
+        (default / ".oci-pypi-state.sqlite").write_bytes(b"")
+    result = run_cli(command, cli_env(tmp_path))
     assert result.returncode == 3
     assert result.stderr.splitlines() == [
-        "error: there is no mirror in ./oci-pypi-mirror (the default); name one with --from "
-        "TARGET (oci:PATH for a layout, HOST[:PORT]/PREFIX for a registry)"
+        f"error: there is no mirror in ./oci-pypi-mirror (the default); name one with {how} "
+        "(oci:PATH for a layout, HOST[:PORT]/PREFIX for a registry)"
     ]
-    assert not (tmp_path / "oci-pypi-mirror").exists()  # nothing created by looking
+    # Nothing created or changed by looking.
+    if debris:
+        assert sorted(p.name for p in default.iterdir()) == [".oci-pypi-state.sqlite"]
+    else:
+        assert not default.exists()
 
 
 @pytest.mark.parametrize("name", ["copy.tar", "copy"])

@@ -271,6 +271,25 @@ def target_access(
     return TargetAccess(parsed, tls, credentials)
 
 
+def require_mirror(access: TargetAccess, given: str | None, how: str) -> None:
+    """A command that reads the default layout, where there is none: one line naming ``how``
+    to name a mirror (exit 3), rather than a layout error about a path never typed."""
+    from oci_pypi_sync.stores.layout import LAYOUT_FILE
+    from oci_pypi_sync.stores.targets import LayoutTarget
+
+    parsed = access.target
+    if given is not None or not isinstance(parsed, LayoutTarget):
+        return
+    if (parsed.path / LAYOUT_FILE).is_file():
+        return
+    click.echo(
+        f"error: there is no mirror in ./{parsed.path} (the default); name one with "
+        f"{how} (oci:PATH for a layout, HOST[:PORT]/PREFIX for a registry)",
+        err=True,
+    )
+    sys.exit(EXIT_FATAL)
+
+
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.read().rstrip("\r\n")

@@ -10,8 +10,8 @@ import click
 
 from oci_pypi_sync.cli.common import (
     EXIT_FAILURES,
-    EXIT_FATAL,
     registry_options,
+    require_mirror,
     run,
     target_access,
 )
@@ -50,19 +50,12 @@ def ls(
     import json
 
     from oci_pypi_sync.ops.listing import list_projects, list_releases
-    from oci_pypi_sync.stores.targets import LayoutTarget
 
     access = target_access(
         target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
     )
     parsed = access.target
-    if target is None and isinstance(parsed, LayoutTarget) and not parsed.path.exists():
-        click.echo(
-            f"error: there is no mirror in ./{parsed.path} (the default); name one with "
-            "--from TARGET (oci:PATH for a layout, HOST[:PORT]/PREFIX for a registry)",
-            err=True,
-        )
-        sys.exit(EXIT_FATAL)
+    require_mirror(access, target, "--from TARGET")
 
     async def go() -> Any:
         store = access.open()

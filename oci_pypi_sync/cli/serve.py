@@ -7,6 +7,7 @@ import click
 from oci_pypi_sync.cli.common import (
     configure_logging,
     registry_options,
+    require_mirror,
     run,
     target_access,
     verbose_option,
@@ -61,6 +62,7 @@ def serve(
         target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
     )
     parsed = access.target
+    require_mirror(access, target, "--from TARGET")
 
     async def go() -> None:
         store = access.open()

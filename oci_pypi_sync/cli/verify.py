@@ -13,6 +13,7 @@ from oci_pypi_sync.cli.common import (
     EXIT_OK,
     configure_logging,
     registry_options,
+    require_mirror,
     run,
     target_access,
     verbose_option,
@@ -97,6 +98,7 @@ def verify(
     access = target_access(
         target, plain_http, ca_bundle, client_cert, client_key, username, password_stdin
     )
+    require_mirror(access, target, "a TARGET argument")
     try:
         location = resolve_index_url(index_url) if repair else None
         pins = parse_pins(trusted_publishers)
