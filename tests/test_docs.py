@@ -35,6 +35,8 @@ def test_no_diagram_needs_a_script_from_the_network() -> None:
     )
     assert "mermaid" not in config
     assert "extra_javascript" not in config
+    # Nor fonts from the network: the theme's default is web fonts.
+    assert re.search(r"^theme:\n(?:  .*\n)*?  font: false$", config, re.M), "theme.font"
 
 
 def test_the_commands_guide_names_every_command_and_option() -> None:
