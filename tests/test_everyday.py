@@ -29,27 +29,18 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "mirror"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def served_url(err: Path) -> str:
+    """The address ``serve`` says it serves on, once it says it."""
+    wait_for(lambda: "serving" in err.read_text(), timeout=300, what="the server to start")
+    return err.read_text().split(" on ", 1)[1].split()[0]
 
 
 def test_serve_logs_each_request_once(mirror: Path, tmp_path: Path) -> None:
-    port = free_port()
-    args = ["serve", "--from", f"oci:{mirror}", "--port", str(port)]
+    args = ["serve", "--from", f"oci:{mirror}", "--port", "0"]
     out, err = tmp_path / "out", tmp_path / "err"
     with cli_process(args, cli_env(tmp_path), stdout=out, stderr=err) as process:
-
-        def answers() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/simple/", timeout=5).is_success
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, timeout=300, what="the server to answer")
-        page = httpx.get(f"http://127.0.0.1:{port}/simple/tool/", timeout=60)
+        url = served_url(err)
+        page = httpx.get(f"{url}tool/", timeout=60)
         assert page.status_code == 200
         assert "tool-2.0-py3-none-any.whl" in page.text
         wait_for(lambda: "/simple/tool/" in err.read_text(), timeout=300, what="the log line")
@@ -57,6 +48,22 @@ def test_serve_logs_each_request_once(mirror: Path, tmp_path: Path) -> None:
         result = finish(process, out, err, timeout=300)
     lines = [line for line in result.stderr.splitlines() if "/simple/tool/" in line]
     assert len(lines) == 1, result.stderr
+
+
+def test_serve_on_a_taken_port_is_one_line_before_anything_is_said(
+    mirror: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--from", f"oci:{mirror}", "--port", str(port)]
+        result = run_cli(args, cli_env(tmp_path), timeout=300)
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1 port {port}: Address already in use; "
+        "choose another --port or --host"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 from cli_helpers import CliResult, cli_command, cli_env, cli_process, finish, run_cli, wait_for
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, serve_index
@@ -362,8 +362,12 @@ def test_ctrl_c_is_how_serve_ends_exit_0(tmp_path: Path) -> None:
     with cli_process(
         ["serve", "--from", "oci:mirror", "--port", "0"], env, stdout=out, stderr=err
     ) as process:
-        wait_for(lambda: "serving" in err.read_text(), timeout=30, what="the server to start")
-        time.sleep(1.0)  # the banner comes before the server listens: let it start
+        wait_for(lambda: "serving" in err.read_text(), timeout=300, what="the server to start")
+        url = err.read_text().split(" on ", 1)[1].split()[0]
+        assert not url.startswith("http://127.0.0.1:0/")  # the port it listens on, said
+        # Said once listening: the page answers at once.
+        page = httpx.get(f"{url}first/", timeout=300)
+        assert "first-1.0-py3-none-any.whl" in page.text
         process.send_signal(signal.SIGINT)
         result = finish(process, out, err)
     assert result.returncode == 0, result.describe()

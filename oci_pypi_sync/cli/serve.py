@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from oci_pypi_sync.cli.common import (
+    EXIT_FATAL,
     configure_logging,
     registry_options,
     require_mirror,
@@ -55,6 +58,7 @@ def serve(
       oci-pypi serve --from registry.example.com/pypi --host 0.0.0.0
       pip install --index-url http://127.0.0.1:8080/simple/ requests
     """
+    from oci_pypi_sync.serve.server import listen
     from oci_pypi_sync.serve.server import serve as run_server
 
     configure_logging(max(verbose, 1))
@@ -63,13 +67,24 @@ def serve(
     )
     parsed = access.target
     require_mirror(access, target, "--from TARGET")
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        click.echo(
+            f"error: cannot listen on {host} port {port}: {exc.strerror or exc}; "
+            "choose another --port or --host",
+            err=True,
+        )
+        sys.exit(EXIT_FATAL)
 
     async def go() -> None:
         store = access.open()
         try:
-            await run_server(store, host=host, port=port, ttl=ttl)
+            await run_server(store, ttl=ttl, sockets=[sock])
         finally:
             await store.aclose()
 
-    click.echo(f"serving {parsed} on http://{host}:{port}/simple/", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    bound = sock.getsockname()[1]  # the port listened on (a free one for --port 0)
+    click.echo(f"serving {parsed} on http://{shown}:{bound}/simple/", err=True)
     run(go, interrupt_stops=True)

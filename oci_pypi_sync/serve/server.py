@@ -44,6 +44,26 @@ def build_server(
     return uvicorn.Server(config)
 
 
+def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """A socket listening on ``host:port`` (port 0: a free one), for :func:`serve`.
+
+    Made before serving so that the address a caller announces is the one
+    served (the real port), that connections made once it is announced wait
+    in the backlog rather than being refused, and that a taken port or an
+    unknown host is an :class:`OSError` before anything is said.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
     store: Store,
     *,

@@ -295,7 +295,7 @@ class Journal:
                 conn.close()
             _release_lock(lock_fd)
             raise JournalError(
-                f"state file {db_path} is not a readable oci-pypi state file ({exc}); {_DELETE_HINT}"
+                f"{db_path} is not a readable oci-pypi state file ({exc}); {_DELETE_HINT}"
             ) from exc
         except BaseException:
             if conn is not None:
