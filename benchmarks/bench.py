@@ -14,7 +14,10 @@ corpus at the same concurrency:
 * ``download-only``: the GETs alone;
 * ``bandersnatch``: a PEP 381 mirror of the same projects to disk;
 * ``oci-pypi``: ``cold`` (empty registry, no state), ``noop`` (re-run with
-  its state file), ``changed-1pct`` (1% of the projects get a release).
+  its state file), ``changed-1pct`` (1% of the projects get a release);
+  with ``--against REV`` the same three cases of the tool as it was at
+  commit REV (built into ``.bench/against/``), run in the same rounds, so
+  a change is measured against the code before it side by side.
 
 Then the project-list parse check (927,088 names as HTML through nginx)
 and a warm project-page latency of ``oci-pypi``'s simple-repository server
@@ -24,6 +27,7 @@ registry request of raw aiohttp and of oci-pypi's registry store side by
 side. Exit status is 0 unless a contender failed::
 
     python benchmarks/bench.py [--quick] [--runs 3] [--jobs 8] [--json PATH] [--profile DIR]
+    python benchmarks/bench.py --against 16c29f3   # and the tool at that commit, side by side
     nox -s bench -- --quick
 """
 
@@ -80,6 +84,9 @@ TOOLS = (
 #: against raw aiohttp's
 LIMIT_RATIO = 1.15
 CPU_PER_REQUEST_RATIO = 1.10
+#: with --against: how much slower than the earlier commit still counts as "no slower"
+#: (contenders' medians move by about this much between runs on a shared machine)
+AGAINST_NOISE = 0.05
 
 
 # --- measuring a process -----------------------------------------------------------
@@ -268,6 +275,8 @@ class Bench:
     jobs: int
     runs: int
     timeout: float
+    #: the tool at an earlier commit: (its label, the python that runs it)
+    against: tuple[str, str] | None = None
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
 
     def record(self, case: str, tool: str) -> Record:
@@ -301,7 +310,7 @@ class Bench:
                 record.extra["request_kinds"] = dict(registry_request_kinds(logged, digests))
         record.add(run, self.nginx.requests_since(nginx_offset), registry)
         print(
-            f"  {record.case:<13} {record.tool:<14} run {len(record.walls)}: "
+            f"  {record.case:<13} {record.tool:<16} run {len(record.walls)}: "
             f"{run.wall_s:7.2f} s  {run.peak_rss_mb:7.1f} MB"
             + ("" if run.returncode == 0 else f"  FAILED (exit {run.returncode})"),
             flush=True,
@@ -345,9 +354,9 @@ class Bench:
             *layout,
         ]
 
-    def oci_pypi(self, host: str, state: Path) -> list[str]:
+    def oci_pypi(self, host: str, state: Path, python: str = sys.executable) -> list[str]:
         return [
-            sys.executable,
+            python,
             "-m",
             "oci_pypi_sync",
             "sync",
@@ -390,11 +399,15 @@ class Bench:
         for tool in order:
             if tool not in skip:  # the table's order
                 self.record("cold", tool)
+        if self.against is not None:
+            self.record("cold", self.against[0])
         if "oci-pypi" not in skip:
             for case, tool in (
                 ("noop", "oci-pypi"),
+                *([("noop", self.against[0])] if self.against else []),
                 ("noop", "limit"),
                 ("changed-1pct", "oci-pypi"),
+                *([("changed-1pct", self.against[0])] if self.against else []),
             ):
                 self.record(case, tool)
         plan = self.plan()
@@ -414,6 +427,8 @@ class Bench:
                     continue
                 if tool == "oci-pypi":
                     self.run_oci_pypi(i)
+                    if self.against is not None:
+                        self.run_oci_pypi(i, *self.against)
                 else:
                     self.run_baseline(tool, i, plan)
             if "bandersnatch" not in skip:
@@ -485,29 +500,62 @@ class Bench:
             )
         shutil.rmtree(mirror, ignore_errors=True)
 
-    def run_oci_pypi(self, i: int) -> None:
-        cold = self.record("cold", "oci-pypi")
-        noop = self.record("noop", "oci-pypi")
-        limit_noop = self.record("noop", "limit")
-        changed = self.record("changed-1pct", "oci-pypi")
-        state = self.work / f"state-{i}.sqlite"
-        with self.registry(f"oci-pypi-{i}") as reg:
+    def run_oci_pypi(self, i: int, tool: str = "oci-pypi", python: str = sys.executable) -> None:
+        """``cold``, ``noop`` and ``changed-1pct`` of ``tool`` (run by ``python``), in order."""
+        cold = self.record("cold", tool)
+        noop = self.record("noop", tool)
+        changed = self.record("changed-1pct", tool)
+        state = self.work / f"state-{tool}-{i}.sqlite"
+        with self.registry(f"{tool}-{i}") as reg:
             cold.files, cold.bytes_moved = len(self.corpus.all_files), self.corpus.total_bytes
-            run = self.measure(cold, self.oci_pypi(reg.host, state), reg)
+            run = self.measure(cold, self.oci_pypi(reg.host, state, python), reg)
             cold.extra["totals"] = _totals(run.stdout)
-            run = self.measure(noop, self.oci_pypi(reg.host, state), reg)
+            run = self.measure(noop, self.oci_pypi(reg.host, state, python), reg)
             noop.extra["totals"] = _totals(run.stdout)
-            plan = self.plan()
-            limit_noop.note = "HEAD per blob, nothing to push"
-            self.measure(limit_noop, self.contender("limit", plan, reg.host), reg)
+            if tool == "oci-pypi":
+                limit_noop = self.record("noop", "limit")
+                limit_noop.note = "HEAD per blob, nothing to push"
+                self.measure(limit_noop, self.contender("limit", self.plan(), reg.host), reg)
             added = corpus_mod.add_releases(self.corpus, 0.01, i + 1)
             changed.files = len(added)
             changed.bytes_moved = sum(f.size for f in added)
             changed.extra["projects_changed"] = len({f.project for f in added})
-            run = self.measure(changed, self.oci_pypi(reg.host, state), reg)
+            run = self.measure(changed, self.oci_pypi(reg.host, state, python), reg)
             changed.extra["totals"] = _totals(run.stdout)
             corpus_mod.remove_releases(self.corpus, added)
         state.unlink(missing_ok=True)
+
+
+def build_revision(rev: str) -> tuple[str, str]:
+    """The tool at commit ``rev``, installed into a virtualenv of its own.
+
+    Built once per commit under ``.bench/against/<commit>/`` (from ``git
+    archive``, so the working tree is untouched) and kept for later runs.
+    Returns the record's label (``oci-pypi@<short commit>``) and the python
+    that runs that build.
+    """
+    repo = HERE.parent
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    home = repo / ".bench" / "against" / commit
+    python = home / "venv" / "bin" / "python"
+    if not (home / "built").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "src").mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", commit], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(home / "src")], input=archive, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
+        print(f"  building oci-pypi at {commit[:12]} into {home}...", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(home / "src")], check=True)
+        (home / "built").write_text(commit + "\n")
+    return f"oci-pypi@{commit[:7]}", str(python)
 
 
 def _totals(stdout: str) -> dict[str, Any]:
@@ -768,7 +816,7 @@ def print_table(bench: Bench) -> None:
     limit = bench.records.get(("cold", "limit"))
     naive = bench.records.get(("cold", "naive"))
     header = (
-        f"{'case':<13} {'tool':<14} {'wall_s':>8} {'MB/s':>7} {'x limit':>8} {'naive/x':>8} "
+        f"{'case':<13} {'tool':<16} {'wall_s':>8} {'MB/s':>7} {'x limit':>8} {'naive/x':>8} "
         f"{'rss_MB':>7} {'cpu_s':>6} {'reg_cpu':>7} {'idx req':>8} {'reg req':>8} "
         f"{'req/file':>8}  note"
     )
@@ -782,7 +830,7 @@ def print_table(bench: Bench) -> None:
         registry_total = sum(record.registry_requests.values())
         per_file = f"{registry_total / record.files:.2f}" if record.files and registry_total else ""
         print(
-            f"{record.case:<13} {record.tool:<14} {record.wall_s:8.2f} {rate:7.1f} {vs_limit} "
+            f"{record.case:<13} {record.tool:<16} {record.wall_s:8.2f} {rate:7.1f} {vs_limit} "
             f"{vs_naive} {record.peak_rss_mb:7.1f} {_median(record.cpu):6.2f} "
             f"{_median(record.registry_cpu):7.2f} {sum(record.index_requests.values()):8d} "
             f"{sum(record.registry_requests.values()):8d} {per_file:>8}  {record.note}{failed}"
@@ -877,6 +925,19 @@ def targets(bench: Bench, extras: dict[str, Any]) -> list[tuple[str, bool | None
             f"{changed.wall_s:.2f} s vs bound {bound:.2f} s (cold share {fair:.3f} s)",
         )
     )
+    if bench.against is not None:
+        label = bench.against[0]
+        for case, ours in (("cold", cold), ("noop", noop)):
+            theirs = r.get((case, label))
+            if theirs and theirs.walls and not theirs.failures:
+                ratio = ours.wall_s / theirs.wall_s
+                out.append(
+                    (
+                        f"{case} no slower than {label} (within {AGAINST_NOISE:.0%})",
+                        ratio <= 1 + AGAINST_NOISE,
+                        f"{ours.wall_s:.2f} s vs {theirs.wall_s:.2f} s ({ratio:.2f}x)",
+                    )
+                )
     worst = max(rec.peak_rss_mb for rec in (cold, noop, changed))
     out.append(("oci-pypi peak RSS < 100 MB", worst < RSS_LIMIT_MB, f"{worst:.1f} MB"))
     plist = extras.get("project_list")
@@ -947,6 +1008,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     parser.add_argument("--serve-requests", type=int, default=200)
     parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run oci-pypi as it was at commit REV, in the same rounds (cold, noop, changed)",
+    )
+    parser.add_argument(
         "--skip", action="append", default=[], choices=[*TOOLS, "list", "serve", "http-stack"]
     )
     args = parser.parse_args()
@@ -977,7 +1043,8 @@ def main() -> int:
         with running_nginx(
             work / "root", work / "nginx", port, workers=os.cpu_count() or 2
         ) as nginx:
-            bench = Bench(work, corpus, nginx, args.jobs, runs, args.timeout)
+            against = build_revision(args.against) if args.against else None
+            bench = Bench(work, corpus, nginx, args.jobs, runs, args.timeout, against)
             skip = set(args.skip)
             bench.run_rounds(args.naive_runs or runs, skip)
         if "list" not in skip:
@@ -1049,6 +1116,18 @@ def main() -> int:
     for name, held, numbers in targets(bench, extras):
         verdict = "n/a " if held is None else ("PASS" if held else "FAIL")
         print(f"{verdict}  {name}: {numbers}")
+    if bench.against is not None:
+        label = bench.against[0]
+        for case in ("cold", "noop", "changed-1pct"):
+            ours, theirs = bench.records.get((case, "oci-pypi")), bench.records.get((case, label))
+            if ours and theirs and len(ours.walls) == len(theirs.walls) > 0:
+                rounds = [a / b for a, b in zip(ours.walls, theirs.walls, strict=True)]
+                print(
+                    f"info  {case} / {case} of {label} per round: "
+                    + ", ".join(f"{r:.2f}" for r in rounds)
+                    + f" (median {_median(rounds):.2f}; CPU {_median(ours.cpu):.2f} s"
+                    f" vs {_median(theirs.cpu):.2f} s)"
+                )
     old_limit = bench.records.get(("cold", "limit-httpx"))
     cold = bench.records.get(("cold", "oci-pypi"))
     limit = bench.records.get(("cold", "limit"))
