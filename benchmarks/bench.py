@@ -357,6 +357,7 @@ class Bench:
     def oci_pypi(self, host: str, state: Path, python: str = sys.executable) -> list[str]:
         return [
             python,
+            "-P",  # not the working directory's package: the one ``python`` has installed
             "-m",
             "oci_pypi_sync",
             "sync",
