@@ -22,6 +22,7 @@ replaced by the second on the first write.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,18 +160,12 @@ class Catalog:
         _apply(projects, statuses, change)
         return Catalog(projects, statuses)
 
-    def within(self, span: Span) -> Catalog:
-        """The projects whose bucket falls in ``span``."""
-        return Catalog(
-            {n: r for n, r in self.projects.items() if span.contains(bucket_of(n))},
-            {n: s for n, s in self.statuses.items() if span.contains(bucket_of(n))},
-        )
-
     def only(self, names: Iterable[str]) -> Catalog:
-        chosen = set(names)
+        """The entries of ``names`` (costs those names, not the catalog)."""
+        chosen = list(names)
         return Catalog(
-            {n: r for n, r in self.projects.items() if n in chosen},
-            {n: s for n, s in self.statuses.items() if n in chosen},
+            {n: self.projects[n] for n in chosen if n in self.projects},
+            {n: self.statuses[n] for n in chosen if n in self.statuses},
         )
 
     def retagged(self, moved: Mapping[tuple[str, str], tuple[str, str]]) -> Catalog:
@@ -259,15 +254,21 @@ class CatalogChange:
     def empty(self) -> bool:
         return not self.names
 
-    def within(self, span: Span) -> CatalogChange:
-        """The change to the projects whose bucket falls in ``span``."""
-
-        def mine(values: Mapping[str, Any]) -> dict[str, Any]:
-            return {n: v for n, v in values.items() if span.contains(bucket_of(n))}
-
-        return CatalogChange(
-            mine(self.releases), mine(self.statuses), mine(self.removed), mine(self.holds)
-        )
+    def split(self, spans: Sequence[Span]) -> list[CatalogChange]:
+        """The change cut by ``spans`` (sorted, not overlapping): one change per span, each
+        project's bucket computed once."""
+        starts = [span.first for span in spans]
+        pieces: list[tuple[dict[str, Any], ...]] = [({}, {}, {}, {}) for _ in spans]
+        fields = (self.releases, self.statuses, self.removed, self.holds)
+        for name in self.names:
+            bucket = bucket_of(name)
+            at = bisect.bisect_right(starts, bucket) - 1
+            if at < 0 or not spans[at].contains(bucket):
+                continue
+            for values, piece in zip(fields, pieces[at], strict=True):
+                if name in values:
+                    piece[name] = values[name]
+        return [CatalogChange(*piece) for piece in pieces]
 
     def to_json(self) -> bytes:
         """A delta's canonical JSON (``holds`` are resolved into ``removed`` before)."""
@@ -709,8 +710,8 @@ async def _update(writer: Writer, change: CatalogChange) -> str | None:
     units = units_for(index, (bucket_of(name) for name in change.names))
     writes = []
     blobs: dict[str, bytes] = {}
-    for unit in units:
-        write = await _rewrite(writer.store, unit, change.within(unit.span), blobs)
+    for unit, part in zip(units, change.split([unit.span for unit in units]), strict=True):
+        write = await _rewrite(writer.store, unit, part, blobs)
         if write is not None:
             writes.append(write)
     if not writes:
