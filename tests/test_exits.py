@@ -74,7 +74,7 @@ def as_other_user(args: Sequence[str], home: Path) -> CliResult:
         cwd=home,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,  # only ends a hang
         check=False,
     )
     return CliResult(completed.returncode, completed.stdout, completed.stderr, 0.0)
@@ -279,7 +279,7 @@ def test_ctrl_c_exits_130_after_removing_partial_downloads(tmp_path: Path) -> No
         ) as process:
             wait_for(
                 lambda: any(p.name.startswith("blob-") for p in scratch_files(layout)),
-                timeout=30,
+                timeout=300,
                 what="a download in progress",
             )
             process.send_signal(signal.SIGINT)
@@ -341,7 +341,7 @@ def test_verbose_twice_logs_the_traceback_of_an_unforeseen_error(tmp_path: Path)
             capture_output=True,
             text=True,
             check=False,
-            timeout=30,
+            timeout=300,  # only ends a hang
         )
         assert completed.returncode == 3
         assert completed.stderr.strip().endswith(

@@ -46,7 +46,7 @@ def test_a_killed_writer_s_partial_download_goes_at_the_next_start(tmp_path: Pat
         with cli_process(
             ["sync", "slow", "--to", "oci:mirror", "-i", index.url], env, stdout=out, stderr=err
         ) as process:
-            wait_for(lambda: partial_downloads(layout), timeout=30, what="a partial download")
+            wait_for(lambda: partial_downloads(layout), timeout=300, what="a partial download")
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
         left = partial_downloads(layout)
@@ -82,7 +82,7 @@ def test_a_live_writer_s_partial_download_is_left_alone(tmp_path: Path) -> None:
             stdout=out,
             stderr=err,
         ) as slow:
-            wait_for(lambda: partial_downloads(layout), timeout=30, what="a partial download")
+            wait_for(lambda: partial_downloads(layout), timeout=300, what="a partial download")
             [download] = partial_downloads(layout)
             beside = run_cli(
                 ["sync", "quick", "--to", "oci:mirror", "-i", index.url, "--no-state"], env
@@ -111,7 +111,7 @@ def test_a_tar_writer_removes_a_partial_pack_and_a_dead_writer_s_downloads(
         with cli_process(
             ["sync", "slow", "--to", "oci:mirror.tar", "-i", index.url], env, stdout=out, stderr=err
         ) as process:
-            wait_for(lambda: partial_downloads(staging), timeout=30, what="a partial download")
+            wait_for(lambda: partial_downloads(staging), timeout=300, what="a partial download")
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
         left = partial_downloads(staging)
