@@ -25,7 +25,12 @@ from oci_pypi_sync.errors import UsageError
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
 @click.option(
-    "--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True, help="Blobs at once."
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Tags copied, and tag lists read, at once.",
 )
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to non-loopback registries.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
@@ -48,6 +53,8 @@ def copy(
 
     SRC and DST are oci:PATH (a directory, or PATH.tar for a packed layout)
     or HOST[:PORT]/PREFIX. An interrupted copy resumes where it stopped.
+    A registry's repositories come from the mirror's catalog (its
+    /v2/_catalog only when there is none).
 
     \b
     Examples:

@@ -47,6 +47,27 @@ from oci_pypi_sync.errors import UsageError
     metavar="PROJECT=PUBLISHER",
     help="With --provenance: PROJECT's files must be attested by this publisher; repeatable.",
 )
+@click.option(
+    "--sample",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    metavar="FRACTION",
+    help="Check a random FRACTION of the tags (0.01: one in a hundred), reading their blobs back.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=None,
+    help="With --sample: the draw; the same seed checks the same tags (default: a new draw).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Tag lists and tags read at once.",
+)
 @setting_parameter(KEYS_BY_FIELD["index_url"])
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
@@ -59,6 +80,9 @@ def verify(
     check_provenance: bool,
     trusted_root: str | None,
     trusted_publishers: tuple[str, ...],
+    sample: float | None,
+    seed: int | None,
+    jobs: int,
     index_url: str | None,
     plain_http: bool,
     as_json: bool,
@@ -79,13 +103,20 @@ def verify(
     their content intact, are warnings: --repair rewrites them in format 2.
     Exits 0 when the mirror is sound (or was fully repaired), 1 otherwise.
 
+    The repositories come from the mirror's catalog (a registry's
+    /v2/_catalog only when there is none). --sample checks a random
+    fraction of the tags, each one deeply: a spot check, which proves
+    nothing about the tags it did not draw.
+
     \b
     Examples:
       oci-pypi verify                            # ./oci-pypi-mirror
       oci-pypi verify registry.example.com/pypi --repair
       oci-pypi verify oci:/srv/mirror --provenance --trusted-root trusted_root.json
+      oci-pypi verify registry.example.com/pypi --sample 0.01 -j 32   # a spot check
     """
     import json
+    import secrets
     from pathlib import Path
 
     from oci_pypi_sync.index.location import resolve_index_url
@@ -106,18 +137,22 @@ def verify(
         raise click.UsageError(str(exc)) from exc
     if (trusted_root or trusted_publishers) and not check_provenance:
         raise click.UsageError("--trusted-root and --trusted-publisher go with --provenance")
+    if seed is not None and sample is None:
+        raise click.UsageError("--seed goes with --sample")
+    draw = seed if seed is not None else secrets.randbits(32)
 
     async def go() -> Any:
         from oci_pypi_sync.index.client import IndexClient
 
         store = access.open(create=repair)
         try:
-            report = await run_verify(store, deep=deep)
+            report = await run_verify(store, deep=deep, jobs=jobs, sample=sample, seed=draw)
             mended = None
             if repair and report.findings and location is not None:
                 async with IndexClient(location.url) as index:
                     mended = await run_repair(store, report, index)
-                report = await run_verify(store, deep=deep)
+                # the same draw: the tags just repaired are checked again
+                report = await run_verify(store, deep=deep, jobs=jobs, sample=sample, seed=draw)
             audit = None
             if check_provenance:
                 root = Path(trusted_root) if trusted_root else None
@@ -136,6 +171,9 @@ def verify(
             "manifests_checked": report.manifests_checked,
             "blobs_checked": report.blobs_checked,
             "tags_skipped": report.tags_skipped,
+            "tags_listed": report.tags_listed,
+            "sample": report.sample,
+            "seed": draw if report.sample is not None else None,
             "findings": [{**asdict(f), "warning": f.warning} for f in report.findings],
             "repaired": [asdict(a) for a in mended.repaired] if mended else [],
             "unrepaired": [asdict(a) for a in mended.unrepaired] if mended else [],
@@ -170,8 +208,14 @@ def verify(
         if report.warnings:
             verdict += f", {report.warnings} warnings (oci-pypi verify --repair rewrites them)"
         skipped = f", {report.tags_skipped} other tags skipped" if report.tags_skipped else ""
+        drawn = (
+            f" (a sample of {report.sample:g} of {report.tags_listed}, --seed {draw})"
+            if report.sample is not None
+            else ""
+        )
         click.echo(
-            f"{report.target}: {report.tags_checked} tags, {report.manifests_checked} manifests, "
+            f"{report.target}: {report.tags_checked} tags{drawn}, "
+            f"{report.manifests_checked} manifests, "
             f"{report.blobs_checked} blobs checked{skipped}; {verdict}",
             err=True,
         )

@@ -48,6 +48,7 @@ from oci_pypi_sync.format import (
     read_release_index,
 )
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, IDENTITY_TAG
+from oci_pypi_sync.ops.walk import Listed, each_tag_list, mirror_repositories
 from oci_pypi_sync.stores.protocols import Store, StoredManifest, TagMerge
 
 __all__ = [
@@ -339,7 +340,8 @@ async def copy(
     retry: RetryPolicy | None = None,
     observer: CopyObserver | None = None,
 ) -> CopyReport:
-    """Copy every tag of ``repositories`` (default: all the source lists) from ``src`` to ``dst``.
+    """Copy every tag of ``repositories`` (default: every repository of the mirror, see
+    :func:`~oci_pypi_sync.ops.walk.mirror_repositories`) from ``src`` to ``dst``.
 
     ``jobs`` tags are copied at a time, each streaming one blob at a time,
     so memory stays bounded by ``jobs`` manifests and transfer buffers.
@@ -351,29 +353,30 @@ async def copy(
     policy = retry or RetryPolicy()
     copier = _Copier(src, Writer(dst, policy), max(1, jobs), policy, observer or _NullObserver())
     if repositories is None:
-        names = await copier.step("list repositories", src.list_repositories)
+        names = await copier.step("list repositories", partial(mirror_repositories, src))
     else:
         names = sorted(set(repositories))
     queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(maxsize=copier.jobs * 2)
     results: list[TagCopy] = []
     repo_errors: list[tuple[str, str]] = []
 
+    async def listed(item: Listed) -> None:
+        if item.error is not None:
+            log.warning("%s: %s", item.repository, item.error)
+            repo_errors.append((item.repository, str(item.error)))
+            return
+        for tag in item.tags:
+            if item.repository == CATALOG_REPOSITORY and tag == IDENTITY_TAG:
+                continue  # each target has its own identity (see engine.binding)
+            await queue.put((item.repository, tag))
+
     async def produce() -> None:
-        for repo in names:
-            try:
-                tags = await copier.step(f"{repo}: list tags", partial(src.list_tags, repo))
-            except FATAL_ERRORS:
-                raise
-            except OciPypiError as exc:
-                log.warning("%s: %s", repo, exc)
-                repo_errors.append((repo, str(exc)))
-                continue
-            for tag in tags:
-                if repo == CATALOG_REPOSITORY and tag == IDENTITY_TAG:
-                    continue  # each target has its own identity (see engine.binding)
-                await queue.put((repo, tag))
-        for _ in range(copier.jobs):
-            await queue.put(None)
+        # Tag lists are read jobs at a time, the tags copied as their lists arrive.
+        try:
+            await each_tag_list(src, names, listed, jobs=copier.jobs, step=copier.step)
+        finally:
+            for _ in range(copier.jobs):
+                await queue.put(None)
 
     async def work() -> None:
         while (item := await queue.get()) is not None:

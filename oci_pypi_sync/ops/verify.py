@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -33,7 +34,7 @@ from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.release import release_merge
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.engine.writer import BlobSource, Child, Writer
-from oci_pypi_sync.errors import FATAL_ERRORS, DigestMismatchError, OciPypiError
+from oci_pypi_sync.errors import FATAL_ERRORS, DigestMismatchError, OciPypiError, first_error
 from oci_pypi_sync.format import (
     A_FORMAT,
     A_METADATA_SHA256,
@@ -76,6 +77,7 @@ from oci_pypi_sync.ops.catalog import (
     read_catalog,
     write_catalog,
 )
+from oci_pypi_sync.ops.walk import Listed, each_tag_list, mirror_repositories
 from oci_pypi_sync.stores.protocols import (
     EditsLayoutRefs,
     HashesBlobs,
@@ -110,6 +112,8 @@ FindingKind = Literal[
     "old-format",
 ]
 Role = Literal["index", "manifest", "config", "file", "metadata", "blob", "ref"]
+#: How many blobs' results verify keeps, so a blob several tags share is checked once.
+BLOB_RESULTS_KEPT = 100_000
 #: Findings that leave the mirror readable: reported, repaired, but not failures.
 WARNING_KINDS: frozenset[str] = frozenset({"re-encoded", "old-format"})
 
@@ -160,6 +164,8 @@ class VerifyReport:
     findings: tuple[Finding, ...] = ()
     deep: bool = False
     tags_skipped: int = 0
+    tags_listed: int = 0
+    sample: float | None = None  # the fraction of the tags drawn for a check, when sampled
 
     @property
     def ok(self) -> bool:
@@ -325,7 +331,17 @@ class _Verifier:
             self.blobs_checked += 1
             task = asyncio.ensure_future(self._blob_fault(repo, descriptor))
             self._blob_cache[key] = task
+            self._forget_oldest()
         return await task
+
+    def _forget_oldest(self) -> None:
+        """Keep the results of the last :data:`BLOB_RESULTS_KEPT` blobs only (memory stays
+        bounded on a mirror of millions; a blob many tags share stays among the recent)."""
+        excess = len(self._blob_cache) - BLOB_RESULTS_KEPT
+        if excess > 0:
+            for key in list(itertools.islice(self._blob_cache, excess)):
+                if self._blob_cache[key].done():
+                    del self._blob_cache[key]
 
     async def _blob_fault(
         self, repo: str, descriptor: Descriptor
@@ -475,33 +491,75 @@ async def verify(
     repositories: Sequence[str] | None = None,
     deep: bool = False,
     jobs: int = 8,
+    sample: float | None = None,
+    seed: int = 0,
+    retry: RetryPolicy | None = None,
 ) -> VerifyReport:
-    """Check every tag of ``repositories`` (default: every repository the store lists).
+    """Check every tag of ``repositories`` (default: every repository of the mirror).
 
     Layouts and tars are hashed blob by blob; registries answer a ``HEAD``
     per blob (presence and size), or with ``deep`` every blob is read back
-    and hashed.
+    and hashed. The repositories come from the mirror's catalog (see
+    :func:`~oci_pypi_sync.ops.walk.mirror_repositories`); tag lists and tags
+    are read ``jobs`` at a time, and only findings are kept.
+
+    With ``sample`` (0 < fraction <= 1) each tag is checked with that
+    probability, deeply: a spot check of a mirror too large to read back
+    whole. Which tags is decided by ``seed`` and the tag's name, so the same
+    seed checks the same tags again (after a repair, say).
     """
-    verifier = _Verifier(store, deep)
+    policy = retry or RetryPolicy()
+    verifier = _Verifier(store, deep or sample is not None)
     names = (
-        sorted(set(repositories)) if repositories is not None else await store.list_repositories()
+        sorted(set(repositories)) if repositories is not None else await mirror_repositories(store)
     )
-    listed = [(repo, tag) for repo in names for tag in await store.list_tags(repo)]
-    # In a project's repository versions are ours, and the referrers fallback
-    # tags (checked for structure only: provenance, or another tool's
-    # signatures); other tags (a user's aliases) belong to other tools.
-    pairs = [
-        (repo, tag)
-        for repo, tag in listed
-        if not is_project_repository(repo) or is_release_tag(tag) or is_referrers_tag(tag)
-    ]
-    slots = asyncio.Semaphore(max(1, jobs))
+    workers = max(1, jobs)
+    pending: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(maxsize=workers * 4)
+    findings: list[Finding] = []
+    counts = {"listed": 0, "skipped": 0, "unsampled": 0}
 
-    async def one(repo: str, tag: str) -> list[Finding]:
-        async with slots:
-            return await verifier.check_tag(repo, tag)
+    async def listed(item: Listed) -> None:
+        if item.error is not None:
+            raise item.error
+        for tag in item.tags:
+            counts["listed"] += 1
+            # In a project's repository versions are ours, and the referrers fallback
+            # tags (checked for structure only: provenance, or another tool's
+            # signatures); other tags (a user's aliases) belong to other tools.
+            repo = item.repository
+            ours = not is_project_repository(repo) or is_release_tag(tag) or is_referrers_tag(tag)
+            if not ours:
+                counts["skipped"] += 1
+                continue
+            if sample is not None and not sampled(seed, repo, tag, sample):
+                counts["unsampled"] += 1
+                continue
+            await pending.put((repo, tag))
 
-    results = await asyncio.gather(*(one(repo, tag) for repo, tag in pairs))
+    async def produce() -> None:
+        try:
+            await each_tag_list(
+                store,
+                names,
+                listed,
+                jobs=workers,
+                step=lambda what, call: with_retries(policy, what, call),
+            )
+        finally:
+            for _ in range(workers):
+                await pending.put(None)
+
+    async def check() -> None:
+        while (item := await pending.get()) is not None:
+            findings.extend(await verifier.check_tag(*item))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            for _ in range(workers):
+                group.create_task(check())
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from None
     wanted = set(names)
     refs = [
         Finding(
@@ -517,13 +575,25 @@ async def verify(
     ]
     return VerifyReport(
         target=store.display_name,
-        tags_checked=len(pairs),
+        tags_checked=counts["listed"] - counts["skipped"] - counts["unsampled"],
         manifests_checked=verifier.manifests_checked,
         blobs_checked=verifier.blobs_checked,
-        findings=tuple(finding for found in results for finding in found) + tuple(refs),
-        deep=deep,
-        tags_skipped=len(listed) - len(pairs),
+        findings=tuple(sorted(findings, key=lambda f: (f.repository, f.tag))) + tuple(refs),
+        deep=deep or sample is not None,
+        tags_skipped=counts["skipped"],
+        tags_listed=counts["listed"],
+        sample=sample,
     )
+
+
+def sampled(seed: int, repo: str, tag: str, fraction: float) -> bool:
+    """Whether ``repo:tag`` is in the sample of ``fraction`` that ``seed`` draws.
+
+    A hash of the seed and the name, not the order tags arrive in: the same
+    seed draws the same tags, however the lists were read.
+    """
+    drawn = hashlib.sha256(f"{seed}\0{repo}\0{tag}".encode()).digest()
+    return int.from_bytes(drawn[:8], "big") < fraction * 2**64
 
 
 def _format1_refs(store: Store) -> list[tuple[str, tuple[str, str]]]:
