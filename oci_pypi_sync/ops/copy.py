@@ -372,11 +372,9 @@ async def copy(
 
     async def produce() -> None:
         # Tag lists are read jobs at a time, the tags copied as their lists arrive.
-        try:
-            await each_tag_list(src, names, listed, jobs=copier.jobs, step=copier.step)
-        finally:
-            for _ in range(copier.jobs):
-                await queue.put(None)
+        await each_tag_list(src, names, listed, jobs=copier.jobs, step=copier.step)
+        for _ in range(copier.jobs):
+            await queue.put(None)  # on failure the task group stops the workers instead
 
     async def work() -> None:
         while (item := await queue.get()) is not None:

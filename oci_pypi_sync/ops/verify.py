@@ -537,17 +537,15 @@ async def verify(
             await pending.put((repo, tag))
 
     async def produce() -> None:
-        try:
-            await each_tag_list(
-                store,
-                names,
-                listed,
-                jobs=workers,
-                step=lambda what, call: with_retries(policy, what, call),
-            )
-        finally:
-            for _ in range(workers):
-                await pending.put(None)
+        await each_tag_list(
+            store,
+            names,
+            listed,
+            jobs=workers,
+            step=lambda what, call: with_retries(policy, what, call),
+        )
+        for _ in range(workers):
+            await pending.put(None)  # on failure the task group stops the checkers instead
 
     async def check() -> None:
         while (item := await pending.get()) is not None:

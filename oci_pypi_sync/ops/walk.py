@@ -45,7 +45,8 @@ async def mirror_repositories(store: Store) -> list[str]:
     """
     if isinstance(store, KnowsTagDigests):
         return await store.list_repositories()
-    catalog = await read_catalog(store)
+    # Every writer's part, not only ``latest``: a copy must miss no project.
+    catalog = await read_catalog(store, exact=True)
     if catalog is None:
         return await store.list_repositories()
     return sorted({*catalog.projects, CATALOG_REPOSITORY})
