@@ -14,7 +14,8 @@ its CPU time and peak RSS are its own:
   ``_last-serial`` (the target is a registry filled once and kept);
 * ``serve root cold`` / ``warm``: the first and a later ``GET /simple/`` of
   ``oci-pypi serve`` over a catalog of N projects (latency);
-* ``verify``: ``oci-pypi verify`` of the filled registry;
+* ``verify``: ``oci-pypi verify`` of the filled registry, whole and a
+  ``--sample`` of 1% (every tag list is still read);
 * ``--all --dry-run``: peak RSS of planning every project;
 * ``root list``: parsing the root list and picking a shard's names.
 
@@ -64,7 +65,9 @@ FILE_BYTES = hashlib.sha256(b"oci-pypi scale").digest() * 16  # 512 bytes, share
 FILE_SHA256 = hashlib.sha256(FILE_BYTES).hexdigest()
 UPLOAD_TIME = "2024-01-02T03:04:05.123456Z"
 FIRST_SERIAL = 1_000_000
-REGISTRY_PORT = 5591
+REGISTRY_PORT = 5591  # the default: a filled mirror's state file names the port it was filled on
+#: The fraction ``verify --sample`` draws in its row.
+VERIFY_SAMPLE = 0.01
 PREFIX = "scale"
 CACHE_VERSION = "1"
 
@@ -294,8 +297,11 @@ def has_option(command: str, option: str) -> bool:
 
 
 class Scale:
-    def __init__(self, sizes: Sequence[int], fill_max: int, verify_max: int) -> None:
+    def __init__(
+        self, sizes: Sequence[int], fill_max: int, verify_max: int, port: int = REGISTRY_PORT
+    ) -> None:
         self.sizes = sizes
+        self.port = port
         self.fill_max = fill_max
         self.verify_max = verify_max
         self.measures: list[Measure] = []
@@ -386,7 +392,7 @@ class Scale:
             return home
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
-        with running_registry(home / "registry", REGISTRY_PORT):
+        with running_registry(home / "registry", self.port):
             argv = cli(
                 "sync",
                 "--all",
@@ -394,7 +400,7 @@ class Scale:
                 "--jobs",
                 "16",
                 "--to",
-                f"127.0.0.1:{REGISTRY_PORT}/{PREFIX}",
+                f"127.0.0.1:{self.port}/{PREFIX}",
                 "--state",
                 str(home / "state.sqlite"),
                 "-i",
@@ -410,12 +416,12 @@ class Scale:
     def noop(self, size: int, nginx: Server) -> None:
         home = self.filled(size, nginx)
         with (
-            running_registry(home / "registry", REGISTRY_PORT),
+            running_registry(home / "registry", self.port),
             tempfile.TemporaryDirectory(dir=CACHE) as tmp,
         ):
             state = Path(tmp) / "state.sqlite"
             shutil.copyfile(home / "state.sqlite", state)
-            target = f"127.0.0.1:{REGISTRY_PORT}/{PREFIX}"
+            target = f"127.0.0.1:{self.port}/{PREFIX}"
             for label, root in (("conditional GETs", "/plain/"), ("serials", "/simple/")):
                 argv = cli(
                     "sync", "--all", "-q", "--to", target, "--state", str(state),
@@ -441,19 +447,24 @@ class Scale:
 
     def verify(self, size: int, nginx: Server) -> None:
         home = self.filled(size, nginx)
-        with running_registry(home / "registry", REGISTRY_PORT):
-            argv = cli("verify", f"127.0.0.1:{REGISTRY_PORT}/{PREFIX}", "--json")
-            run = run_measured(argv, timeout=6 * 3600)
-        if run.returncode != 0:
-            raise RuntimeError(f"verify failed: {run.stderr[-2000:]}")
-        self.add(
-            "verify",
-            size,
-            run.cpu_s,
-            "s CPU",
-            wall_s=round(run.wall_s, 1),
-            rss_mb=round(run.peak_rss_mb),
-        )
+        target = f"127.0.0.1:{self.port}/{PREFIX}"
+        sample = ("--sample", str(VERIFY_SAMPLE), "--seed", "1")
+        with running_registry(home / "registry", self.port):
+            for label, extra in (("verify", ()), (f"verify --sample {VERIFY_SAMPLE:g}", sample)):
+                run = run_measured(cli("verify", target, "--json", *extra), timeout=6 * 3600)
+                if run.returncode != 0:
+                    raise RuntimeError(f"{label} failed: {run.stderr[-2000:]}")
+                report = json.loads(run.stdout)
+                self.add(
+                    label,
+                    size,
+                    run.cpu_s,
+                    "s CPU",
+                    wall_s=round(run.wall_s, 1),
+                    rss_mb=round(run.peak_rss_mb),
+                    tags=report["tags_checked"],
+                    blobs=report["blobs_checked"],
+                )
 
     def run(self, only: Sequence[str]) -> None:
         for size in self.sizes:
@@ -817,6 +828,9 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(COMPONENTS), help=",".join(COMPONENTS))
     parser.add_argument("--fill-max", type=int, default=100_000, help="largest registry filled")
     parser.add_argument("--verify-max", type=int, default=100_000)
+    parser.add_argument(
+        "--registry-port", type=int, default=REGISTRY_PORT, help="where the filled registry listens"
+    )
     parser.add_argument("--json", type=Path, help="write the measures here too")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -832,7 +846,7 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     start_load = loadavg()
     started = time.monotonic()
-    scale = Scale(sizes, args.fill_max, args.verify_max)
+    scale = Scale(sizes, args.fill_max, args.verify_max, args.registry_port)
     scale.run(only)
     end_load = loadavg()
     print()
