@@ -106,9 +106,9 @@ class _Wait:
         wait += random.uniform(0.0, policy.initial_wait)  # jitter, not cryptography
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after > wait:
-            wait = min(float(retry_after), self._policy.max_wait)
+        retry_after = exc.retry_after if isinstance(exc, IndexError_ | RegistryError) else None
+        if retry_after is not None and retry_after > wait:
+            wait = min(retry_after, self._policy.max_wait)
         return wait
 
 

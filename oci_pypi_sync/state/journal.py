@@ -857,7 +857,7 @@ class Journal:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            name = getattr(exc, "sqlite_errorname", "")
+            name = exc.sqlite_errorname
             hint = "" if name.startswith(("SQLITE_IOERR", *_ENVIRONMENT_ERRORS)) else _DELETE_HINT
             raise JournalError(
                 f"state file {self.path}: {exc}" + (f"; {hint}" if hint else "")
