@@ -18,6 +18,7 @@ import pytest
 from cli_helpers import cli_env, run_cli
 from fixture_index import FixtureIndex, make_sdist, make_wheel, serve_index
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from oci_pypi_sync.config import Settings
 from oci_pypi_sync.engine import run as run_module
@@ -133,7 +134,12 @@ def test_listed_projects_take_the_shard_the_allowed_and_the_named() -> None:
     assert by_name[elsewhere].serial is None
 
 
-# --- the selection key --------------------------------------------------------------------
+def test_listed_names_in_normal_form_and_not_are_normalized_alike() -> None:
+    spelled = ["six", "Six", "a--b", "a_b", "A.B-c", "zope.interface", "x-1", "-lead", "z"]
+    projects = ListedProjects(ProjectIndex((name, i) for i, name in enumerate(spelled)))
+    assert [item.name for item in projects] == [
+        str(canonicalize_name(name)) for name in spelled if name != "-lead"
+    ]
 
 
 def _reference_key(requirements: list[str], options: SyncOptions) -> str:
@@ -358,3 +364,12 @@ async def test_a_streamed_run_keeps_what_failed_and_counts_the_rest(tmp_path: Pa
     assert report.files == ()
     assert report.projects == 3
     assert {type(r).__name__ for r in records} == {"FileResult", "ReleaseResult", "ProjectError"}
+
+
+def test_a_listed_project_s_key_is_the_key_of_its_requirements() -> None:
+    keys = SelectionKeys(SyncOptions(selection=SelectionOptions(only_binary=True)))
+    whole = ListedProject("scale-0001234", 7)
+    named = ListedProject("six", 1, (Requirement("six>=1"),))
+    only_named = ListedProject("six", None, (Requirement("six<2"),), listed=False)
+    for item in (whole, named, only_named):
+        assert keys.of_listed(item) == keys.of(item.requirements())

@@ -239,8 +239,8 @@ class Syncer:
             # Before anything trusts the state file: is it this target's?
             await bind_state(self.writer, self.journal, self.options.retry)
         serials = serials or {}
-        listed = [(name, serials.get(name), texts(reqs)) for name, reqs in grouped.items()]
-        for project in self._unmoved(listed):
+        listed = [(name, serials.get(name)) for name in grouped]
+        for project in self._unmoved(listed, lambda name: self._keys.of(grouped[name])):
             outcomes[project] = _ProjectOutcome(unchanged=True)
         if outcomes:
             log.info("%d projects unchanged since their last sync, by serial", len(outcomes))
@@ -349,7 +349,8 @@ class Syncer:
             async with asyncio.TaskGroup() as group:
                 for batch in _batches(projects, STREAM_BATCH):
                     unmoved = self._unmoved(
-                        [(item.name, item.serial, item.requirement_texts()) for item in batch]
+                        [(item.name, item.serial) for item in batch],
+                        partial(_listed_key, self._keys, {item.name: item for item in batch}),
                     )
                     for item in batch:
                         if item.name in unmoved or item.name in in_flight:
@@ -445,20 +446,23 @@ class Syncer:
             self.journal.record_release(release.project, release.version, release.tag, digest)
         return replace(release, digest=digest)
 
-    def _unmoved(self, projects: Sequence[tuple[str, int | None, Sequence[str]]]) -> set[str]:
-        """Those of ``(project, listed serial, requirement texts)`` whose serial is where
-        their last complete sync of the same selection left it: nothing to ask the index."""
+    def _unmoved(
+        self, projects: Sequence[tuple[str, int | None]], key: Callable[[str], str]
+    ) -> set[str]:
+        """Those of ``(project, listed serial)`` whose serial is where their last complete
+        sync of the same selection left it: nothing to ask the index. ``key`` gives a
+        project's selection key, asked only of projects whose serial did not move."""
         journal = self.journal
         if journal is None or self.options.recheck:
             return set()
-        listed = [(name, serial, reqs) for name, serial, reqs in projects if serial is not None]
+        listed = [(name, serial) for name, serial in projects if serial is not None]
         if not listed:
             return set()
-        synced = journal.synced_serials([name for name, _, _ in listed])
+        synced = journal.synced_serials([name for name, _ in listed])
         unmoved = set()
-        for name, serial, reqs in listed:
+        for name, serial in listed:
             known = synced.get(name)
-            if known is not None and known[0] >= serial and known[1] == self._keys.of_texts(reqs):
+            if known is not None and known[0] >= serial and known[1] == key(name):
                 unmoved.add(name)
         return unmoved
 
@@ -988,6 +992,15 @@ class SelectionKeys:
     def of(self, requirements: Sequence[Requirement]) -> str:
         return self.of_texts(texts(requirements))
 
+    def of_listed(self, project: ListedProject) -> str:
+        """The key of a project of a run over the index, without making its requirements."""
+        if project.named or not project.listed:
+            return self.of_texts(project.requirement_texts())
+        # Taken whole by its normalized name, which needs no escape: most of such a run.
+        digest = self._head.copy()
+        digest.update(b'"' + project.name.encode() + b'"' + self._tail)
+        return "sha256:" + digest.hexdigest()
+
     def of_texts(self, requirements: Sequence[str]) -> str:
         """The key of requirements given as text (``str(requirement)``)."""
         if len(requirements) == 1:  # a project taken whole: most of a run over the index
@@ -997,6 +1010,10 @@ class SelectionKeys:
         digest = self._head.copy()
         digest.update(listed + self._tail)
         return "sha256:" + digest.hexdigest()
+
+
+def _listed_key(keys: SelectionKeys, items: Mapping[str, ListedProject], name: str) -> str:
+    return keys.of_listed(items[name])
 
 
 def _json_string(text: str) -> bytes:

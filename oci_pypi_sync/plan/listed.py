@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: A normalized name a requirement can take (PEP 503 normalized PEP 508 names).
 _NORMALIZED_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+#: A name normalizing leaves as it is (no capital, no ``_`` or ``.``, no run of ``-``).
+_IN_NORMAL_FORM = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +90,15 @@ class ListedProjects:
         listed_named: set[str] = set()
         skipped = 0
         for position, (spelled, _serial) in enumerate(index):
-            name = canonicalize_name(spelled)
-            if _NORMALIZED_NAME.fullmatch(name) is None:
+            normal = _normalized(spelled)
+            if normal is None:
                 skipped += 1
-            elif (shard is None or shard.owns_normalized(name)) and (
-                allowed is None or allowed(name)
+            elif (shard is None or shard.owns_normalized(normal)) and (
+                allowed is None or allowed(normal)
             ):
                 self._taken[position] = 1
-                if name in self._named:
-                    listed_named.add(name)
+                if normal in self._named:
+                    listed_named.add(normal)
         if skipped:
             log.warning("%d names of the project list are not project names; skipped", skipped)
         self._count = self._taken.count(1) + len(self._named) - len(listed_named)
@@ -109,7 +111,19 @@ class ListedProjects:
         for taken, (spelled, serial) in zip(self._taken, self._index, strict=True):
             if not taken:
                 continue
-            name = str(canonicalize_name(spelled))
-            yield ListedProject(name, serial, tuple(named.pop(name, ())))
+            normal = _normalized(spelled)
+            assert normal is not None  # taken: a project name
+            yield ListedProject(normal, serial, tuple(named.pop(normal, ())) if named else ())
         for name, requirements in named.items():
             yield ListedProject(name, None, tuple(requirements), listed=False)
+
+
+def _normalized(spelled: str) -> str | None:
+    """The normalized name a list entry spells; ``None`` when it is no project name.
+
+    A name already in normal form (most of a large list) is taken as it is.
+    """
+    if _IN_NORMAL_FORM.fullmatch(spelled) is not None:
+        return spelled
+    name = str(canonicalize_name(spelled))
+    return name if _NORMALIZED_NAME.fullmatch(name) is not None else None
