@@ -265,16 +265,21 @@ class Syncer:
                 for project, reqs in grouped.items():
                     if project not in outcomes:
                         group.create_task(one(project, reqs))
-            settled = await self.writer.settle()
-            ordered = [outcomes[name] for name in grouped if name in outcomes]
-            releases = [self._settled(r, settled) for o in ordered for r in o.releases]
             draft = _CatalogDraft()
             for name in grouped:
                 if name in outcomes:
                     draft.add(name, outcomes[name])
-            draft.settled(lambda release: self._settled(release, settled))
+            # The catalog is written with the digests as tagged, while the tags'
+            # settle checks run: one settle wait covers both; a tag another
+            # writer moved meanwhile is recorded again with what it holds now.
             catalog_error = await self._write_catalog(draft)
-            await self.writer.settle()  # the catalog's own tag
+            settled = await self.writer.settle()
+            ordered = [outcomes[name] for name in grouped if name in outcomes]
+            releases = [self._settled(r, settled) for o in ordered for r in o.releases]
+            await self._moved_after_write(draft, settled)
+            if len(draft):
+                catalog_error = await self._write_catalog(draft) or catalog_error
+                await self.writer.settle()  # the catalog's own tag, written again
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -362,11 +367,13 @@ class Syncer:
                         group.create_task(one(item))
                     if len(draft) >= CATALOG_FLUSH:
                         streamed.failed(await self._write_catalog(draft))
+            # As in run(): the catalog written while the tags' settle checks run.
+            streamed.failed(await self._write_catalog(draft))
             settled = await self.writer.settle()
             await self._moved_after_write(draft, settled)
-            draft.settled(lambda release: self._settled(release, settled))
-            streamed.failed(await self._write_catalog(draft))
-            await self.writer.settle()  # the catalog's own tag
+            if len(draft):
+                streamed.failed(await self._write_catalog(draft))
+                await self.writer.settle()  # the catalog's own tag, written again
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -879,10 +886,6 @@ class _CatalogDraft:
 
     def __len__(self) -> int:
         return len(self._releases) + len(self._statuses)
-
-    def settled(self, fix: Callable[[ReleaseResult], ReleaseResult]) -> None:
-        """The releases with the digests their tags have after the settle checks."""
-        self._releases = [fix(release) for release in self._releases]
 
     def take(self) -> tuple[CatalogChange, list[str]]:
         """The change to write, and its projects; the draft starts empty again."""
