@@ -17,7 +17,7 @@ from registry_server import RegistryServer
 
 from oci_pypi_sync.engine.binding import bind_state
 from oci_pypi_sync.engine.results import ReleaseResult
-from oci_pypi_sync.engine.retry import RetryPolicy
+from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.format import OCI_MANIFEST, canonical_json, empty_config, sha256_digest
 from oci_pypi_sync.ops.catalog import (
@@ -310,7 +310,11 @@ async def test_concurrent_writers_of_a_registry_lose_nothing(registry: RegistryS
 
     async def one(k: int) -> None:
         writer = Writer(open_store(target))
-        await update_catalog(writer, _change(f"w{k}", "1.0"))
+        # As a sync writes it: Distribution answers a read of a tag that another
+        # writer is rewriting with a 500 now and then, and the sync tries again.
+        await with_retries(
+            RetryPolicy(), "catalog", lambda: update_catalog(writer, _change(f"w{k}", "1.0"))
+        )
         await writer.settle()
         await writer.store.aclose()
 
