@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,13 +13,13 @@ import pytest
 from fixture_index import serve_index
 from packaging.requirements import Requirement
 from registry_server import running_registry
+from serve_thread import serving
 from test_serve_install import Served, _Collect, _fixture, pip_install
 
 from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.copy import copy
 from oci_pypi_sync.plan.select import SelectionOptions
-from oci_pypi_sync.serve.server import build_server
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.protocols import Store
 from oci_pypi_sync.stores.tarball import open_tar_store
@@ -84,31 +81,17 @@ def inside_server(
     with running_registry(tmp_path / "registry") as registry:
         with ThreadPoolExecutor(1) as pool:
             inside_tags = pool.submit(asyncio.run, _inside(tar, registry.host)).result()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
         store = open_store(parse_target(f"{registry.host}/inside"), create=False)
-        server = build_server(store, host="127.0.0.1", port=port)
-        served = Served(f"http://127.0.0.1:{port}/simple/")
-        handler = _Collect(served)
         access = logging.getLogger("oci_pypi_sync.serve.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 120  # only ends a hang
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        try:
-            yield served, source_tags, inside_tags
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            access.removeHandler(handler)
-            sock.close()
+        with serving(store) as base:
+            served = Served(f"{base}/simple/")
+            handler = _Collect(served)
+            access.addHandler(handler)
+            access.setLevel(logging.INFO)
+            try:
+                yield served, source_tags, inside_tags
+            finally:
+                access.removeHandler(handler)
 
 
 def test_air_gap_round_trip(

@@ -16,11 +16,9 @@ import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +29,13 @@ import httpx
 import pytest
 from fixture_index import FixtureFile, FixtureIndex, serve_index
 from packaging.requirements import Requirement
+from serve_thread import serving
 
 from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.serve import AccessRecord
 from oci_pypi_sync.serve.pages import JSON_V1
-from oci_pypi_sync.serve.server import build_server
 from oci_pypi_sync.stores.layout import LayoutStore
 
 BIN = Path(sys.executable).parent
@@ -141,29 +139,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serve_index(_fixture()) as index, ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _sync(index.url, layout)).result()
     # The fixture index is gone now: only the mirror is left to install from.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = build_server(LayoutStore(layout, create=False), host="127.0.0.1", port=port)
-    result = Served(f"http://127.0.0.1:{port}/simple/")
-    handler = _Collect(result)
     access = logging.getLogger("oci_pypi_sync.serve.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120  # only ends a hang
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield result
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        access.removeHandler(handler)
-        sock.close()
+    with serving(LayoutStore(layout, create=False)) as base:
+        result = Served(f"{base}/simple/")
+        handler = _Collect(result)
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        try:
+            yield result
+        finally:
+            access.removeHandler(handler)
 
 
 def _env(home: Path) -> dict[str, str]:

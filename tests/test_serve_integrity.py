@@ -16,11 +16,8 @@ import asyncio
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,11 +30,11 @@ from conftest import require_registry
 from fixture_index import FixtureFile, FixtureIndex, serve_index
 from packaging.requirements import Requirement
 from registry_server import RegistryServer, running_registry
+from serve_thread import serving as serve_in_thread
 from test_serve_install import _env, installed, wheel
 
 from oci_pypi_sync.engine.run import SyncOptions, sync
 from oci_pypi_sync.index.client import IndexClient
-from oci_pypi_sync.serve.server import build_server
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.protocols import Store
 from oci_pypi_sync.stores.tarball import pack_layout
@@ -123,23 +120,8 @@ def tar_offset(tar: Path, digest: str) -> int:
 @contextmanager
 def serving(store: Store) -> Iterator[str]:
     """``oci-pypi serve`` over ``store`` on 127.0.0.1, in a thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = build_server(store, host="127.0.0.1", port=port, log_level="critical")
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120  # only ends a hang
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_in_thread(store, log_level="critical") as base:
+        yield base
 
 
 def file_url(base: str, filename: str, data: bytes) -> str:
