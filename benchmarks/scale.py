@@ -58,7 +58,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bench import machine, run_measured  # noqa: E402
 from registry_server import registry_binary, registry_config  # noqa: E402
-from servers import ensure_nginx, free_port  # noqa: E402
+from servers import Nginx, free_port  # noqa: E402
+from servers import running_nginx as servers_nginx  # noqa: E402
 
 CACHE = REPO / ".bench" / "scale"
 PEP691 = "application/vnd.pypi.simple.v1+json"
@@ -175,39 +176,13 @@ http {{
 """
 
 
-@dataclass
-class Server:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def requests_since(self, offset: int) -> int:
-        with self.log.open("rb") as handle:
-            handle.seek(offset)
-            return sum(1 for _ in handle)
-
-    def log_size(self) -> int:
-        return self.log.stat().st_size if self.log.exists() else 0
-
-
 @contextlib.contextmanager
-def running_nginx(root: Path, work: Path) -> Iterator[Server]:
-    work.mkdir(parents=True, exist_ok=True)
+def running_nginx(root: Path, work: Path) -> Iterator[Nginx]:
+    """nginx on a free port serving the generated index at ``root`` (see :func:`nginx_config`)."""
     port = free_port()
-    config = work / "nginx.conf"
-    config.write_text(nginx_config(root, work, port))
-    process = subprocess.Popen(
-        [ensure_nginx(), "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-    server = Server(f"http://127.0.0.1:{port}", work / "access.log", process)
-    try:
-        wait_for(lambda: httpx.get(server.url + "/files/x", timeout=1.0), process, "nginx")
-        yield server
-    finally:
-        stop(process)
+    work.mkdir(parents=True, exist_ok=True)
+    with servers_nginx(root, work, port, config_text=nginx_config(root, work, port)) as nginx:
+        yield nginx
 
 
 @contextlib.contextmanager
@@ -387,7 +362,7 @@ class Scale:
             cpu_ms_per_request=round(warm_cpu / 20, 2),
         )
 
-    def dryrun(self, size: int, nginx: Server) -> None:
+    def dryrun(self, size: int, nginx: Nginx) -> None:
         report = "--json-lines" if has_option("sync", "--json-lines") else "--json"
         argv = cli("sync", "--all", "--dry-run", report, "-q", "-i", nginx.url + "/simple/")
         offset = nginx.log_size()
@@ -401,11 +376,11 @@ class Scale:
             "MB",
             cpu_s=round(run.cpu_s, 1),
             wall_s=round(run.wall_s, 1),
-            requests=nginx.requests_since(offset),
+            requests=sum(nginx.requests_since(offset).values()),
             report=report,
         )
 
-    def filled(self, size: int, nginx: Server) -> Path:
+    def filled(self, size: int, nginx: Nginx) -> Path:
         """A registry holding the whole index, and the state file of that sync (made once)."""
         home = CACHE / f"mirror-{size}"
         if (home / "complete").is_file():
@@ -433,7 +408,7 @@ class Scale:
         (home / "complete").write_text(json.dumps({"wall_s": run.wall_s, "cpu_s": run.cpu_s}))
         return home
 
-    def noop(self, size: int, nginx: Server) -> None:
+    def noop(self, size: int, nginx: Nginx) -> None:
         home = self.filled(size, nginx)
         with (
             running_registry(home / "registry", self.port),
@@ -463,11 +438,11 @@ class Scale:
                     run.cpu_s,
                     "s CPU",
                     wall_s=round(run.wall_s, 2),
-                    requests=nginx.requests_since(offset),
+                    requests=sum(nginx.requests_since(offset).values()),
                     rss_mb=round(run.peak_rss_mb),
                 )
 
-    def verify(self, size: int, nginx: Server) -> None:
+    def verify(self, size: int, nginx: Nginx) -> None:
         home = self.filled(size, nginx)
         target = f"127.0.0.1:{self.port}/{PREFIX}"
         sample = ("--sample", str(VERIFY_SAMPLE), "--seed", "1")

@@ -111,11 +111,15 @@ def ensure_nginx() -> str:
 
 
 @contextlib.contextmanager
-def running_nginx(root: Path, work: Path, port: int, *, workers: int = 2) -> Iterator[Nginx]:
-    """Start nginx on ``port`` serving ``root``; stop it (and wait) afterwards."""
+def running_nginx(
+    root: Path, work: Path, port: int, *, workers: int = 2, config_text: str | None = None
+) -> Iterator[Nginx]:
+    """Start nginx on ``port`` serving ``root`` (by :func:`nginx_config`, or ``config_text``,
+    whose access log must be ``work/access.log`` in the form ``METHOD URI STATUS ...``);
+    stop it (and wait) afterwards."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "nginx.conf"
-    config.write_text(nginx_config(root, work, port, workers))
+    config.write_text(config_text or nginx_config(root, work, port, workers))
     log = (work / "nginx.out").open("wb")
     process = subprocess.Popen(
         [ensure_nginx(), "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
@@ -133,7 +137,7 @@ def running_nginx(root: Path, work: Path, port: int, *, workers: int = 2) -> Ite
                     + (work / "error.log").read_text(errors="replace")[-2000:]
                 )
             try:
-                httpx.get(server.url + "/simple/", timeout=1.0)
+                httpx.get(server.url + "/", timeout=1.0)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
