@@ -8,6 +8,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +20,8 @@ from oci_pypi_sync.engine import writer as writer_module
 from oci_pypi_sync.engine.retry import RetryPolicy
 from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.errors import LayoutError
+from oci_pypi_sync.format.leases import lease_manifest
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.stores.credentials import CredentialStore
 from oci_pypi_sync.stores.layout import LayoutStore
 from oci_pypi_sync.stores.protocols import StoredManifest, TagMerge
@@ -44,6 +47,16 @@ async def store(registry: RegistryServer, prefix: str) -> AsyncIterator[Registry
         registry.host, prefix, plain_http=True, credentials=CredentialStore.empty()
     ) as opened:
         yield opened
+
+
+async def announce_writer(store: RegistryStore, slot: str, *, running: bool = True) -> str:
+    """Another writer's lease in ``slot``, as that writer would write it; its digest."""
+    empty = fmt.empty_config()
+    await store.put_blob_bytes(CATALOG_REPOSITORY, empty.descriptor.digest, empty.data)
+    body = lease_manifest(
+        uuid.uuid4().hex, running=running, expires=datetime.now(UTC) + timedelta(minutes=2)
+    )
+    return await store.put_manifest(CATALOG_REPOSITORY, slot, fmt.OCI_MANIFEST, body)
 
 
 def registry_requests(registry: RegistryServer, start: int) -> list[tuple[str, str]]:
@@ -156,6 +169,7 @@ async def test_a_tag_another_writer_overwrote_gets_our_entries_back_after_the_se
     def index_of(*titles: str) -> bytes:
         return fmt.build_release_index("pkg", "1.0", [entries[t] for t in titles]).data
 
+    await announce_writer(store, "writer-3")
     writer = Writer(store, QUICK)
     ours = await writer.tag("pkg", "1.0", fmt.OCI_INDEX, adding(entries, "ours.whl"))
     assert ours == sha256(index_of("ours.whl"))
@@ -172,6 +186,7 @@ async def test_a_tag_another_writer_merged_ours_into_is_left_alone(
     store: RegistryStore,
 ) -> None:
     entries = await store_entries(store, "ours.whl", "theirs.whl")
+    await announce_writer(store, "writer-0")
     writer = Writer(store, QUICK)
     await writer.tag("pkg", "1.0", fmt.OCI_INDEX, adding(entries, "ours.whl"))
     # The other writer did read-merge-write properly: both entries are there.

@@ -30,7 +30,7 @@ from oci_pypi_sync.engine.results import (
     SyncObserver,
 )
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.engine.writer import BlobWrite, Child, Writer
+from oci_pypi_sync.engine.writer import BlobWrite, Child, TagRead, Writer
 from oci_pypi_sync.errors import (
     FATAL_ERRORS,
     IndexError_,
@@ -62,13 +62,28 @@ from oci_pypi_sync.plan.select import SelectedFile
 from oci_pypi_sync.state.journal import Journal
 from oci_pypi_sync.stores.protocols import StatsBlobs, StoredManifest, TagMerge
 
-__all__ = ["SMALL_WHEEL_BYTES", "ReleaseSync", "file_result", "release_entries", "release_merge"]
+__all__ = [
+    "SMALL_WHEEL_BYTES",
+    "ReleaseSync",
+    "TagsListed",
+    "file_result",
+    "release_entries",
+    "release_merge",
+]
 
 log = logging.getLogger(__name__)
 
 #: Wheels up to this size are kept in memory while they stream, so their
 #: METADATA can stand in for a separate ``.metadata`` request.
 SMALL_WHEEL_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TagsListed:
+    """A repository's tags as listed (or known absent), and when the listing started."""
+
+    tags: frozenset[str]
+    read_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,22 +165,28 @@ class ReleaseSync:
         version: str,
         files: tuple[SelectedFile, ...],
         upstream: dict[str, tuple[DistributionFile, FileName]],
-        existing_tags: frozenset[str] | None = None,
+        listed: TagsListed | None = None,
     ) -> tuple[list[FileResult], ReleaseResult]:
-        """Make the version's selected files present, then tag its merged index."""
+        """Make the version's selected files present, then tag its merged index.
+
+        ``listed``: the repository's tags, as listed earlier this run.
+        """
         tag = version_tag(version)
         store = self.writer.store
-        absent = existing_tags is not None and tag not in existing_tags
         try:
-            existing = (
-                None
-                if absent
-                else await with_retries(
-                    self.retry,
-                    f"{repo}:{tag}: current index",
-                    lambda: store.get_manifest(repo, tag),
+            if listed is not None and tag not in listed.tags:
+                read = TagRead(None, listed.read_at)
+            else:
+                read_at = await self.writer.read_point()
+                read = TagRead(
+                    await with_retries(
+                        self.retry,
+                        f"{repo}:{tag}: current index",
+                        lambda: store.get_manifest(repo, tag),
+                    ),
+                    read_at,
                 )
-            )
+            existing = read.manifest
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:
@@ -203,14 +224,16 @@ class ReleaseSync:
             )
         else:
             merge = release_merge(repo, version, fresh, upstream, prune=self._prune)
-            release = await self._tag(repo, version, tag, merge)
+            release = await self._tag(repo, version, tag, merge, read)
             release = replace(release, removed_upstream=removed, pruned=pruned)
         self.observer.release_finished(release)
         return results, release
 
-    async def _tag(self, repo: str, version: str, tag: str, merge: TagMerge) -> ReleaseResult:
+    async def _tag(
+        self, repo: str, version: str, tag: str, merge: TagMerge, read: TagRead
+    ) -> ReleaseResult:
         try:
-            digest = await self.writer.tag(repo, tag, OCI_INDEX, merge)
+            digest = await self.writer.tag(repo, tag, OCI_INDEX, merge, read=read)
         except FATAL_ERRORS:
             raise
         except OciPypiError as exc:

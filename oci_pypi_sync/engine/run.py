@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from oci_pypi_sync.engine.binding import bind_state
 from oci_pypi_sync.engine.metadata import MetadataSource
 from oci_pypi_sync.engine.provenance import ProvenanceStep
-from oci_pypi_sync.engine.release import ReleaseSync, file_result
+from oci_pypi_sync.engine.release import ReleaseSync, TagsListed, file_result
 from oci_pypi_sync.engine.results import (
     FAILED_ACTIONS,
     Excluded,
@@ -212,7 +212,7 @@ class Syncer:
         # The target's repositories from its catalog, read once when a project
         # new to the state file first needs its tags (see _listed_repositories).
         self._catalog_pages = 0
-        self._repositories: asyncio.Future[frozenset[str] | None] | None = None
+        self._repositories: asyncio.Future[tuple[frozenset[str] | None, float]] | None = None
         # Projects whose files are selected: (files, bytes) to transfer each; when all
         # are, the run's total is known (and --max-bytes can be checked).
         self._planned_projects: dict[str, tuple[int, int]] = {}
@@ -280,6 +280,7 @@ class Syncer:
             if len(draft):
                 catalog_error = await self._write_catalog(draft) or catalog_error
                 await self.writer.settle()  # the catalog's own tag, written again
+            await self.writer.close()
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -374,6 +375,7 @@ class Syncer:
             if len(draft):
                 streamed.failed(await self._write_catalog(draft))
                 await self.writer.settle()  # the catalog's own tag, written again
+            await self.writer.close()
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -582,10 +584,10 @@ class Syncer:
             return replace(unchanged, excluded=excluded, unmatched=unmatched)
         await self._await_plan(project, selection.files)
         upstream = _page_files(page, project)
-        existing_tags = await self._existing_tags(project, new=state is None)
+        listed = await self._existing_tags(project, new=state is None)
         results = await asyncio.gather(
             *(
-                self.releases.sync(project, version, files, upstream, existing_tags)
+                self.releases.sync(project, version, files, upstream, listed)
                 for version, files in selection.releases
             )
         )
@@ -597,7 +599,7 @@ class Syncer:
             excluded=excluded,
             unmatched=unmatched,
             status=status,
-            tags=existing_tags,
+            tags=listed.tags if listed is not None else None,
         )
         if self.journal is not None:
             failures = [f.error for f in outcome.files if f.action == "failed"] + [
@@ -751,13 +753,20 @@ class Syncer:
         count = new(self.journal)
         return min(CATALOG_MAX_PAGES, count // 2) if count >= CATALOG_MIN_PROJECTS else 0
 
-    async def _listed_repositories(self) -> frozenset[str] | None:
-        """The target's repositories, read once; ``None`` if not listed within the budget."""
+    async def _listed_repositories(self) -> tuple[frozenset[str] | None, float]:
+        """The target's repositories, read once; ``None`` if not listed within the budget.
+
+        With the time the read started (see :meth:`.writer.Writer.read_point`).
+        """
         if self._repositories is None:
             self._repositories = asyncio.ensure_future(self._read_catalog())
         return await asyncio.shield(self._repositories)
 
-    async def _read_catalog(self) -> frozenset[str] | None:
+    async def _read_catalog(self) -> tuple[frozenset[str] | None, float]:
+        read_at = await self.writer.read_point()
+        return await self._read_repositories(), read_at
+
+    async def _read_repositories(self) -> frozenset[str] | None:
         store = self.store
         assert isinstance(store, ListsRepositoriesWithin)  # see _catalog_budget
         within = store.repositories_within
@@ -777,16 +786,19 @@ class Syncer:
             )
         return listed
 
-    async def _existing_tags(self, project: str, *, new: bool) -> frozenset[str] | None:
+    async def _existing_tags(self, project: str, *, new: bool) -> TagsListed | None:
         """The project's tags in one request, so new versions need no read; ``None``: unknown.
 
         A project ``new`` to the state file whose repository the catalog
-        does not list has none (see :meth:`_catalog_budget`).
+        does not list has none (see :meth:`_catalog_budget`). What was read
+        carries when it was read: while the run is the target's only writer
+        it stands for the read before each tag's write (see ``Writer.tag``).
         """
         if new and self._catalog_pages:
-            repositories = await self._listed_repositories()
+            repositories, read_at = await self._listed_repositories()
             if repositories is not None and project not in repositories:
-                return frozenset()
+                return TagsListed(frozenset(), read_at)
+        read_at = await self.writer.read_point()
         try:
             tags = await self._retry(f"{project}: tags", lambda: self.store.list_tags(project))
         except FATAL_ERRORS:
@@ -794,7 +806,7 @@ class Syncer:
         except OciPypiError as exc:
             log.info("%s: tags not listed (%s); reading each version's tag", project, exc)
             return None
-        return frozenset(tags)
+        return TagsListed(frozenset(tags), read_at)
 
     async def _retry(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(self.options.retry, what, step)

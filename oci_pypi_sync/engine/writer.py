@@ -22,7 +22,10 @@ or another store). What the writer guarantees, once for all of them:
   write, and read again once a settle delay has passed (long enough for
   another writer's read-merge-write that read before our write to land,
   see :meth:`Writer.settle`); if that other write dropped our entries they
-  are merged back, a bounded number of times.
+  are merged back, a bounded number of times. A run that finds itself the
+  registry's only writer (:mod:`.presence`) skips both reads: the tag as
+  the run read it earlier stands for the first, and the next listing of
+  the writers' leases for the second.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from oci_pypi_sync.engine.flight import SingleFlight
+from oci_pypi_sync.engine.presence import BLIND_WINDOW, Presence
 from oci_pypi_sync.engine.retry import RetryPolicy, is_transient, with_retries
 from oci_pypi_sync.errors import (
     FATAL_ERRORS,
@@ -45,12 +49,15 @@ from oci_pypi_sync.errors import (
     RegistryError,
     TargetError,
 )
+from oci_pypi_sync.format.descriptors import empty_config
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.stores.protocols import (
     CommitsTags,
     DiscardsBlobs,
     ListsReferrers,
     MountsBlobs,
     Store,
+    StoredManifest,
     TagMerge,
     UpdatesTagsAtomically,
 )
@@ -64,6 +71,7 @@ __all__ = [
     "BlobWrite",
     "Child",
     "ManifestWrite",
+    "TagRead",
     "Writer",
 ]
 
@@ -116,6 +124,20 @@ class ManifestWrite:
 
     digest: str
     children: dict[str, BlobWrite]
+
+
+@dataclass(frozen=True, slots=True)
+class TagRead:
+    """What a run read of a tag (``None``: absent), and when it started reading.
+
+    ``read_at`` is a :func:`time.monotonic` taken after
+    :meth:`Writer.read_point`. Given to :meth:`Writer.tag`, it spares the
+    read right before the write when no other writer could have written
+    the tag since (see :mod:`.presence`).
+    """
+
+    manifest: StoredManifest | None
+    read_at: float
 
 
 @dataclass
@@ -184,6 +206,10 @@ class Writer:
     _moved: dict[tuple[str, str], str | None] = field(default_factory=dict)
     _failed: list[Exception] = field(default_factory=list)
     _slowest: float = 0.0
+    # The writer lease of a store without atomic tag updates (created on first need),
+    # and the tags written since that the next listing of the leases confirms.
+    _presence: Presence | None = None
+    _pending: list[_TagRecord] = field(default_factory=list)
     remerged: int = 0
 
     # --- blobs ----------------------------------------------------------------------
@@ -417,6 +443,7 @@ class Writer:
         merge: TagMerge,
         *,
         replace: frozenset[str] = frozenset(),
+        read: TagRead | None = None,
     ) -> str | None:
         """Tag what ``merge`` makes of the tag's current manifest; the digest tagged after.
 
@@ -424,8 +451,10 @@ class Writer:
         of the merged manifest must be stored already. The tag is read right
         before the write, whatever the caller saw of it earlier: a tag another
         writer created or changed since (while files were transferred) is
-        merged, not overwritten. Digests in ``replace`` are known corrupt:
-        dropped first where the store can.
+        merged, not overwritten. ``read``, what the caller read of the tag,
+        stands for that read while no other writer could have written since
+        (:meth:`.presence.Presence.blind_ok`). Digests in ``replace`` are
+        known corrupt: dropped first where the store can.
         """
         store = self.store
         for digest in replace:
@@ -436,7 +465,7 @@ class Writer:
                 f"{repo}:{tag}: tag",
                 lambda: store.update_tag(repo, tag, media_type, merge),
             )
-        return await self._optimistic_tag(repo, tag, media_type, merge, 1, None)
+        return await self._optimistic_tag(repo, tag, media_type, merge, 1, None, read)
 
     async def _optimistic_tag(
         self,
@@ -446,15 +475,23 @@ class Writer:
         merge: TagMerge,
         rounds: int,
         told: str | None,
+        read: TagRead | None = None,
     ) -> str | None:
-        """Read, merge, write; the write is checked again after the settle delay."""
+        """Read, merge, write; the write is confirmed by the next listing of the leases,
+        or checked again after the settle delay."""
+        presence = self._lease()
+        await presence.visible()
         for attempt in range(1, MERGE_ROUNDS + 1):
             started = time.monotonic()
-            current = await with_retries(
-                self.retry,
-                f"{repo}:{tag}: current index",
-                lambda: self.store.get_manifest(repo, tag),
-            )
+            current: StoredManifest | None
+            if attempt == 1 and read is not None and presence.blind_ok(read.read_at):
+                current = read.manifest
+            else:
+                current = await with_retries(
+                    self.retry,
+                    f"{repo}:{tag}: current index",
+                    lambda: self.store.get_manifest(repo, tag),
+                )
             body = merge(current)
             if body is None:
                 return current.digest if current is not None else None
@@ -477,16 +514,60 @@ class Writer:
             now = time.monotonic()
             self._slowest = max(self._slowest, now - started)
             first = stored if rounds == 1 else told
-            record = _TagRecord(repo, tag, media_type, merge, stored, now, rounds, first)
-            check = asyncio.ensure_future(self._checked_later(record))
-            self._checks.add(check)
-            check.add_done_callback(self._checks.discard)
+            self._pending.append(
+                _TagRecord(repo, tag, media_type, merge, stored, now, rounds, first)
+            )
             return stored
         raise AssertionError("unreachable: the last round raises or returns")  # pragma: no cover
 
+    @property
+    def presence(self) -> Presence | None:
+        """This writer's lease in the store, once a tag write or a read for one needed it."""
+        return self._presence
+
+    def _lease(self) -> Presence:
+        if self._presence is None:
+            self._presence = Presence(
+                self.store,
+                self.retry,
+                prepare=self._lease_blob,
+                on_listing=self._listed,
+            )
+        return self._presence
+
+    async def _lease_blob(self) -> None:
+        empty = empty_config()
+        await self.blob_bytes(CATALOG_REPOSITORY, empty.descriptor.digest, empty.data)
+
+    async def read_point(self) -> float:
+        """Call before reading a tag to give to :meth:`tag`; the ``read_at`` to give with it."""
+        if not isinstance(self.store, UpdatesTagsAtomically):
+            await self._lease().begin()
+        return time.monotonic()
+
+    def _listed(self, started: float, quiet: bool) -> None:
+        """A listing of the leases: the writes completed before it started are confirmed
+        (quiet), or get their settle checks (another writer was, or may have been, there)."""
+        due = [record for record in self._pending if record.written_at < started]
+        if not due:
+            return
+        self._pending = [record for record in self._pending if record.written_at >= started]
+        if not quiet:
+            for record in due:
+                self._schedule(record)
+
+    def _schedule(self, record: _TagRecord) -> None:
+        check = asyncio.ensure_future(self._checked_later(record))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
     def settle_delay(self) -> float:
-        """How long after a tag write another writer's stale write could still land."""
-        return min(SETTLE_CEILING, max(SETTLE_FLOOR, SETTLE_FACTOR * self._slowest))
+        """How long after a tag write another writer's stale write could still land.
+
+        A writer that had not seen this one's lease yet may write without a
+        read for BLIND_WINDOW seconds after it appeared.
+        """
+        return BLIND_WINDOW + min(SETTLE_CEILING, max(SETTLE_FLOOR, SETTLE_FACTOR * self._slowest))
 
     async def _checked_later(self, record: _TagRecord) -> None:
         """The settle check of one tag; a final digest other than the one told is kept.
@@ -556,10 +637,18 @@ class Writer:
         for every tag whose digest is no longer the one :meth:`tag` returned
         (another writer merged, or ours were merged back); a check that found
         its tag as written keeps nothing, so a run of a million tags holds
-        only the few that moved.
+        only the few that moved. Where the run was the only writer, one
+        listing of the leases confirms them all instead.
         """
-        while self._checks:
-            await asyncio.gather(*list(self._checks))
+        while self._pending or self._checks:
+            if self._pending and self._presence is not None:
+                await self._presence.confirm()
+            # Not confirmed by a listing (the lease was lost): checked instead.
+            for record in self._pending:
+                self._schedule(record)
+            self._pending = []
+            if self._checks:
+                await asyncio.gather(*list(self._checks))
         if self._failed:
             failed, self._failed = self._failed, []
             raise failed[0]
@@ -577,10 +666,21 @@ class Writer:
             store.commit()
 
     def abandon(self) -> None:
-        """Stop the pending settle checks (the run is ending without them)."""
+        """Stop the pending settle checks (the run is ending without them).
+
+        The writer lease, if any, is left to expire.
+        """
         for check in list(self._checks):
             check.cancel()
         self._checks.clear()
+        self._pending = []
+        if self._presence is not None:
+            self._presence.cancel()
+
+    async def close(self) -> None:
+        """At the end of a run, after :meth:`settle`: release the writer lease, if any."""
+        if self._presence is not None:
+            await self._presence.release()
 
 
 def _upload_transient() -> Callable[[BaseException], bool]:

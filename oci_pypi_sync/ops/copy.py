@@ -47,6 +47,7 @@ from oci_pypi_sync.format import (
     parse_referrers_index,
     read_release_index,
 )
+from oci_pypi_sync.format.leases import is_lease_tag
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, IDENTITY_TAG
 from oci_pypi_sync.ops.walk import Listed, each_tag_list, mirror_repositories
 from oci_pypi_sync.stores.protocols import Store, StoredManifest, TagMerge
@@ -366,8 +367,8 @@ async def copy(
             repo_errors.append((item.repository, str(item.error)))
             return
         for tag in item.tags:
-            if item.repository == CATALOG_REPOSITORY and tag == IDENTITY_TAG:
-                continue  # each target has its own identity (see engine.binding)
+            if item.repository == CATALOG_REPOSITORY and (tag == IDENTITY_TAG or is_lease_tag(tag)):
+                continue  # each target has its own identity and writers (engine.presence)
             await queue.put((item.repository, tag))
 
     async def produce() -> None:
@@ -388,6 +389,7 @@ async def copy(
             for _ in range(copier.jobs):
                 group.create_task(work())
         settled = await copier.writer.settle()
+        await copier.writer.close()
         copier.writer.commit()
     except BaseExceptionGroup as errors:
         raise first_error(errors) from None

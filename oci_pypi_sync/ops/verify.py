@@ -1032,6 +1032,7 @@ async def repair(
                 log.warning("%s cannot be migrated: %s", CATALOG_REPOSITORY, exc)
                 unrepaired.append(RepairAction(CATALOG_REPOSITORY, "", "index", None, str(exc)))
         await writer.settle()
+        await writer.close()
     finally:
         writer.abandon()
     old_refs = [f for f in report.findings if f.role == "ref"]
