@@ -75,7 +75,7 @@ RENEW_EVERY = 30.0
 #: same free slot at the same moment has written by then, and one of them
 #: sees its lease gone and moves on.
 CONFIRM_FACTOR = 4.0
-CONFIRM_FLOOR = 0.2
+CONFIRM_FLOOR = 0.05
 #: Tries at a slot of its own before a writer gives up.
 ACQUIRE_TRIES = 8
 
