@@ -164,7 +164,10 @@ class Presence:
 
     async def release(self) -> None:
         """Stop listing and release the lease (other writers may take the slot)."""
-        self.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            # A renewal in flight lands before the release, not after it.
+            await asyncio.gather(self._task, return_exceptions=True)
         slot = self._slot
         if slot is None or self._error is not None or not self._visible.is_set():
             return
