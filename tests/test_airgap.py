@@ -17,7 +17,9 @@ from serve_thread import serving
 from test_serve_install import Served, _Collect, _fixture, pip_install
 
 from oci_pypi_sync.engine.run import SyncOptions, sync
+from oci_pypi_sync.format.leases import is_lease_tag
 from oci_pypi_sync.index.client import IndexClient
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.ops.copy import copy
 from oci_pypi_sync.plan.select import SelectionOptions
 from oci_pypi_sync.stores.layout import LayoutStore
@@ -99,7 +101,11 @@ def test_air_gap_round_trip(
     tmp_path: Path,
 ) -> None:
     served, source_tags, inside_tags = inside_server
-    assert inside_tags == source_tags  # every tag, every digest, carried unchanged
+    # The registry's own: the lease of the copy that wrote it (not carried, not in a layout).
+    leases = {key for key in inside_tags if key[0] == CATALOG_REPOSITORY and is_lease_tag(key[1])}
+    assert leases == {(CATALOG_REPOSITORY, "writer-0")}
+    carried = {key: digest for key, digest in inside_tags.items() if key not in leases}
+    assert carried == source_tags  # every tag, every digest, carried unchanged
     assert ("oci-pypi.catalog", "latest") in inside_tags  # the catalog came along
     home = tmp_path / "home"
     home.mkdir()

@@ -15,6 +15,7 @@ from registry_server import RegistryServer, running_registry
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine.run import sync
+from oci_pypi_sync.format.leases import is_lease_tag
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.copy import CopyReport, TagCopy, copy
 from oci_pypi_sync.stores.layout import LayoutStore
@@ -84,10 +85,14 @@ async def make_mirror(index_url: str, path: Path) -> LayoutStore:
     return layout
 
 
-async def tag_digests(store: Store) -> dict[str, str]:
+async def tag_digests(store: Store, *, leases: bool = False) -> dict[str, str]:
+    """Every tag and its digest; a registry's writer leases only with ``leases``: each
+    target has its own, and copy does not carry them (a layout copied has none)."""
     out = {}
     for repo in await store.list_repositories():
         for tag in await store.list_tags(repo):
+            if repo == CATALOG_REPO and is_lease_tag(tag) and not leases:
+                continue
             manifest = await store.get_manifest(repo, tag)
             assert manifest is not None
             out[f"{repo}:{tag}"] = manifest.digest

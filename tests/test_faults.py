@@ -8,6 +8,7 @@ faults really happened and that the failed requests were made again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import io
@@ -26,8 +27,11 @@ import pytest
 from fault_proxy import Fault, FaultProxy, Record, Rule
 from fixture_index import FixtureFile, FixtureIndex, make_sdist, make_wheel, serve_index
 from registry_server import RegistryServer
+from test_writer import announce_writer
 
 from oci_pypi_sync.engine.release import SMALL_WHEEL_BYTES
+from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.registry import RegistryStore
 
 pytestmark = pytest.mark.registry
 
@@ -194,6 +198,18 @@ def assert_like_clean(run: Run, registry: RegistryServer, prefix: str, clean: Ru
     assert storage_is_sound(registry) > 0
 
 
+def another_writer(registry: RegistryServer, prefix: str) -> None:
+    """Another writer's live lease in the target: a sync then reads each tag before writing it."""
+
+    async def announce() -> None:
+        async with RegistryStore(
+            registry.host, prefix, plain_http=True, credentials=CredentialStore.empty()
+        ) as store:
+            await announce_writer(store, "writer-7")
+
+    asyncio.run(announce())
+
+
 def ok(record: Record) -> bool:
     return record.fault is None and record.status is not None and record.status < 500
 
@@ -246,14 +262,18 @@ def test_server_errors(
     index_proxy.add(Rule(Fault.error(status), "GET", r"^/simple/faulty/$"))
     index_proxy.add(Rule(Fault.error(status), "GET", r"\.whl$", times=2))
     index_proxy.add(Rule(Fault.error(status), "GET", r"\.whl\.metadata$"))
-    # the read of a version tag right before it is written (its merge)
+    # the read of a version tag right before it is written (its merge), which a
+    # writer makes when another is there (see another_writer)
     registry_proxy.add(Rule(Fault.error(status), "GET", r"/faulty/manifests/\d"))
+    # the listing of the writers' leases
+    registry_proxy.add(Rule(Fault.error(status), "GET", r"/oci-pypi\.catalog/tags/list"))
     registry_proxy.add(Rule(Fault.error(status), "POST", r"/blobs/uploads/(\?[^/]*)?$"))
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/blobs/uploads/"))
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/manifests/sha256:"))
     registry_proxy.add(Rule(Fault.error(status), "PUT", r"/manifests/\d"))
     registry_proxy.add(Rule(Fault.error(status), "GET", r"/faulty/tags/list"))
     prefix = f"errors{status}"
+    another_writer(registry, prefix)
 
     run = sync(index_url(index_proxy), registry_proxy.host, prefix)
 
@@ -262,12 +282,13 @@ def test_server_errors(
     assert_retried(index_proxy, "GET", r"\.whl$", 2)
     assert_retried(index_proxy, "GET", r"\.whl\.metadata$", 1)
     assert_retried(registry_proxy, "GET", r"/faulty/manifests/\d", 1)
+    assert_retried(registry_proxy, "GET", r"/oci-pypi\.catalog/tags/list", 1)
     assert_retried(registry_proxy, "POST", r"/blobs/uploads/(\?[^/]*)?$", 1)
     assert_retried(registry_proxy, "PUT", r"/blobs/uploads/", 1)
     assert_retried(registry_proxy, "PUT", r"/manifests/sha256:", 1)
     assert_retried(registry_proxy, "PUT", r"/manifests/\d", 1)
     assert_retried(registry_proxy, "GET", r"/faulty/tags/list", 1)
-    assert len(registry_proxy.faulted()) == 6
+    assert len(registry_proxy.faulted()) == 7
     assert {r.status for r in registry_proxy.faulted()} == {status}
 
 

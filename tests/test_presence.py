@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fixture_index import FixtureIndex, make_wheel, serve_index
+from packaging.requirements import Requirement
 from registry_server import RegistryServer
 from test_writer import adding, announce_writer, sha256, store_entries, titles_of
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine import writer as writer_module
 from oci_pypi_sync.engine.retry import RetryPolicy
+from oci_pypi_sync.engine.run import sync
 from oci_pypi_sync.engine.writer import TagRead, Writer
 from oci_pypi_sync.format.leases import (
     CLOCK_MARGIN,
@@ -28,9 +31,11 @@ from oci_pypi_sync.format.leases import (
     read_lease,
     sight,
 )
+from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.stores.credentials import CredentialStore
 from oci_pypi_sync.stores.registry import RegistryStore
+from oci_pypi_sync.stores.targets import open_store, parse_target
 
 QUICK = RetryPolicy(attempts=2, initial_wait=0.01)
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -270,3 +275,58 @@ async def test_a_writer_whose_slot_was_taken_takes_another_and_loses_nothing(
     ours = await lease_in(store, "writer-1")
     assert ours is not None
     assert not ours.running
+
+
+# --- a sync, as a user runs it ---------------------------------------------------------
+
+
+@pytest.mark.registry
+async def test_a_sync_alone_reads_no_version_tag_and_beside_another_writer_reads_each_twice(
+    registry: RegistryServer,
+) -> None:
+    fixture = FixtureIndex()
+    names = ("lz-a", "lz-b", "lz-c")
+    for name in names:
+        fixture.add(name, make_wheel(name, "1.0"))
+    prefix = f"lz{uuid.uuid4().hex[:10]}"
+
+    async def run() -> str:
+        """A sync of the three projects; the registry's access log of it."""
+        start = len(registry.log_text())
+        store = open_store(parse_target(f"{registry.host}/{prefix}"))
+        async with IndexClient(fixture.url) as client:
+            report = await sync([Requirement(name) for name in names], client, store)
+        await store.aclose()
+        assert not report.failed
+        return registry.log_text()[start:]
+
+    def requests(log: str, method: str, version: str) -> list[str]:
+        """The statuses of ``method`` on the projects' ``version`` tags."""
+        path = rf"/v2/{prefix}/lz-[abc]/manifests/{re.escape(version)}"
+        return sorted(re.findall(rf'"{method} {path} HTTP/1\.1" (\d+)', log))
+
+    with serve_index(fixture):
+        alone = await run()
+        assert requests(alone, "GET", "1.0") == []
+        assert requests(alone, "PUT", "1.0") == ["201"] * 3
+        store = RegistryStore(
+            registry.host, prefix, plain_http=True, credentials=CredentialStore.empty()
+        )
+        async with store:
+            await announce_writer(store, "writer-5")
+        for name in names:
+            fixture.add(name, make_wheel(name, "2.0"))
+        beside = await run()
+        # Each new tag read right before its write (absent) and after the settle delay.
+        assert requests(beside, "GET", "2.0") == ["200"] * 3 + ["404"] * 3
+        assert requests(beside, "PUT", "2.0") == ["201"] * 3
+    async with RegistryStore(
+        registry.host, prefix, plain_http=True, credentials=CredentialStore.empty()
+    ) as store:
+        for name in names:
+            assert await store.list_tags(name) == ["1.0", "2.0"]
+        leases = [tag for tag in await store.list_tags(CATALOG_REPOSITORY) if is_lease_tag(tag)]
+        assert leases == ["writer-0", "writer-5"]  # ours reused, theirs kept
+        ours = await lease_in(store, "writer-0")
+        assert ours is not None
+        assert not ours.running

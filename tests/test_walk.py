@@ -21,6 +21,7 @@ from test_serve_integrity import registry_blob
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine.run import sync
+from oci_pypi_sync.format.leases import is_lease_tag
 from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, IDENTITY_TAG
 from oci_pypi_sync.ops.copy import copy
@@ -72,10 +73,13 @@ async def mirror_in_registry(index: FixtureIndex, registry: RegistryServer, pref
 
 
 async def registry_tags(registry: RegistryServer, prefix: str) -> dict[str, str]:
-    """``repository:tag`` -> digest, through ``/v2/_catalog`` (the test's registry allows it)."""
+    """``repository:tag`` -> digest, through ``/v2/_catalog`` (the test's registry allows it).
+
+    The writers' leases included: verify checks them as every tag.
+    """
     store = RegistryStore(registry.host, prefix, plain_http=True)
     try:
-        return await tag_digests(store)
+        return await tag_digests(store, leases=True)
     finally:
         await store.aclose()
 
@@ -124,7 +128,12 @@ async def test_verify_and_copy_take_the_repositories_from_the_catalog(
     assert not copied.failed, copied.tags
     assert not copied.repository_errors
     identity = f"{CATALOG_REPOSITORY}:{IDENTITY_TAG}"
-    wanted = {key: digest for key, digest in expected.items() if key != identity}
+    wanted = {  # each target has its own identity and writers' leases: not copied
+        key: digest
+        for key, digest in expected.items()
+        if key != identity and not is_lease_tag(key.removeprefix(f"{CATALOG_REPOSITORY}:"))
+    }
+    assert f"{CATALOG_REPOSITORY}:writer-0" in expected.keys() - wanted.keys()
     assert copied.count("copied") == len(wanted)
     assert await tag_digests(out) == wanted
     # Every blob of every tag is in the layout with its bytes (a layout's verify hashes each).

@@ -38,6 +38,7 @@ from oci_pypi_sync.format.descriptors import (
     canonical_json,
     empty_config,
     is_sha256_hex,
+    marker_manifest,
     sha256_digest,
 )
 from oci_pypi_sync.format.media import (
@@ -206,6 +207,7 @@ __all__ = [
     "is_valid_tag",
     "layer_media_type",
     "layout_ref_name",
+    "marker_manifest",
     "merge_entries",
     "merge_referrers",
     "normalize_version",

@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from oci_pypi_sync.format.media import EMPTY_CONFIG_BYTES, OCI_EMPTY
+from oci_pypi_sync.format.media import (
+    A_FORMAT,
+    EMPTY_CONFIG_BYTES,
+    FORMAT_VERSION,
+    OCI_EMPTY,
+    OCI_MANIFEST,
+)
 from oci_pypi_sync.format.platforms import Platform
 
 
@@ -85,4 +91,23 @@ def empty_config() -> Blob:
     return Blob(
         Descriptor(OCI_EMPTY, sha256_digest(EMPTY_CONFIG_BYTES), len(EMPTY_CONFIG_BYTES)),
         EMPTY_CONFIG_BYTES,
+    )
+
+
+def marker_manifest(artifact_type: str, annotations: Mapping[str, str]) -> bytes:
+    """A manifest that says something in its annotations alone.
+
+    Its config and one layer are the empty blob (a target's identity, a
+    writer's lease, a retired catalog tag); the format annotation is added.
+    """
+    empty = empty_config().descriptor.to_json()
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": empty,
+            "layers": [empty],
+            "annotations": {A_FORMAT: FORMAT_VERSION, **annotations},
+        }
     )

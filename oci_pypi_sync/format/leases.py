@@ -15,15 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from oci_pypi_sync.format.descriptors import canonical_json, empty_config
-from oci_pypi_sync.format.media import (
-    A_FORMAT,
-    A_WRITER_EXPIRES,
-    A_WRITER_NONCE,
-    A_WRITER_STATE,
-    FORMAT_VERSION,
-    OCI_MANIFEST,
-)
+from oci_pypi_sync.format.descriptors import marker_manifest
+from oci_pypi_sync.format.media import A_WRITER_EXPIRES, A_WRITER_NONCE, A_WRITER_STATE
 from oci_pypi_sync.limits import loads_json
 
 __all__ = [
@@ -47,6 +40,7 @@ RELEASED = "released"
 #: taken for dead only this long after the time it names as its expiry.
 CLOCK_MARGIN = timedelta(seconds=60)
 
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
 _SLOT = re.compile(re.escape(LEASE_PREFIX) + r"(0|[1-9][0-9]{0,3})")
 
 
@@ -74,22 +68,14 @@ class Lease:
 
 
 def lease_manifest(nonce: str, *, running: bool, expires: datetime) -> bytes:
-    """The manifest of a lease (its one layer is the empty blob, as the identity's)."""
-    empty = empty_config().descriptor.to_json()
-    return canonical_json(
+    """The manifest of a lease."""
+    return marker_manifest(
+        LEASE_ARTIFACT,
         {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": LEASE_ARTIFACT,
-            "config": empty,
-            "layers": [empty],
-            "annotations": {
-                A_FORMAT: FORMAT_VERSION,
-                A_WRITER_NONCE: nonce,
-                A_WRITER_STATE: RUNNING if running else RELEASED,
-                A_WRITER_EXPIRES: expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
-        }
+            A_WRITER_NONCE: nonce,
+            A_WRITER_STATE: RUNNING if running else RELEASED,
+            A_WRITER_EXPIRES: expires.astimezone(UTC).strftime(_TIME),
+        },
     )
 
 
@@ -104,7 +90,7 @@ def read_lease(body: bytes) -> Lease | None:
         annotations = document.get("annotations") or {}
         nonce = annotations[A_WRITER_NONCE]
         state = annotations[A_WRITER_STATE]
-        expires = datetime.strptime(annotations[A_WRITER_EXPIRES], "%Y-%m-%dT%H:%M:%SZ")
+        expires = datetime.strptime(annotations[A_WRITER_EXPIRES], _TIME)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if not isinstance(nonce, str) or state not in (RUNNING, RELEASED):

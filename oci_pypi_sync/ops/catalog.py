@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, TargetError
 from oci_pypi_sync.format import (
-    A_FORMAT,
-    FORMAT_VERSION,
     OCI_MANIFEST,
     canonical_json,
     empty_config,
+    marker_manifest,
     sha256_digest,
 )
 from oci_pypi_sync.limits import loads_json
@@ -587,18 +586,8 @@ A_TARGET_ID = "dev.oci-pypi.target-id"
 
 
 def identity_manifest(identity: str) -> bytes:
-    """The manifest naming a target's identity (its one layer is the empty blob)."""
-    empty = empty_config().descriptor.to_json()
-    return canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": TARGET_ARTIFACT,
-            "config": empty,
-            "layers": [empty],
-            "annotations": {A_FORMAT: FORMAT_VERSION, A_TARGET_ID: identity},
-        }
-    )
+    """The manifest naming a target's identity."""
+    return marker_manifest(TARGET_ARTIFACT, {A_TARGET_ID: identity})
 
 
 def identity_of(manifest: StoredManifest | None) -> str | None:
@@ -836,17 +825,7 @@ async def _retire_v1(writer: Writer) -> None:
 
 
 def _retired_manifest() -> bytes:
-    empty = empty_config().descriptor.to_json()
-    return canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": RETIRED_ARTIFACT,
-            "config": empty,
-            "layers": [empty],
-            "annotations": {A_FORMAT: FORMAT_VERSION},
-        }
-    )
+    return marker_manifest(RETIRED_ARTIFACT, {})
 
 
 async def write_catalog(writer: Writer, catalog: Catalog) -> str | None:
