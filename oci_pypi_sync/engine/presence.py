@@ -103,6 +103,7 @@ class Presence:
         self._digest: str | None = None
         self._renewed = 0.0
         self._before: dict[str, str] | None = None  # slot -> digest, at the listing before
+        self._last: Seen | None = None  # what the latest listing saw
         self._leases: dict[str, Lease | None] = {}  # digest -> what it says (immutable)
         self._quiet_at: float | None = None  # start of the latest listing, if it was quiet
         self._clean_since = float("inf")  # end of the latest listing that was not quiet
@@ -223,7 +224,7 @@ class Presence:
         await self._prepare()
         taken: set[str] = set()
         for _ in range(ACQUIRE_TRIES):
-            seen = await self._seen()
+            seen = self._last if self._last is not None else await self._seen()
             slot = free_slot(seen, datetime.now(UTC), frozenset(taken))
             started = time.monotonic()
             await self._write_lease(slot)
@@ -264,6 +265,7 @@ class Presence:
             self.listings += 1
             sighting = sight(seen, self._before, self._slot, self._digest, datetime.now(UTC))
             self._before = {slot: digest for slot, (digest, _) in seen.items()}
+            self._last = seen
             if self._slot is None:
                 # The first listing, before this writer's lease: reads from now on
                 # see every tag a writer alive or gone before it wrote.
