@@ -112,7 +112,6 @@ class Presence:
         self._error: OciPypiError | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.listings = 0
 
     # --- what writes may do ---------------------------------------------------------
 
@@ -148,10 +147,6 @@ class Presence:
             and time.monotonic() < self._quiet_at + BLIND_WINDOW
             and read_at >= self._clean_since
         )
-
-    @property
-    def failed(self) -> bool:
-        return self._error is not None
 
     async def confirm(self) -> None:
         """List now, so that every write completed so far is confirmed or checked."""
@@ -262,7 +257,6 @@ class Presence:
             started = time.monotonic()
             seen = await self._seen()
             ended = time.monotonic()
-            self.listings += 1
             sighting = sight(seen, self._before, self._slot, self._digest, datetime.now(UTC))
             self._before = {slot: digest for slot, (digest, _) in seen.items()}
             self._last = seen
