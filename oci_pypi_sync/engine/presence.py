@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 
-from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, TargetError
+from oci_pypi_sync.engine.retry import RetryPolicy, is_concurrent_write, with_retries
+from oci_pypi_sync.errors import FATAL_ERRORS, OciPypiError, RegistryError, TargetError
 from oci_pypi_sync.format.leases import (
     Lease,
     Seen,
@@ -77,7 +78,7 @@ RENEW_EVERY = 30.0
 CONFIRM_FACTOR = 4.0
 CONFIRM_FLOOR = 0.05
 #: Tries at a slot of its own before a writer gives up.
-ACQUIRE_TRIES = 8
+ACQUIRE_TRIES = 32
 
 #: Called after each listing: (when it started, whether it was quiet).
 OnListing = Callable[[float, bool], None]
@@ -222,12 +223,22 @@ class Presence:
             seen = self._last if self._last is not None else await self._seen()
             slot = free_slot(seen, datetime.now(UTC), frozenset(taken))
             started = time.monotonic()
-            await self._write_lease(slot)
-            await asyncio.sleep(max(CONFIRM_FLOOR, CONFIRM_FACTOR * (time.monotonic() - started)))
-            if await self._list_once():
+            try:
+                await self._write_lease(slot)
+            except RegistryError as exc:
+                if not is_concurrent_write(exc):
+                    raise
+                written = False  # another writer wrote the slot at the same moment
+            else:
+                written = True
+                wait = max(CONFIRM_FLOOR, CONFIRM_FACTOR * (time.monotonic() - started))
+                await asyncio.sleep(wait)
+            if await self._list_once() and written:
                 return
             taken.add(slot)
             log.info("%s:%s was taken by another writer; trying another slot", *self._where())
+            # Writers that met on one slot do not all meet again on the next.
+            await asyncio.sleep(random.uniform(0, CONFIRM_FLOOR))
         raise TargetError(f"no free writer slot after {ACQUIRE_TRIES} tries")
 
     def _where(self) -> tuple[str, str]:
@@ -253,7 +264,13 @@ class Presence:
                 and self._visible.is_set()
                 and time.monotonic() - self._renewed >= RENEW_EVERY
             ):
-                await self._write_lease(self._slot)
+                try:
+                    await self._write_lease(self._slot)
+                except RegistryError as exc:
+                    if not is_concurrent_write(exc):
+                        raise
+                    # Another writer wrote the slot at the same moment: the
+                    # listing below says whose it is now.
             started = time.monotonic()
             seen = await self._seen()
             ended = time.monotonic()

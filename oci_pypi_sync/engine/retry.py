@@ -62,6 +62,16 @@ class RetryPolicy:
         return cls(attempts=1)
 
 
+def is_concurrent_write(exc: RegistryError) -> bool:
+    """Whether a registry refused a tag's write because another writer wrote it at once.
+
+    Two PUTs of one tag at the same moment: Distribution refuses one of them
+    ``DIGEST_INVALID`` (the digest is computed from the bytes sent, so it is
+    not about them), or answers a 5xx.
+    """
+    return exc.code == "DIGEST_INVALID" or (exc.status is not None and exc.status >= 500)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again may succeed.
 

@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING, Literal
 
 from oci_pypi_sync.engine.flight import SingleFlight
 from oci_pypi_sync.engine.presence import BLIND_WINDOW, Presence
-from oci_pypi_sync.engine.retry import RetryPolicy, is_transient, with_retries
+from oci_pypi_sync.engine.retry import (
+    RetryPolicy,
+    is_concurrent_write,
+    is_transient,
+    with_retries,
+)
 from oci_pypi_sync.errors import (
     FATAL_ERRORS,
     DigestMismatchError,
@@ -507,7 +512,7 @@ class Writer:
             except RegistryError as exc:
                 # Two PUTs of one tag at once: Distribution refuses one of
                 # them DIGEST_INVALID (or a 5xx). Read what won and merge again.
-                if attempt == MERGE_ROUNDS or not _concurrent_write(exc):
+                if attempt == MERGE_ROUNDS or not is_concurrent_write(exc):
                     raise
                 log.info("%s:%s written concurrently (%s); merging again", repo, tag, exc)
                 continue
@@ -715,7 +720,3 @@ def _manifest_transient() -> Callable[[BaseException], bool]:
         return is_transient(exc)
 
     return transient
-
-
-def _concurrent_write(exc: RegistryError) -> bool:
-    return exc.code == "DIGEST_INVALID" or (exc.status is not None and exc.status >= 500)
