@@ -13,15 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fixture_index import FixtureIndex, make_wheel, serve_index
-from packaging.requirements import Requirement
 from registry_server import RegistryServer
+from test_sync_registry import sync_logged
 from test_writer import adding, announce_writer, sha256, store_entries, titles_of
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine import presence as presence_module
 from oci_pypi_sync.engine import writer as writer_module
 from oci_pypi_sync.engine.retry import RetryPolicy
-from oci_pypi_sync.engine.run import sync
 from oci_pypi_sync.engine.writer import TagRead, Writer
 from oci_pypi_sync.format.leases import (
     CLOCK_MARGIN,
@@ -32,11 +31,9 @@ from oci_pypi_sync.format.leases import (
     read_lease,
     sight,
 )
-from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
 from oci_pypi_sync.stores.credentials import CredentialStore
 from oci_pypi_sync.stores.registry import RegistryStore
-from oci_pypi_sync.stores.targets import open_store, parse_target
 
 QUICK = RetryPolicy(attempts=2, initial_wait=0.01)
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -295,14 +292,7 @@ async def test_a_sync_alone_reads_no_version_tag_and_beside_another_writer_reads
     prefix = f"lz{uuid.uuid4().hex[:10]}"
 
     async def run() -> str:
-        """A sync of the three projects; the registry's access log of it."""
-        start = len(registry.log_text())
-        store = open_store(parse_target(f"{registry.host}/{prefix}"))
-        async with IndexClient(fixture.url) as client:
-            report = await sync([Requirement(name) for name in names], client, store)
-        await store.aclose()
-        assert not report.failed
-        return registry.log_text()[start:]
+        return await sync_logged(registry, fixture.url, prefix, names)
 
     def requests(log: str, method: str, version: str) -> list[str]:
         """The statuses of ``method`` on the projects' ``version`` tags."""

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,6 +170,19 @@ async def test_unreachable_registry_is_a_clear_fatal_error(index: FixtureIndex) 
     await store.aclose()
 
 
+async def sync_logged(
+    registry: RegistryServer, index_url: str, prefix: str, requirements: Iterable[str]
+) -> str:
+    """A sync of ``requirements`` into the registry under ``prefix``; its access log of it."""
+    start = len(registry.log_text())
+    store = open_store(parse_target(f"{registry.host}/{prefix}"))
+    async with IndexClient(index_url) as client:
+        report = await sync([Requirement(r) for r in requirements], client, store)
+    await store.aclose()
+    assert not report.failed
+    return registry.log_text()[start:]
+
+
 async def test_a_run_of_many_projects_reads_the_catalog_instead_of_each_tag_list(
     registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,13 +193,7 @@ async def test_a_run_of_many_projects_reads_the_catalog_instead_of_each_tag_list
     prefix = f"cat{os.getpid()}"
 
     async def run(*requirements: str) -> tuple[int, int]:
-        start = len(registry.log_text())
-        store = open_store(parse_target(f"{registry.host}/{prefix}"))
-        async with IndexClient(fixture.url) as client:
-            report = await sync([Requirement(r) for r in requirements], client, store)
-        await store.aclose()
-        assert not report.failed
-        log = registry.log_text()[start:]
+        log = await sync_logged(registry, fixture.url, prefix, requirements)
         # access-log lines of the project repositories (not the tool's own catalog)
         catalog_reads = len(re.findall(r'"GET /v2/_catalog[?\S]* HTTP', log))
         tag_lists = len(re.findall(rf'"GET /v2/{prefix}/cat-[a-d]/tags/list\S* HTTP', log))
