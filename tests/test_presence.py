@@ -6,6 +6,7 @@ registry, with other writers played by their leases and raw writes.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -15,13 +16,20 @@ import pytest
 from fixture_index import FixtureIndex, make_wheel, serve_index
 from registry_server import RegistryServer
 from test_sync_registry import sync_logged
-from test_writer import adding, announce_writer, sha256, store_entries, titles_of
+from test_writer import (
+    adding,
+    announce_writer,
+    fake_manifest,
+    sha256,
+    store_entries,
+    titles_of,
+)
 
 from oci_pypi_sync import format as fmt
 from oci_pypi_sync.engine import presence as presence_module
 from oci_pypi_sync.engine import writer as writer_module
 from oci_pypi_sync.engine.retry import RetryPolicy
-from oci_pypi_sync.engine.writer import TagRead, Writer
+from oci_pypi_sync.engine.writer import Writer
 from oci_pypi_sync.format.leases import (
     CLOCK_MARGIN,
     Lease,
@@ -31,8 +39,9 @@ from oci_pypi_sync.format.leases import (
     read_lease,
     sight,
 )
-from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY
+from oci_pypi_sync.ops.catalog import CATALOG_REPOSITORY, read_catalog
 from oci_pypi_sync.stores.credentials import CredentialStore
+from oci_pypi_sync.stores.protocols import TagRead
 from oci_pypi_sync.stores.registry import RegistryStore
 
 QUICK = RetryPolicy(attempts=2, initial_wait=0.01)
@@ -52,12 +61,12 @@ def released(nonce: str = "n") -> Lease:
 
 def test_a_listing_with_only_our_lease_is_quiet() -> None:
     seen = {"writer-0": ("sha256:ours", alive("us"))}
-    assert sight(seen, {"writer-0": "sha256:ours"}, "writer-0", "sha256:ours", NOW).quiet
+    assert sight(seen, seen, "writer-0", "sha256:ours", NOW).quiet
 
 
 def test_another_live_writer_makes_a_listing_loud() -> None:
     seen = {"writer-0": ("sha256:ours", alive("us")), "writer-1": ("sha256:b", alive("b"))}
-    before = {slot: digest for slot, (digest, _) in seen.items()}
+    before = dict(seen)  # the listing before saw the same
     sighting = sight(seen, before, "writer-0", "sha256:ours", NOW)
     assert sighting.held
     assert not sighting.quiet
@@ -65,18 +74,18 @@ def test_another_live_writer_makes_a_listing_loud() -> None:
 
 def test_a_writer_that_came_and_went_between_listings_makes_it_loud() -> None:
     seen = {"writer-0": ("sha256:ours", alive("us")), "writer-1": ("sha256:gone", released())}
-    was_free = {"writer-0": "sha256:ours", "writer-1": "sha256:older"}
+    was_free = {"writer-0": seen["writer-0"], "writer-1": ("sha256:older", released("o"))}
     assert not sight(seen, was_free, "writer-0", "sha256:ours", NOW).quiet
-    never_there = {"writer-0": "sha256:ours"}
+    never_there = {"writer-0": seen["writer-0"]}
     assert not sight(seen, never_there, "writer-0", "sha256:ours", NOW).quiet
-    unchanged = {"writer-0": "sha256:ours", "writer-1": "sha256:gone"}
+    unchanged = dict(seen)
     assert sight(seen, unchanged, "writer-0", "sha256:ours", NOW).quiet
 
 
 def test_a_crashed_writer_counts_until_its_expiry_and_the_clock_margin_pass() -> None:
     crashed = Lease("c", True, NOW - timedelta(seconds=30))
     seen = {"writer-0": ("sha256:ours", alive("us")), "writer-1": ("sha256:c", crashed)}
-    before = {slot: digest for slot, (digest, _) in seen.items()}
+    before = dict(seen)  # the listing before saw the same
     assert not sight(seen, before, "writer-0", "sha256:ours", NOW).quiet
     later = NOW + CLOCK_MARGIN
     assert sight(seen, before, "writer-0", "sha256:ours", later).quiet
@@ -84,14 +93,15 @@ def test_a_crashed_writer_counts_until_its_expiry_and_the_clock_margin_pass() ->
 
 def test_something_else_under_a_lease_tag_counts_as_a_live_writer() -> None:
     seen = {"writer-0": ("sha256:ours", alive("us")), "writer-1": ("sha256:x", None)}
-    before = {slot: digest for slot, (digest, _) in seen.items()}
+    before = dict(seen)  # the listing before saw the same
     assert not sight(seen, before, "writer-0", "sha256:ours", NOW).quiet
     assert free_slot(seen, NOW) == "writer-2"
 
 
 def test_a_slot_another_writer_took_over_is_not_held() -> None:
     seen = {"writer-0": ("sha256:theirs", alive("them"))}
-    sighting = sight(seen, {"writer-0": "sha256:ours"}, "writer-0", "sha256:ours", NOW)
+    ours = {"writer-0": ("sha256:ours", alive("us"))}
+    sighting = sight(seen, ours, "writer-0", "sha256:ours", NOW)
     assert not sighting.held
     assert not sighting.quiet
 
@@ -324,3 +334,52 @@ async def test_a_sync_alone_reads_no_version_tag_and_beside_another_writer_reads
         ours = await lease_in(store, "writer-0")
         assert ours is not None
         assert not ours.running
+
+
+@pytest.mark.registry
+async def test_every_tag_another_writer_moved_before_the_settle_check_is_recorded_again(
+    registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settle checks wait long enough for the other writer below to act first.
+    monkeypatch.setattr(writer_module, "SETTLE_FLOOR", 5.0)
+    fixture = FixtureIndex()
+    for version in ("1.0", "2.0"):
+        fixture.add("mv", make_wheel("mv", version))
+    prefix = f"mv{uuid.uuid4().hex[:10]}"
+    async with RegistryStore(
+        registry.host, prefix, plain_http=True, credentials=CredentialStore.empty()
+    ) as store:
+        await announce_writer(store, "writer-3")
+        empty = fmt.empty_config()
+
+        async def other_writer() -> dict[str, str]:
+            """Once our sync tagged both versions, add a file of its own to each."""
+            while any([await store.get_manifest("mv", tag) is None for tag in ("1.0", "2.0")]):
+                await asyncio.sleep(0.05)
+            await store.put_blob_bytes("mv", empty.descriptor.digest, empty.data)
+            moved = {}
+            for tag in ("1.0", "2.0"):
+                theirs = fake_manifest(f"theirs-{tag}.whl")
+                digest = await store.put_manifest("mv", sha256(theirs), fmt.OCI_MANIFEST, theirs)
+                entry = fmt.Descriptor(
+                    fmt.OCI_MANIFEST,
+                    digest,
+                    len(theirs),
+                    annotations={fmt.A_FILENAME: f"theirs-{tag}.whl"},
+                )
+                current = await store.get_manifest("mv", tag)
+                assert current is not None
+                ours = list(fmt.read_release_index(current.body).entries)
+                body = fmt.build_release_index("mv", tag, [*ours, entry]).data
+                moved[tag] = await store.put_manifest("mv", tag, fmt.OCI_INDEX, body)
+            return moved
+
+        with serve_index(fixture):
+            _, moved = await asyncio.wait_for(
+                asyncio.gather(sync_logged(registry, fixture.url, prefix, ["mv"]), other_writer()),
+                timeout=120,  # stops a hang only
+            )
+        catalog = await read_catalog(store)
+    assert catalog is not None
+    # Both versions, not only the first, recorded with what their tags hold now.
+    assert {tag: r.digest for tag, r in catalog.projects["mv"].items()} == moved

@@ -269,18 +269,9 @@ class Syncer:
             for name in grouped:
                 if name in outcomes:
                     draft.add(name, outcomes[name])
-            # The catalog is written with the digests as tagged, while the tags'
-            # settle checks run: one settle wait covers both; a tag another
-            # writer moved meanwhile is recorded again with what it holds now.
-            catalog_error = await self._write_catalog(draft)
-            settled = await self.writer.settle()
+            catalog_error, settled = await self._finish(draft)
             ordered = [outcomes[name] for name in grouped if name in outcomes]
             releases = [self._settled(r, settled) for o in ordered for r in o.releases]
-            await self._moved_after_write(draft, settled)
-            if len(draft):
-                catalog_error = await self._write_catalog(draft) or catalog_error
-                await self.writer.settle()  # the catalog's own tag, written again
-            await self.writer.close()
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -368,14 +359,7 @@ class Syncer:
                         group.create_task(one(item))
                     if len(draft) >= CATALOG_FLUSH:
                         streamed.failed(await self._write_catalog(draft))
-            # As in run(): the catalog written while the tags' settle checks run.
-            streamed.failed(await self._write_catalog(draft))
-            settled = await self.writer.settle()
-            await self._moved_after_write(draft, settled)
-            if len(draft):
-                streamed.failed(await self._write_catalog(draft))
-                await self.writer.settle()  # the catalog's own tag, written again
-            await self.writer.close()
+            streamed.failed((await self._finish(draft))[0])
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         finally:
@@ -396,13 +380,32 @@ class Syncer:
             streamed=streamed.tally.totals(),
         )
 
+    async def _finish(
+        self, draft: _CatalogDraft
+    ) -> tuple[ProjectError | None, Mapping[tuple[str, str], str | None]]:
+        """The end of a run: the catalog written, the tags settled, the lease released.
+
+        The catalog is written with the digests as tagged while the tags'
+        settle checks run, so one settle wait covers both; a tag another
+        writer moved meanwhile is recorded again with what it holds now.
+        Returns the catalog's error, if any, and the tags that moved.
+        """
+        error = await self._write_catalog(draft)
+        settled = await self.writer.settle()
+        await self._moved_after_write(draft, settled)
+        if len(draft):
+            error = await self._write_catalog(draft) or error
+            await self.writer.settle()  # the catalog's own tag, written again
+        await self.writer.close()
+        return error, settled
+
     async def _moved_after_write(
         self, draft: _CatalogDraft, settled: Mapping[tuple[str, str], str | None]
     ) -> None:
         """Releases written to the catalog already whose tags another writer moved since:
         recorded again with the digest they have now (their version read back)."""
         for (project, tag), digest in settled.items():
-            if digest is None or project in draft or not is_release_tag(tag):
+            if digest is None or not is_release_tag(tag):
                 continue
             if not is_project_repository(project):
                 continue
@@ -440,12 +443,21 @@ class Syncer:
             return ProjectError(CATALOG_REPOSITORY, f"catalog not updated: {exc}")
         if self.journal is not None:
             # The catalog this state last wrote: the next run's check (bind_state).
-            written = await self.store.get_manifest(CATALOG_REPOSITORY, latest) if latest else None
+            written = None
+            if latest is not None:
+                try:
+                    written = await self._retry(
+                        "catalog", partial(self.store.get_manifest, CATALOG_REPOSITORY, latest)
+                    )
+                except FATAL_ERRORS:
+                    raise
+                except OciPypiError as exc:  # the next run reads the whole catalog instead
+                    log.info("catalog %s not read back (%s)", latest, exc)
             self.journal.record_catalog(latest, written.body if written is not None else None)
         return None
 
     def _settled(
-        self, release: ReleaseResult, settled: dict[tuple[str, str], str | None]
+        self, release: ReleaseResult, settled: Mapping[tuple[str, str], str | None]
     ) -> ReleaseResult:
         """The release with the digest its tag has after the settle checks."""
         digest = settled.get((release.project, release.tag))
@@ -972,13 +984,9 @@ def _page_files(page: ProjectPage, project: str) -> dict[str, tuple[Distribution
     return files
 
 
-def selection_key(requirements: Sequence[Requirement], options: SyncOptions) -> str:
-    """A digest of what decides the selection and the bytes written, the page aside."""
-    return SelectionKeys(options).of(requirements)
-
-
 class SelectionKeys:
-    """:func:`selection_key` for the many projects of one run.
+    """A digest of what decides a project's selection and the bytes written, the page
+    aside, for the many projects of one run.
 
     The options' part of the document is serialised once; each project
     then costs one hash over its requirements spliced in (a run over a
