@@ -510,7 +510,7 @@ async def test_a_state_forgets_only_what_another_writer_changed_reading_only_tha
         moved = CatalogRelease("1.0", "1.0", _digest("elsewhere"))
         await update_catalog(Writer(store), CatalogChange({"project-17": {"1.0": moved}}))
         store.opened.clear()
-        binding = await bind_state(Writer(store), journal, RetryPolicy())
-        assert binding.rederived == frozenset({"project-17"})
+        rederived = await bind_state(Writer(store), journal, RetryPolicy())
+        assert rederived == frozenset({"project-17"})
         assert len(store.opened) == 1  # one part, not the catalog
         assert journal.all_release_digests().keys() == {"project-4000"}

@@ -18,20 +18,14 @@ from oci_pypi_sync.cli.common import (
     run,
     verbose_option,
 )
+from oci_pypi_sync.cli.options import jobs_option
 from oci_pypi_sync.errors import UsageError
 
 
 @click.command()
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 256),
-    default=8,
-    show_default=True,
-    help="Tags copied, and tag lists read, at once.",
-)
+@jobs_option("Tags copied, and tag lists read, at once.")
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to non-loopback registries.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @registry_options

@@ -65,3 +65,10 @@ def setting_options(keys: Sequence[Key] = KEYS) -> Callable[[F], F]:
         return command
 
     return decorate
+
+
+def jobs_option(help: str) -> Callable[[F], F]:
+    """``--jobs/-j N`` (1 to 256, default 8) of an operation walking a mirror's tags."""
+    return click.option(
+        "--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True, help=help
+    )

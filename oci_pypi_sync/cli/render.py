@@ -36,28 +36,16 @@ REPORT_SCHEMA_VERSION = 2
 def report_document(report: SyncReport) -> dict[str, Any]:
     """The ``--json`` document: per file, per release, per failed project, and totals."""
     head = _head(report)
+    totals = head.pop("totals")  # last, after the records
     return {
-        **{key: head[key] for key in _HEAD_KEYS if key != "totals"},
+        **head,
         "files": [file_record(f) for f in report.files],
         "releases": [release_record(r) for r in report.releases],
         "errors": [error_record(e) for e in report.project_errors],
         "excluded": [excluded_record(e) for e in report.excluded],
         "warnings": [warning_record(w) for w in report.warnings],
-        "totals": head["totals"],
+        "totals": totals,
     }
-
-
-_HEAD_KEYS = (
-    "schema",
-    "tool",
-    "started",
-    "seconds",
-    "target",
-    "dry_run",
-    "ok",
-    "aborted",
-    "totals",
-)
 
 
 def _head(report: SyncReport) -> dict[str, Any]:

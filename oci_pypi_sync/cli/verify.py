@@ -18,7 +18,7 @@ from oci_pypi_sync.cli.common import (
     target_access,
     verbose_option,
 )
-from oci_pypi_sync.cli.options import setting_parameter
+from oci_pypi_sync.cli.options import jobs_option, setting_parameter
 from oci_pypi_sync.config import KEYS_BY_FIELD
 from oci_pypi_sync.errors import UsageError
 
@@ -60,14 +60,7 @@ from oci_pypi_sync.errors import UsageError
     default=None,
     help="With --sample: the draw; the same seed checks the same tags (default: a new draw).",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 256),
-    default=8,
-    show_default=True,
-    help="Tag lists and tags read at once.",
-)
+@jobs_option("Tag lists and tags read at once.")
 @setting_parameter(KEYS_BY_FIELD["index_url"])
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
 from oci_pypi_sync.engine.writer import Writer
@@ -39,21 +38,12 @@ from oci_pypi_sync.ops.catalog import (
 )
 from oci_pypi_sync.state.journal import Journal
 
-__all__ = ["Binding", "bind_state"]
+__all__ = ["bind_state"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """What the run found: the target's identity, and how much of the state it kept."""
-
-    identity: str | None
-    catalog_digest: str | None
-    rederived: frozenset[str] | None  # None: everything; else the projects read again
-
-
-async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Binding:
+async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> frozenset[str] | None:
     """Check, once per run, that the state still describes the target; forget what it does not.
 
     Two reads (the identity and the catalog's ``latest`` manifest), and,
@@ -61,6 +51,7 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
     catalog the state saw last (the whole catalog when the state kept no
     manifest of it). A target
     without an identity gets one now, before anything else is written.
+    Returns the projects whose records were forgotten (``None``: every one).
     """
     store = writer.store
     try:
@@ -82,7 +73,7 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
             exc,
         )
         journal.forget_target()
-        return Binding(None, None, None)
+        return None
     latest_digest = latest.digest if latest is not None else None
     known_identity, known_catalog = journal.binding()
     if identity != known_identity:
@@ -98,9 +89,9 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
             )
             journal.forget_target()
         journal.bind(identity, latest_digest, latest.body if latest is not None else None)
-        return Binding(identity, latest_digest, None)
+        return None
     if known_catalog == latest_digest:
-        return Binding(identity, latest_digest, frozenset())
+        return frozenset()
     diff: CatalogDiff | None = None
     if latest is not None:
         found = latest
@@ -138,4 +129,4 @@ async def bind_state(writer: Writer, journal: Journal, retry: RetryPolicy) -> Bi
         )
         journal.forget_projects(changed)
     journal.record_catalog(latest_digest, latest.body if latest is not None else None)
-    return Binding(identity, latest_digest, changed)
+    return changed

@@ -103,7 +103,6 @@ class Presence:
         self._slot: str | None = None
         self._digest: str | None = None
         self._renewed = 0.0
-        self._before: dict[str, str] | None = None  # slot -> digest, at the listing before
         self._last: Seen | None = None  # what the latest listing saw
         self._leases: dict[str, Lease | None] = {}  # digest -> what it says (immutable)
         self._quiet_at: float | None = None  # start of the latest listing, if it was quiet
@@ -274,14 +273,13 @@ class Presence:
             started = time.monotonic()
             seen = await self._seen()
             ended = time.monotonic()
-            sighting = sight(seen, self._before, self._slot, self._digest, datetime.now(UTC))
-            self._before = {slot: digest for slot, (digest, _) in seen.items()}
-            self._last = seen
+            before, self._last = self._last, seen
             if self._slot is None:
                 # The first listing, before this writer's lease: reads from now on
                 # see every tag a writer alive or gone before it wrote.
                 self._clean_since = ended
                 return False
+            sighting = sight(seen, before, self._slot, self._digest, datetime.now(UTC))
             if sighting.held:
                 self._visible.set()
             else:

@@ -30,7 +30,7 @@ from oci_pypi_sync.engine.results import (
     SyncObserver,
 )
 from oci_pypi_sync.engine.retry import RetryPolicy, with_retries
-from oci_pypi_sync.engine.writer import BlobWrite, Child, TagRead, Writer
+from oci_pypi_sync.engine.writer import BlobWrite, Child, Writer
 from oci_pypi_sync.errors import (
     FATAL_ERRORS,
     IndexError_,
@@ -60,7 +60,7 @@ from oci_pypi_sync.index.client import IndexClient
 from oci_pypi_sync.index.records import DistributionFile
 from oci_pypi_sync.plan.select import SelectedFile
 from oci_pypi_sync.state.journal import Journal
-from oci_pypi_sync.stores.protocols import StatsBlobs, StoredManifest, TagMerge
+from oci_pypi_sync.stores.protocols import StatsBlobs, StoredManifest, TagMerge, TagRead
 
 __all__ = [
     "SMALL_WHEEL_BYTES",

@@ -64,6 +64,7 @@ from oci_pypi_sync.stores.protocols import (
     Store,
     StoredManifest,
     TagMerge,
+    TagRead,
     UpdatesTagsAtomically,
 )
 
@@ -76,7 +77,6 @@ __all__ = [
     "BlobWrite",
     "Child",
     "ManifestWrite",
-    "TagRead",
     "Writer",
 ]
 
@@ -129,20 +129,6 @@ class ManifestWrite:
 
     digest: str
     children: dict[str, BlobWrite]
-
-
-@dataclass(frozen=True, slots=True)
-class TagRead:
-    """What a run read of a tag (``None``: absent), and when it started reading.
-
-    ``read_at`` is a :func:`time.monotonic` taken after
-    :meth:`Writer.read_point`. Given to :meth:`Writer.tag`, it spares the
-    read right before the write when no other writer could have written
-    the tag since (see :mod:`.presence`).
-    """
-
-    manifest: StoredManifest | None
-    read_at: float
 
 
 @dataclass

@@ -24,12 +24,15 @@ __all__ = [
     "LEASE_ARTIFACT",
     "LEASE_PREFIX",
     "Lease",
+    "Seen",
     "Sighting",
+    "expiry",
     "free_slot",
     "is_lease_tag",
     "lease_manifest",
     "read_lease",
     "sight",
+    "slot_tag",
 ]
 
 LEASE_PREFIX = "writer-"
@@ -117,7 +120,7 @@ class Sighting:
 
 def sight(
     seen: Seen,
-    before: Mapping[str, str] | None,
+    before: Seen | None,
     own_slot: str | None,
     own_digest: str | None,
     now: datetime,
@@ -128,7 +131,7 @@ def sight(
     alive = any(lease is None or lease.alive(now) for _, lease in others.values())
     changed = False
     if before is not None:
-        previous = {slot: digest for slot, digest in before.items() if slot != own_slot}
+        previous = {slot: digest for slot, (digest, _) in before.items() if slot != own_slot}
         changed = previous != {slot: digest for slot, (digest, _) in others.items()}
     return Sighting(held, held and not alive and not changed)
 

@@ -58,6 +58,7 @@ from oci_pypi_sync.stores.protocols import (
     EditsLayoutRefs,
     KnowsTagDigests,
     StoredManifest,
+    TagRead,
 )
 
 if TYPE_CHECKING:
@@ -694,6 +695,7 @@ async def update_catalog(writer: Writer, change: CatalogChange) -> str | None:
 
 async def _update(writer: Writer, change: CatalogChange) -> str | None:
     store = writer.store
+    read_at = await writer.read_point()
     current = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
     index = catalog_index(current) if current is not None else CatalogIndex()
     units = units_for(index, (bucket_of(name) for name in change.names))
@@ -715,7 +717,8 @@ async def _update(writer: Writer, change: CatalogChange) -> str | None:
         merged = merge_index(now, writes)
         return merged.manifest() if merged is not None else None
 
-    tagged = await writer.tag(CATALOG_REPOSITORY, LATEST_TAG, OCI_MANIFEST, merge)
+    read = TagRead(current, read_at)
+    tagged = await writer.tag(CATALOG_REPOSITORY, LATEST_TAG, OCI_MANIFEST, merge, read=read)
     await _tidy(writer, index, tagged, current, writes)
     return tagged
 
@@ -784,6 +787,8 @@ async def _tidy(
     catalog no longer references (a registry's garbage collector does that there)."""
     store = writer.store
     legacy = [layer for layer in read.layers if layer.legacy]
+    if not legacy and not isinstance(store, DiscardsBlobs):
+        return  # nothing to retire, nothing this store lets us remove
     final = await store.get_manifest(CATALOG_REPOSITORY, LATEST_TAG)
     now = catalog_index(final) if final is not None else CatalogIndex()
     if legacy and not any(layer.legacy for layer in now.layers):

@@ -31,6 +31,7 @@ from oci_pypi_sync.format import (
     OCI_MANIFEST,
     canonical_json,
     empty_config,
+    sha256_digest,
 )
 from oci_pypi_sync.limits import loads_json
 
@@ -313,12 +314,8 @@ def split(
     return pieces
 
 
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def layer_of(span: Span, data: bytes, *, delta: bool = False) -> Layer:
-    return Layer(span, digest_of(data), len(data), delta)
+    return Layer(span, sha256_digest(data), len(data), delta)
 
 
 def changed_since(seen: CatalogIndex, now: CatalogIndex) -> tuple[list[Layer], list[Span]]:

@@ -509,7 +509,8 @@ async def verify(
     seed checks the same tags again (after a repair, say).
     """
     policy = retry or RetryPolicy()
-    verifier = _Verifier(store, deep or sample is not None)
+    deep = deep or sample is not None  # a sampled tag is checked deeply
+    verifier = _Verifier(store, deep)
     names = (
         sorted(set(repositories)) if repositories is not None else await mirror_repositories(store)
     )
@@ -577,7 +578,7 @@ async def verify(
         manifests_checked=verifier.manifests_checked,
         blobs_checked=verifier.blobs_checked,
         findings=tuple(sorted(findings, key=lambda f: (f.repository, f.tag))) + tuple(refs),
-        deep=deep or sample is not None,
+        deep=deep,
         tags_skipped=counts["skipped"],
         tags_listed=counts["listed"],
         sample=sample,

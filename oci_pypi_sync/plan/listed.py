@@ -12,24 +12,19 @@ than everything else a passed-over project costs.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from oci_pypi_sync.format import is_project_repository
 from oci_pypi_sync.index.records import ProjectIndex
 from oci_pypi_sync.plan.shard import Shard
 
 __all__ = ["ListedProject", "ListedProjects"]
 
 log = logging.getLogger(__name__)
-
-#: A normalized name a requirement can take (PEP 503 normalized PEP 508 names).
-_NORMALIZED_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
-#: A name normalizing leaves as it is (no capital, no ``_`` or ``.``, no run of ``-``).
-_IN_NORMAL_FORM = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +118,7 @@ def _normalized(spelled: str) -> str | None:
 
     A name already in normal form (most of a large list) is taken as it is.
     """
-    if _IN_NORMAL_FORM.fullmatch(spelled) is not None:
+    if is_project_repository(spelled):  # the one test of a name in normal form
         return spelled
     name = str(canonicalize_name(spelled))
-    return name if _NORMALIZED_NAME.fullmatch(name) is not None else None
+    return name if is_project_repository(name) else None

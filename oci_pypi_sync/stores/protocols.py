@@ -42,6 +42,7 @@ __all__ = [
     "Store",
     "StoredManifest",
     "TagMerge",
+    "TagRead",
     "UpdatesTagsAtomically",
 ]
 
@@ -60,6 +61,20 @@ class BlobStat:
     """What a store says about a blob without reading it: its size, when it tells."""
 
     size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRead:
+    """What a run read of a tag (``None``: absent), and when it started reading.
+
+    ``read_at`` is a :func:`time.monotonic` taken after ``Writer.read_point``
+    (:mod:`oci_pypi_sync.engine.writer`). Given to ``Writer.tag``, it spares
+    the read right before the write when no other writer could have written
+    the tag since (see :mod:`oci_pypi_sync.engine.presence`).
+    """
+
+    manifest: StoredManifest | None
+    read_at: float
 
 
 #: Given the tag's current manifest (``None``: untagged), the body to tag instead,
